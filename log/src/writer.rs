@@ -1,0 +1,746 @@
+//! [`Log`]: appending with group commit, the durable watermark, the failure latch, segment
+//! rollover with recycling and preallocation, and prefix truncation.
+//!
+//! Group commit (leader/follower): `append` encodes the record into a shared buffer under a
+//! short lock and returns its LSN. Whoever then needs durability and finds no sync in flight
+//! becomes the leader: it takes the whole buffer, writes it with one positional write per
+//! segment, calls `fdatasync` once outside the lock, publishes the new durable LSN and wakes
+//! every waiter. Records appended while a leader syncs wait for the next leader, so one
+//! `fdatasync` covers every record written before it started. A background flusher thread
+//! leads for records whose appenders do not wait (Gated and Relaxed commits), so nothing
+//! depends on a fixed delay.
+//!
+//! Failures latch: the first failed write or sync stores its cause; every waiter wakes with
+//! [`LogError::Latched`], nothing after the durable LSN is ever acknowledged, and appends are
+//! refused until the log is reopened (which recovers from what the disk really holds).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{LogError, Result};
+use crate::format::{
+    MAX_PAYLOAD, RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN, SegmentHeader,
+    segment_file_name,
+};
+use crate::fs::{FsLock, FsRef, OpenOptions};
+use crate::reader::LogReader;
+use crate::recovery::{RECYCLE_PREFIX, RecoveryReport, recover};
+use crate::segment::Segment;
+use crate::Lsn;
+
+/// How a log is opened.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Roll to a new segment when the next record would take the segment past this size
+    /// (a record larger than this gets a segment of its own). Default 64 MiB.
+    pub segment_size: u64,
+    /// Expected database id; a log of another database is refused. For a new log, the id to
+    /// write (random when None).
+    pub database_id: Option<u128>,
+    /// Timeline written into new segments of a new log. Default 1.
+    pub timeline: u64,
+    /// LSN of the first record of a new log. Default 1.
+    pub first_lsn: Lsn,
+    /// Zero-fill new segments to `segment_size` and sync them before use, so that appends
+    /// overwrite allocated blocks and `fdatasync` has no metadata to write. With a background
+    /// flusher this happens off the commit path (a spare segment is kept ready). Default true.
+    pub preallocate: bool,
+    /// Keep up to this many truncated segments to reuse instead of allocating. Default 2.
+    pub recycle: usize,
+    /// Appends block while this many bytes wait for a flush. Default 64 MiB.
+    pub max_buffered_bytes: usize,
+    /// Run a background thread that makes appended records durable without a waiter (and keeps
+    /// a preallocated spare segment). Turn off for deterministic single-threaded simulation.
+    /// Default true.
+    pub background_flush: bool,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            segment_size: 64 << 20,
+            database_id: None,
+            timeline: 1,
+            first_lsn: 1,
+            preallocate: true,
+            recycle: 2,
+            max_buffered_bytes: 64 << 20,
+            background_flush: true,
+        }
+    }
+}
+
+/// One record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// Commit timestamp, microseconds since the Unix epoch.
+    pub timestamp_us: u64,
+    /// Caller-defined kind.
+    pub kind: u16,
+    /// The payload, as appended.
+    pub payload: Vec<u8>,
+}
+
+/// Counters for monitoring.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// First LSN held.
+    pub first_lsn: Lsn,
+    /// Last LSN appended.
+    pub last_lsn: Lsn,
+    /// Last durable LSN.
+    pub durable_lsn: Lsn,
+    /// Segment files holding records.
+    pub segments: usize,
+    /// `fdatasync` calls made for records (group commits).
+    pub syncs: u64,
+    /// Bytes of records written.
+    pub bytes_written: u64,
+}
+
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+struct State {
+    next_lsn: Lsn,
+    durable_lsn: Lsn,
+    /// Encoded records not yet taken by a leader.
+    buf: Vec<u8>,
+    /// Total length of each record in `buf`.
+    buf_lens: Vec<u64>,
+    /// LSN of the first record in `buf`.
+    buf_first: Lsn,
+    leading: bool,
+    failed: Option<String>,
+    closed: bool,
+    flush_requested: bool,
+}
+
+struct Io {
+    active: Arc<Segment>,
+    offset: u64,
+}
+
+pub(crate) struct Shared {
+    pub fs: FsRef,
+    pub dir: PathBuf,
+    opts: LogOptions,
+    pub database_id: u128,
+    pub timeline: u64,
+    state: Mutex<State>,
+    /// Signalled when durability advances, a leader finishes, or the buffer drains.
+    cond: Condvar,
+    /// Wakes the background flusher.
+    flush_cond: Condvar,
+    pub durable: AtomicU64,
+    io: Mutex<Io>,
+    /// Every segment holding records, oldest first; the last is the active one.
+    pub segments: Mutex<Vec<Arc<Segment>>>,
+    recycled: Mutex<Vec<PathBuf>>,
+    /// Makes recycle file names unique.
+    spare_seq: AtomicU64,
+    syncs: AtomicU64,
+    bytes_written: AtomicU64,
+    _lock: Box<dyn FsLock>,
+}
+
+/// A segmented, append-only, checksummed log with group commit. Share it between threads with
+/// an `Arc`.
+///
+/// ```
+/// use pagelog_log::{Log, LogOptions, fs::StdFs};
+/// let dir = tempfile::tempdir()?;
+/// let log = Log::open(StdFs::shared(), dir.path(), LogOptions { segment_size: 1 << 20, ..Default::default() })?;
+/// let lsn = log.append_sync(0, b"first record")?;   // durable when it returns
+/// let next = log.append(0, b"second record")?;     // returns at once...
+/// log.wait_durable(next)?;                          // ...and is durable here
+/// assert_eq!(log.durable_lsn(), next);
+/// let records: Vec<_> = log.reader(lsn)?.collect::<Result<_, _>>()?;
+/// assert_eq!(records[1].payload, b"second record");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Log {
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+    report: RecoveryReport,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.shared.dir)
+            .field("durable_lsn", &self.durable_lsn())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Name of the lock file that makes one process the owner of a log directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+impl Log {
+    /// Open the log in `dir` (created if missing), recovering from a crash if there was one.
+    pub fn open(fs: FsRef, dir: &Path, opts: LogOptions) -> Result<Log> {
+        if opts.first_lsn == 0 {
+            return Err(LogError::LsnOutOfRange {
+                lsn: 0,
+                first: 1,
+                last: 0,
+            });
+        }
+        fs.create_dir_all(dir)
+            .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
+        let lock = fs
+            .try_lock(&dir.join(LOCK_FILE))
+            .map_err(|e| LogError::io(format!("locking {}", dir.display()), e))?;
+        let rec = recover(fs.as_ref(), dir, &opts)?;
+        let report = rec.report.clone();
+        let mut segments = rec.segments;
+        let (database_id, timeline) = match segments.first() {
+            Some(s) => (s.header.database_id, s.header.timeline),
+            None => (
+                opts.database_id.unwrap_or_else(rand::random),
+                opts.timeline,
+            ),
+        };
+        let next_lsn = report.last_lsn + 1;
+        let mut spare_seq = 0;
+        for p in &rec.recycled {
+            if let Some(n) = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(RECYCLE_PREFIX))
+                .and_then(|n| n.strip_suffix(".seg"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                spare_seq = spare_seq.max(n + 1);
+            }
+        }
+        let mut recycled = rec.recycled;
+        let (active, offset) = match segments.last() {
+            Some(s) => (s.clone(), rec.end),
+            None => {
+                let seg = create_segment(
+                    &fs,
+                    dir,
+                    &opts,
+                    database_id,
+                    timeline,
+                    next_lsn,
+                    &mut recycled,
+                )?;
+                segments.push(seg.clone());
+                (seg, SEGMENT_HEADER_LEN as u64)
+            }
+        };
+        tracing::info!(
+            dir = %dir.display(),
+            first_lsn = report.first_lsn,
+            last_lsn = report.last_lsn,
+            segments = segments.len(),
+            erased_bytes = report.erased_bytes,
+            "log opened"
+        );
+        let shared = Arc::new(Shared {
+            fs,
+            dir: dir.to_path_buf(),
+            database_id,
+            timeline,
+            state: Mutex::new(State {
+                next_lsn,
+                durable_lsn: next_lsn - 1,
+                buf: Vec::new(),
+                buf_lens: Vec::new(),
+                buf_first: next_lsn,
+                leading: false,
+                failed: None,
+                closed: false,
+                flush_requested: false,
+            }),
+            cond: Condvar::new(),
+            flush_cond: Condvar::new(),
+            durable: AtomicU64::new(next_lsn - 1),
+            io: Mutex::new(Io { active, offset }),
+            spare_seq: AtomicU64::new(spare_seq),
+            segments: Mutex::new(segments),
+            recycled: Mutex::new(recycled),
+            syncs: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            _lock: lock,
+            opts,
+        });
+        let flusher = if shared.opts.background_flush {
+            let s = shared.clone();
+            let handle = std::thread::Builder::new()
+                .name("pagelog-flush".into())
+                .spawn(move || s.flusher_loop())
+                .map_err(|e| LogError::io("starting the flusher thread", e))?;
+            Some(handle)
+        } else {
+            None
+        };
+        Ok(Log {
+            shared,
+            flusher,
+            report,
+        })
+    }
+
+    /// What recovery found when this log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// Append a record and return its LSN at once; it becomes durable soon (the background
+    /// flusher, or any waiter, syncs it). Use [`Log::wait_durable`] before acknowledging it.
+    pub fn append(&self, kind: u16, payload: &[u8]) -> Result<Lsn> {
+        self.append_at(kind, payload, now_us(), true)
+    }
+
+    /// Append a record with an explicit commit timestamp (µs since the Unix epoch).
+    pub fn append_with_timestamp(&self, kind: u16, payload: &[u8], timestamp_us: u64) -> Result<Lsn> {
+        self.append_at(kind, payload, timestamp_us, true)
+    }
+
+    /// Append a record and return once it is durable.
+    pub fn append_sync(&self, kind: u16, payload: &[u8]) -> Result<Lsn> {
+        let lsn = self.append_at(kind, payload, now_us(), false)?;
+        self.wait_durable(lsn)?;
+        Ok(lsn)
+    }
+
+    fn append_at(&self, kind: u16, payload: &[u8], ts: u64, wake_flusher: bool) -> Result<Lsn> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(LogError::TooLarge {
+                len: payload.len(),
+                max: MAX_PAYLOAD,
+            });
+        }
+        let s = &self.shared;
+        let mut st = s.state.lock();
+        loop {
+            s.check_usable(&st)?;
+            if st.buf.len() < s.opts.max_buffered_bytes || st.buf.is_empty() {
+                break;
+            }
+            // Back-pressure: flush the full buffer before adding to it.
+            let last = st.next_lsn - 1;
+            drop(st);
+            s.sync_up_to(last)?;
+            st = s.state.lock();
+        }
+        let lsn = st.next_lsn;
+        st.next_lsn += 1;
+        let header = RecordHeader::encode(lsn, ts, st.durable_lsn, kind, payload);
+        st.buf.extend_from_slice(&header);
+        st.buf.extend_from_slice(payload);
+        st.buf_lens.push((RECORD_HEADER_LEN + payload.len()) as u64);
+        if wake_flusher && !st.flush_requested {
+            st.flush_requested = true;
+            s.flush_cond.notify_one();
+        }
+        Ok(lsn)
+    }
+
+    /// Block until every record up to `lsn` is durable. Fails if the log latched an error
+    /// before that, or if `lsn` was never appended.
+    pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        self.shared.sync_up_to(lsn)
+    }
+
+    /// Make everything appended so far durable.
+    pub fn flush(&self) -> Result<()> {
+        let last = self.last_lsn();
+        self.shared.sync_up_to(last)
+    }
+
+    /// Every record up to this LSN is durable (a cheap atomic read).
+    pub fn durable_lsn(&self) -> Lsn {
+        self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// LSN of the last record appended (durable or not).
+    pub fn last_lsn(&self) -> Lsn {
+        self.shared.state.lock().next_lsn - 1
+    }
+
+    /// First LSN the log still holds.
+    pub fn first_lsn(&self) -> Lsn {
+        self.shared
+            .segments
+            .lock()
+            .first()
+            .map(|s| s.header.first_lsn)
+            .unwrap_or(1)
+    }
+
+    /// The database id written in every segment.
+    pub fn database_id(&self) -> u128 {
+        self.shared.database_id
+    }
+
+    /// The timeline written in every segment.
+    pub fn timeline(&self) -> u64 {
+        self.shared.timeline
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The latched failure, if the log failed.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.state.lock().failed.clone()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> LogStats {
+        let (last, durable) = {
+            let st = self.shared.state.lock();
+            (st.next_lsn - 1, st.durable_lsn)
+        };
+        let segs = self.shared.segments.lock();
+        LogStats {
+            first_lsn: segs.first().map(|s| s.header.first_lsn).unwrap_or(1),
+            last_lsn: last,
+            durable_lsn: durable,
+            segments: segs.len(),
+            syncs: self.shared.syncs.load(Ordering::Relaxed),
+            bytes_written: self.shared.bytes_written.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Read durable records from `from` on. The reader stops at the durable LSN as it is when
+    /// each record is requested (so it follows the log as it grows).
+    pub fn reader(&self, from: Lsn) -> Result<LogReader> {
+        LogReader::new(self.shared.clone(), from)
+    }
+
+    /// Drop every segment whose records are all `<= upto` (never the active segment); a
+    /// recyclable segment is kept for reuse. Returns how many segments were dropped.
+    pub fn truncate_prefix(&self, upto: Lsn) -> Result<usize> {
+        self.shared.truncate_prefix(upto)
+    }
+
+    /// Flush what was appended, stop the flusher, and close.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        let failed = self.shared.state.lock().failed.is_some();
+        let res = if failed { Ok(()) } else { self.flush() };
+        {
+            let mut st = self.shared.state.lock();
+            st.closed = true;
+            self.shared.flush_cond.notify_all();
+            self.shared.cond.notify_all();
+        }
+        if let Some(h) = self.flusher.take() {
+            let _ = h.join();
+        }
+        res
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let closed = self.shared.state.lock().closed;
+        if !closed {
+            if let Err(e) = self.shutdown() {
+                tracing::warn!(error = %e, "log dropped with records that could not be made durable");
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn check_usable(&self, st: &State) -> Result<()> {
+        if let Some(cause) = &st.failed {
+            return Err(LogError::Latched {
+                cause: cause.clone(),
+                durable_lsn: st.durable_lsn,
+            });
+        }
+        if st.closed {
+            return Err(LogError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Leader/follower loop: return once `lsn` is durable.
+    fn sync_up_to(&self, lsn: Lsn) -> Result<()> {
+        if self.durable.load(Ordering::Acquire) >= lsn {
+            return Ok(());
+        }
+        let mut st = self.state.lock();
+        loop {
+            if st.durable_lsn >= lsn {
+                return Ok(());
+            }
+            if let Some(cause) = &st.failed {
+                return Err(LogError::Latched {
+                    cause: cause.clone(),
+                    durable_lsn: st.durable_lsn,
+                });
+            }
+            if lsn >= st.next_lsn {
+                return Err(LogError::LsnOutOfRange {
+                    lsn,
+                    first: 1,
+                    last: st.next_lsn - 1,
+                });
+            }
+            if st.leading {
+                self.cond.wait(&mut st);
+                continue;
+            }
+            // Become the leader for everything buffered.
+            st.leading = true;
+            let batch = std::mem::take(&mut st.buf);
+            let lens = std::mem::take(&mut st.buf_lens);
+            let first = st.buf_first;
+            let last = st.next_lsn - 1;
+            st.buf_first = st.next_lsn;
+            // Wake appenders blocked on back-pressure.
+            self.cond.notify_all();
+            drop(st);
+            let res = self.write_batch(&batch, &lens, first);
+            st = self.state.lock();
+            st.leading = false;
+            match res {
+                Ok(()) => {
+                    st.durable_lsn = last;
+                    self.durable.store(last, Ordering::Release);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, durable_lsn = st.durable_lsn, "log write failed; latching");
+                    st.failed = Some(e.to_string());
+                    self.cond.notify_all();
+                    return Err(e);
+                }
+            }
+            self.cond.notify_all();
+        }
+    }
+
+    /// Write a batch of encoded records (one write per segment touched) and sync.
+    fn write_batch(&self, batch: &[u8], lens: &[u64], first: Lsn) -> Result<()> {
+        if lens.is_empty() {
+            return Ok(());
+        }
+        let mut io = self.io.lock();
+        let mut lsn = first;
+        let mut pos = 0usize;
+        let mut run_start = 0usize;
+        let mut run_offset = io.offset;
+        for &len in lens {
+            let fits = io.offset + len <= self.opts.segment_size;
+            if !fits && io.offset > SEGMENT_HEADER_LEN as u64 {
+                self.write_run(&io.active, &batch[run_start..pos], run_offset)?;
+                self.roll(&mut io, lsn)?;
+                run_start = pos;
+                run_offset = io.offset;
+            }
+            io.offset += len;
+            pos += len as usize;
+            lsn += 1;
+        }
+        self.write_run(&io.active, &batch[run_start..pos], run_offset)?;
+        let seg = &io.active;
+        seg.file
+            .sync_data()
+            .map_err(|e| LogError::io(format!("syncing {}", seg.path.display()), e))?;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.bytes_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn write_run(&self, seg: &Segment, bytes: &[u8], offset: u64) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        seg.file
+            .write_all_at(bytes, offset)
+            .map_err(|e| LogError::io(format!("writing {}", seg.path.display()), e))
+    }
+
+    /// Seal the active segment (synced) and start a new one whose first record is `first_lsn`.
+    fn roll(&self, io: &mut Io, first_lsn: Lsn) -> Result<()> {
+        let old = &io.active;
+        old.file
+            .sync_data()
+            .map_err(|e| LogError::io(format!("syncing {}", old.path.display()), e))?;
+        let mut pool: Vec<PathBuf> = self.recycled.lock().pop().into_iter().collect();
+        let seg = create_segment(
+            &self.fs,
+            &self.dir,
+            &self.opts,
+            self.database_id,
+            self.timeline,
+            first_lsn,
+            &mut pool,
+        );
+        self.recycled.lock().extend(pool);
+        let seg = seg?;
+        tracing::debug!(segment = %seg.path.display(), first_lsn, "rolled to a new segment");
+        self.segments.lock().push(seg.clone());
+        io.active = seg;
+        io.offset = SEGMENT_HEADER_LEN as u64;
+        Ok(())
+    }
+
+    fn truncate_prefix(&self, upto: Lsn) -> Result<usize> {
+        let mut segs = self.segments.lock();
+        let mut n = 0;
+        while n + 1 < segs.len() && segs[n + 1].header.first_lsn <= upto.saturating_add(1) {
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        for seg in segs.drain(..n).collect::<Vec<_>>() {
+            let mut pool = self.recycled.lock();
+            if pool.len() < self.opts.recycle && Arc::strong_count(&seg) == 1 {
+                let seq = self.spare_seq.fetch_add(1, Ordering::Relaxed);
+                let to = self.dir.join(format!("{RECYCLE_PREFIX}{seq}.seg"));
+                self.fs
+                    .rename(&seg.path, &to)
+                    .map_err(|e| LogError::io(format!("recycling {}", seg.path.display()), e))?;
+                pool.push(to);
+            } else {
+                self.fs
+                    .remove(&seg.path)
+                    .map_err(|e| LogError::io(format!("removing {}", seg.path.display()), e))?;
+            }
+        }
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(|e| LogError::io(format!("syncing {}", self.dir.display()), e))?;
+        tracing::debug!(upto, dropped = n, "truncated log prefix");
+        Ok(n)
+    }
+
+    /// Prepare a zero-filled spare segment when the pool is empty (background flusher only).
+    fn ensure_spare(&self) -> Result<()> {
+        if !self.opts.preallocate || self.opts.recycle == 0 || !self.recycled.lock().is_empty() {
+            return Ok(());
+        }
+        let seq = self.spare_seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("{RECYCLE_PREFIX}{seq}.seg"));
+        let file = self
+            .fs
+            .open(&path, OpenOptions::create())
+            .map_err(|e| LogError::io(format!("creating {}", path.display()), e))?;
+        if let Err(e) = zero_fill(&*file, self.opts.segment_size).and_then(|_| file.sync_data()) {
+            // Do not leave a half-filled file taking space (e.g. after ENOSPC).
+            let _ = self.fs.remove(&path);
+            return Err(LogError::io(format!("preallocating {}", path.display()), e));
+        }
+        self.recycled.lock().push(path);
+        Ok(())
+    }
+
+    fn flusher_loop(self: Arc<Self>) {
+        loop {
+            {
+                let mut st = self.state.lock();
+                while !st.closed && !st.flush_requested && st.failed.is_none() {
+                    if !self.opts.preallocate || !self.recycled.lock().is_empty() {
+                        self.flush_cond.wait(&mut st);
+                    } else {
+                        break;
+                    }
+                }
+                if st.closed || st.failed.is_some() {
+                    return;
+                }
+                st.flush_requested = false;
+            }
+            let last = self.state.lock().next_lsn - 1;
+            if self.sync_up_to(last).is_err() {
+                return;
+            }
+            if let Err(e) = self.ensure_spare() {
+                // Not fatal: rolls fall back to growing files.
+                tracing::warn!(error = %e, "could not preallocate a spare segment");
+                let mut st = self.state.lock();
+                if !st.flush_requested && !st.closed {
+                    self.flush_cond.wait(&mut st);
+                }
+            }
+        }
+    }
+}
+
+fn zero_fill(file: &dyn crate::fs::FsFile, size: u64) -> std::io::Result<()> {
+    const CHUNK: usize = 1 << 20;
+    let zeros = vec![0u8; CHUNK];
+    let mut at = file.len()?;
+    while at < size {
+        let n = ((size - at) as usize).min(CHUNK);
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Create (or take from the recycle pool) the segment whose first record is `first_lsn`, with
+/// its header and directory entry durable.
+fn create_segment(
+    fs: &FsRef,
+    dir: &Path,
+    opts: &LogOptions,
+    database_id: u128,
+    timeline: u64,
+    first_lsn: Lsn,
+    pool: &mut Vec<PathBuf>,
+) -> Result<Arc<Segment>> {
+    let path = dir.join(segment_file_name(first_lsn));
+    let header = SegmentHeader {
+        database_id,
+        timeline,
+        first_lsn,
+        created_us: now_us(),
+    };
+    let ctx = |what: &str| format!("{what} segment {}", path.display());
+    let file = if let Some(spare) = pool.pop() {
+        let file = fs
+            .open(&spare, OpenOptions::existing())
+            .map_err(|e| LogError::io(ctx("opening spare for"), e))?;
+        file.write_all_at(&header.encode(), 0)
+            .and_then(|_| file.sync_data())
+            .map_err(|e| LogError::io(ctx("writing header of"), e))?;
+        fs.rename(&spare, &path)
+            .map_err(|e| LogError::io(ctx("renaming spare to"), e))?;
+        file
+    } else {
+        let file = fs
+            .open(&path, OpenOptions::create())
+            .map_err(|e| LogError::io(ctx("creating"), e))?;
+        file.set_len(0)
+            .and_then(|_| file.write_all_at(&header.encode(), 0))
+            .map_err(|e| LogError::io(ctx("writing header of"), e))?;
+        // Without a background flusher to prepare spares, preallocate inline.
+        if opts.preallocate && !opts.background_flush {
+            zero_fill(&*file, opts.segment_size).map_err(|e| LogError::io(ctx("preallocating"), e))?;
+        }
+        file.sync_data()
+            .map_err(|e| LogError::io(ctx("syncing"), e))?;
+        file
+    };
+    fs.sync_dir(dir)
+        .map_err(|e| LogError::io(format!("syncing {}", dir.display()), e))?;
+    Ok(Arc::new(Segment::new(path, file, header)))
+}
