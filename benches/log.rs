@@ -1,1 +1,129 @@
-fn main() {}
+//! Log benchmarks (`cargo bench --bench log`), each beside the physical limit in the same run.
+//!
+//! - `log_append/raw_write_fdatasync_{4k,1m}`: a plain file, already allocated and synced,
+//!   overwritten sequentially with one write + `fdatasync` per iteration.
+//! - `log_append/log_sync_{4k,1m}`: one record of that size appended and awaited per iteration.
+//!   The log runs as in production: preallocated segments, and the prefix truncated (as after a
+//!   checkpoint and shipping) so that segments are recycled.
+//! - `group_commit/log_sync_4k_16threads`: 16 threads append 4 KiB records and wait for each;
+//!   reported time is per durable record.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use pagelog_log::fs::StdFs;
+use pagelog_log::{Log, LogOptions};
+
+const FILE_SIZE: u64 = 64 << 20;
+
+fn raw_write_fdatasync(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, size: usize) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
+    let path = dir.path().join("raw");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .expect("open raw file");
+    let chunk = vec![0u8; 1 << 20];
+    for i in 0..(FILE_SIZE >> 20) {
+        file.write_all_at(&chunk, i << 20).expect("prefill");
+    }
+    file.sync_all().expect("sync");
+    let buf = vec![0x5au8; size];
+    let mut offset = 0u64;
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            file.write_all_at(&buf, offset).expect("write");
+            file.sync_data().expect("fdatasync");
+            offset = (offset + size as u64) % FILE_SIZE;
+        })
+    });
+}
+
+fn log_sync(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, size: usize) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
+    let log = Log::open(StdFs::shared(), dir.path(), LogOptions::default()).expect("open log");
+    let payload = vec![0x5au8; size];
+    let mut n = 0u64;
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            let lsn = log.append_sync(0, &payload).expect("append");
+            n += 1;
+            if n % 16 == 0 {
+                // As in production after a checkpoint + shipping (every ~16 MiB by default):
+                // drop what is old, so its segments are recycled.
+                log.truncate_prefix(lsn.saturating_sub(16)).expect("truncate");
+            }
+        })
+    });
+}
+
+fn bench_dir() -> std::path::PathBuf {
+    // Benchmark on the disk the project lives on (target/), not a tmpfs.
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("bench-tmp");
+    std::fs::create_dir_all(&p).expect("bench dir");
+    p
+}
+
+fn log_append(c: &mut Criterion) {
+    let mut g = c.benchmark_group("log_append");
+    g.measurement_time(Duration::from_secs(8));
+    raw_write_fdatasync(&mut g, "raw_write_fdatasync_4k", 4096);
+    log_sync(&mut g, "log_sync_4k", 4096);
+    g.sample_size(30);
+    raw_write_fdatasync(&mut g, "raw_write_fdatasync_1m", 1 << 20);
+    log_sync(&mut g, "log_sync_1m", 1 << 20);
+    g.finish();
+}
+
+fn group_commit(c: &mut Criterion) {
+    let mut g = c.benchmark_group("group_commit");
+    g.measurement_time(Duration::from_secs(8));
+    let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
+    let log = Arc::new(Log::open(StdFs::shared(), dir.path(), LogOptions::default()).expect("open log"));
+    g.bench_function("log_sync_4k_16threads", |b| {
+        b.iter_custom(|iters| {
+            // `iters` durable records in total, spread over 16 threads appending concurrently.
+            let remaining = Arc::new(AtomicU64::new(iters));
+            let stop = Arc::new(AtomicBool::new(false));
+            let start = Instant::now();
+            let threads: Vec<_> = (0..16)
+                .map(|_| {
+                    let log = log.clone();
+                    let remaining = remaining.clone();
+                    let stop = stop.clone();
+                    std::thread::spawn(move || {
+                        let payload = vec![0x5au8; 4096];
+                        while !stop.load(Ordering::Relaxed) {
+                            if remaining
+                                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1))
+                                .is_err()
+                            {
+                                break;
+                            }
+                            log.append_sync(0, &payload).expect("append");
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().expect("appender thread");
+            }
+            stop.store(true, Ordering::Relaxed);
+            let elapsed = start.elapsed();
+            let lsn = log.durable_lsn();
+            log.truncate_prefix(lsn.saturating_sub(64)).expect("truncate");
+            elapsed
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, log_append, group_commit);
+criterion_main!(benches);

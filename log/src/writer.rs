@@ -230,10 +230,12 @@ impl Log {
         let (active, offset) = match segments.last() {
             Some(s) => (s.clone(), rec.end),
             None => {
+                // Opening is not on the commit path: preallocate the first segment here.
                 let seg = create_segment(
                     &fs,
                     dir,
                     &opts,
+                    opts.preallocate,
                     database_id,
                     timeline,
                     next_lsn,
@@ -583,10 +585,13 @@ impl Shared {
             .sync_data()
             .map_err(|e| LogError::io(format!("syncing {}", old.path.display()), e))?;
         let mut pool: Vec<PathBuf> = self.recycled.lock().pop().into_iter().collect();
+        // With a background flusher a spare is normally ready; never zero-fill on the
+        // commit path then (a missing spare means the new segment grows instead).
         let seg = create_segment(
             &self.fs,
             &self.dir,
             &self.opts,
+            self.opts.preallocate && !self.opts.background_flush,
             self.database_id,
             self.timeline,
             first_lsn,
@@ -698,10 +703,12 @@ fn zero_fill(file: &dyn crate::fs::FsFile, size: u64) -> std::io::Result<()> {
 
 /// Create (or take from the recycle pool) the segment whose first record is `first_lsn`, with
 /// its header and directory entry durable.
+#[allow(clippy::too_many_arguments)]
 fn create_segment(
     fs: &FsRef,
     dir: &Path,
     opts: &LogOptions,
+    preallocate: bool,
     database_id: u128,
     timeline: u64,
     first_lsn: Lsn,
@@ -732,8 +739,7 @@ fn create_segment(
         file.set_len(0)
             .and_then(|_| file.write_all_at(&header.encode(), 0))
             .map_err(|e| LogError::io(ctx("writing header of"), e))?;
-        // Without a background flusher to prepare spares, preallocate inline.
-        if opts.preallocate && !opts.background_flush {
+        if preallocate {
             zero_fill(&*file, opts.segment_size).map_err(|e| LogError::io(ctx("preallocating"), e))?;
         }
         file.sync_data()

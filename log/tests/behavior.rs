@@ -1,0 +1,339 @@
+//! Failure semantics, concurrency, rollover, readers and bad input, on the simulated disk and on
+//! real files.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pagelog_log::fs::{Fs, OpenOptions, SimFs, SimFsConfig, StdFs};
+use pagelog_log::{Log, LogError, LogOptions};
+
+const DIR: &str = "/db/log";
+
+fn sim_opts() -> LogOptions {
+    LogOptions {
+        segment_size: 4096,
+        background_flush: false,
+        preallocate: false,
+        ..Default::default()
+    }
+}
+
+fn payload(i: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
+}
+
+#[test]
+fn failed_fsync_latches_wakes_waiters_and_acknowledges_nothing_more() {
+    let fs = SimFs::new(SimFsConfig {
+        seed: 1,
+        ..Default::default()
+    });
+    let log = Arc::new(Log::open(fs.shared(), Path::new(DIR), LogOptions::default()).unwrap());
+    let a = log.append_sync(0, b"durable").unwrap();
+    fs.fail_sync_in(1);
+    // Many waiters on records that the failing sync covers: none may hang, none may succeed.
+    let mut lsns = Vec::new();
+    for i in 0..8 {
+        lsns.push(log.append(0, &payload(i, 100)).unwrap());
+    }
+    let handles: Vec<_> = lsns
+        .iter()
+        .map(|&lsn| {
+            let log = log.clone();
+            std::thread::spawn(move || log.wait_durable(lsn))
+        })
+        .collect();
+    for h in handles {
+        // The leader that ran the failing sync sees the I/O error itself; everyone else the
+        // latch.
+        let r = h.join().unwrap();
+        assert!(
+            matches!(r, Err(LogError::Latched { .. } | LogError::Io { .. })),
+            "{r:?}"
+        );
+    }
+    assert_eq!(log.durable_lsn(), a);
+    let err = log.append(0, b"more").unwrap_err();
+    assert!(matches!(err, LogError::Latched { durable_lsn, .. } if durable_lsn == a), "{err}");
+    assert!(err.to_string().contains("must be reopened"), "{err}");
+    assert!(log.wait_durable(a).is_ok(), "what was durable stays durable");
+    let log = Arc::into_inner(log).unwrap();
+    drop(log);
+    // After a crash and reopen, the log holds `a` and continues; the unsynced records may or
+    // may not be there, but the next LSN follows whatever is.
+    fs.crash();
+    let log = Log::open(fs.shared(), Path::new(DIR), LogOptions::default()).unwrap();
+    assert!(log.last_lsn() >= a);
+    let first = log.reader(1).unwrap().next().unwrap().unwrap();
+    assert_eq!(first.payload, b"durable");
+}
+
+#[test]
+fn disk_full_is_a_clear_error_and_acknowledges_nothing() {
+    let fs = SimFs::new(SimFsConfig {
+        seed: 2,
+        capacity_bytes: Some(6000),
+        ..Default::default()
+    });
+    let log = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap();
+    let mut last_ok = 0;
+    let err = loop {
+        match log.append_sync(0, &payload(last_ok, 500)) {
+            Ok(lsn) => last_ok = lsn,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, LogError::NoSpace { .. }), "{err}");
+    assert!(err.to_string().contains("disk full"), "{err}");
+    assert_eq!(log.durable_lsn(), last_ok);
+    assert!(matches!(log.append(0, b"x"), Err(LogError::Latched { .. })));
+    drop(log);
+    fs.set_capacity(None);
+    fs.crash();
+    let log = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap();
+    assert!(log.last_lsn() >= last_ok);
+    let n = log.reader(1).unwrap().count() as u64;
+    assert_eq!(n, log.last_lsn());
+}
+
+#[test]
+fn sixteen_threads_append_concurrently_with_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(
+        Log::open(
+            StdFs::shared(),
+            dir.path(),
+            LogOptions {
+                segment_size: 256 << 10,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let per_thread = 100;
+    let handles: Vec<_> = (0..16u64)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..per_thread {
+                    let p = payload(t * 1000 + i, 100 + (i as usize % 7) * 300);
+                    let lsn = log.append_sync(t as u16, &p).unwrap();
+                    assert!(log.durable_lsn() >= lsn);
+                    mine.push((lsn, p));
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut all: Vec<_> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    all.sort();
+    assert_eq!(all.len(), 1600);
+    for (i, (lsn, _)) in all.iter().enumerate() {
+        assert_eq!(*lsn, i as u64 + 1, "LSNs are dense");
+    }
+    let stats = log.stats();
+    assert!(stats.segments > 1, "rolled over: {stats:?}");
+    assert!(
+        stats.syncs < 1600,
+        "group commit shares syncs between appenders: {stats:?}"
+    );
+    let read: Vec<_> = log.reader(1).unwrap().map(|r| r.unwrap()).collect();
+    assert_eq!(read.len(), 1600);
+    for (r, (lsn, p)) in read.iter().zip(&all) {
+        assert_eq!((r.lsn, &r.payload), (*lsn, p));
+    }
+    // And after reopening from disk.
+    let log = Arc::into_inner(log).unwrap();
+    log.close().unwrap();
+    let log = Log::open(StdFs::shared(), dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(log.last_lsn(), 1600);
+    assert_eq!(log.reader(800).unwrap().count(), 801);
+}
+
+#[test]
+fn rollover_reading_across_segments_and_prefix_truncation_with_recycling() {
+    let fs = SimFs::default();
+    let opts = LogOptions {
+        segment_size: 1024,
+        recycle: 1,
+        ..sim_opts()
+    };
+    let log = Log::open(fs.shared(), Path::new(DIR), opts.clone()).unwrap();
+    for i in 1..=50u64 {
+        // Some records are larger than a segment: they get one of their own.
+        let len = if i % 10 == 0 { 3000 } else { 150 };
+        assert_eq!(log.append_sync(1, &payload(i, len)).unwrap(), i);
+    }
+    assert!(log.stats().segments >= 10);
+    let from_17: Vec<_> = log.reader(17).unwrap().map(|r| r.unwrap().lsn).collect();
+    assert_eq!(from_17, (17..=50).collect::<Vec<_>>());
+    let dropped = log.truncate_prefix(30).unwrap();
+    assert!(dropped > 0);
+    let first = log.first_lsn();
+    assert!(first <= 31 && first > 1, "first LSN after truncation: {first}");
+    assert!(matches!(
+        log.reader(1),
+        Err(LogError::LsnOutOfRange { lsn: 1, .. })
+    ));
+    let names = fs.list(Path::new(DIR)).unwrap();
+    assert!(names.iter().any(|n| n.starts_with("recycle-")), "{names:?}");
+    // Keep appending: the recycled segment is reused and its stale records never show.
+    for i in 51..=80u64 {
+        log.append_sync(1, &payload(i, 150)).unwrap();
+    }
+    drop(log);
+    fs.crash();
+    let log = Log::open(fs.shared(), Path::new(DIR), opts).unwrap();
+    let lsns: Vec<_> = log
+        .reader(log.first_lsn())
+        .unwrap()
+        .map(|r| r.unwrap())
+        .map(|r| {
+            assert_eq!(r.payload, payload(r.lsn, r.payload.len()));
+            r.lsn
+        })
+        .collect();
+    assert_eq!(lsns, (log.first_lsn()..=80).collect::<Vec<_>>());
+}
+
+#[test]
+fn corrupt_bytes_before_valid_records_are_an_error_naming_segment_and_offset() {
+    let fs = SimFs::default();
+    let log = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap();
+    for i in 1..=5u64 {
+        log.append_sync(0, &payload(i, 100)).unwrap();
+    }
+    drop(log);
+    let seg = Path::new(DIR).join("00000000000000000001.seg");
+    // Record 2 starts at 64 + 140; damage its payload.
+    fs.corrupt(&seg, 64 + 140 + 40 + 10, b"\xff\xff").unwrap();
+    let err = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap_err();
+    match &err {
+        LogError::Corrupt { segment, offset, .. } => {
+            assert_eq!(segment, &seg);
+            assert_eq!(*offset, 64 + 140);
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("00000000000000000001.seg") && msg.contains("204"), "{msg}");
+}
+
+#[test]
+fn damage_in_a_sealed_segment_is_corruption_not_a_tail() {
+    let fs = SimFs::default();
+    let log = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap();
+    for i in 1..=60u64 {
+        log.append_sync(0, &payload(i, 200)).unwrap();
+    }
+    assert!(log.stats().segments > 2);
+    drop(log);
+    let seg = Path::new(DIR).join("00000000000000000001.seg");
+    let len = fs.read_file(&seg).unwrap().len() as u64;
+    // Destroy the last record of the first segment.
+    fs.corrupt(&seg, len - 20, &[0u8; 20]).unwrap();
+    let err = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap_err();
+    assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("are lost"), "{err}");
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_synced_before_new_appends() {
+    let fs = SimFs::default();
+    let log = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap();
+    for i in 1..=3u64 {
+        log.append_sync(0, &payload(i, 100)).unwrap();
+    }
+    drop(log);
+    let seg = Path::new(DIR).join("00000000000000000001.seg");
+    let len = fs.read_file(&seg).unwrap().len() as u64;
+    fs.corrupt(&seg, len - 5, b"\x01\x02").unwrap();
+    let log = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap();
+    assert_eq!(log.last_lsn(), 2, "the damaged last record is a torn tail");
+    assert!(log.recovery_report().tail_reason.is_some());
+    assert_eq!(log.append_sync(0, b"new third").unwrap(), 3);
+    drop(log);
+    fs.crash();
+    let log = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap();
+    let recs: Vec<_> = log.reader(1).unwrap().map(|r| r.unwrap()).collect();
+    assert_eq!(recs.len(), 3);
+    assert_eq!(recs[2].payload, b"new third");
+}
+
+#[test]
+fn a_second_owner_and_a_foreign_log_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(StdFs::shared(), dir.path(), LogOptions::default()).unwrap();
+    let err = Log::open(StdFs::shared(), dir.path(), LogOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("locked by pid"), "{err}");
+    let id = log.database_id();
+    log.append_sync(0, b"x").unwrap();
+    drop(log);
+    let err = Log::open(
+        StdFs::shared(),
+        dir.path(),
+        LogOptions {
+            database_id: Some(id ^ 1),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, LogError::WrongDatabase { .. }), "{err}");
+}
+
+#[test]
+fn bad_segment_header_with_records_is_an_error_but_an_empty_torn_roll_is_removed() {
+    let fs = SimFs::default();
+    let log = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap();
+    for i in 1..=3u64 {
+        log.append_sync(0, &payload(i, 100)).unwrap();
+    }
+    drop(log);
+    // A segment file whose header never made it: empty of records, removed on open.
+    let bogus = Path::new(DIR).join("00000000000000000004.seg");
+    let f = fs.open(&bogus, OpenOptions::create()).unwrap();
+    f.write_all_at(&[0xAB; 30], 0).unwrap();
+    let log = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap();
+    assert_eq!(log.recovery_report().removed_segments, 1);
+    assert_eq!(log.last_lsn(), 3);
+    drop(log);
+    // Damage the header of the only segment, which holds records: refused.
+    let seg = Path::new(DIR).join("00000000000000000001.seg");
+    fs.corrupt(&seg, 20, b"\x00\x01").unwrap();
+    let err = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap_err();
+    assert!(matches!(err, LogError::BadSegmentHeader { .. }), "{err}");
+}
+
+#[test]
+fn gated_appends_become_durable_without_a_waiter() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(StdFs::shared(), dir.path(), LogOptions::default()).unwrap();
+    let lsn = log.append(0, b"no one waits for me").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.durable_lsn() < lsn {
+        assert!(std::time::Instant::now() < deadline, "background flusher never synced");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn oversized_records_and_bad_lsns_are_refused() {
+    let fs = SimFs::default();
+    let log = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap();
+    let err = log.wait_durable(5).unwrap_err();
+    assert!(matches!(err, LogError::LsnOutOfRange { lsn: 5, .. }), "{err}");
+    assert!(matches!(log.reader(7), Err(LogError::LsnOutOfRange { .. })));
+    assert!(matches!(
+        Log::open(
+            fs.shared(),
+            Path::new("/other"),
+            LogOptions {
+                first_lsn: 0,
+                ..sim_opts()
+            }
+        ),
+        Err(LogError::LsnOutOfRange { .. })
+    ));
+}
