@@ -20,7 +20,11 @@ use pagelog_log::{Log, LogOptions};
 
 const FILE_SIZE: u64 = 64 << 20;
 
-fn raw_write_fdatasync(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, size: usize) {
+fn raw_write_fdatasync(
+    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    size: usize,
+) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
     let path = dir.path().join("raw");
     let file = OpenOptions::new()
@@ -46,7 +50,11 @@ fn raw_write_fdatasync(c: &mut criterion::BenchmarkGroup<'_, criterion::measurem
     });
 }
 
-fn log_sync(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, size: usize) {
+fn log_sync(
+    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    size: usize,
+) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
     let log = Log::open(StdFs::shared(), dir.path(), LogOptions::default()).expect("open log");
     let payload = vec![0x5au8; size];
@@ -55,10 +63,11 @@ fn log_sync(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTi
         b.iter(|| {
             let lsn = log.append_sync(0, &payload).expect("append");
             n += 1;
-            if n % 16 == 0 {
+            if n.is_multiple_of(16) {
                 // As in production after a checkpoint + shipping (every ~16 MiB by default):
                 // drop what is old, so its segments are recycled.
-                log.truncate_prefix(lsn.saturating_sub(16)).expect("truncate");
+                log.truncate_prefix(lsn.saturating_sub(16))
+                    .expect("truncate");
             }
         })
     });
@@ -66,7 +75,9 @@ fn log_sync(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTi
 
 fn bench_dir() -> std::path::PathBuf {
     // Benchmark on the disk the project lives on (target/), not a tmpfs.
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("bench-tmp");
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("bench-tmp");
     std::fs::create_dir_all(&p).expect("bench dir");
     p
 }
@@ -86,7 +97,8 @@ fn group_commit(c: &mut Criterion) {
     let mut g = c.benchmark_group("group_commit");
     g.measurement_time(Duration::from_secs(8));
     let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
-    let log = Arc::new(Log::open(StdFs::shared(), dir.path(), LogOptions::default()).expect("open log"));
+    let log =
+        Arc::new(Log::open(StdFs::shared(), dir.path(), LogOptions::default()).expect("open log"));
     g.bench_function("log_sync_4k_16threads", |b| {
         b.iter_custom(|iters| {
             // `iters` durable records in total, spread over 16 threads appending concurrently.
@@ -102,7 +114,9 @@ fn group_commit(c: &mut Criterion) {
                         let payload = vec![0x5au8; 4096];
                         while !stop.load(Ordering::Relaxed) {
                             if remaining
-                                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1))
+                                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+                                    r.checked_sub(1)
+                                })
                                 .is_err()
                             {
                                 break;
@@ -118,7 +132,8 @@ fn group_commit(c: &mut Criterion) {
             stop.store(true, Ordering::Relaxed);
             let elapsed = start.elapsed();
             let lsn = log.durable_lsn();
-            log.truncate_prefix(lsn.saturating_sub(64)).expect("truncate");
+            log.truncate_prefix(lsn.saturating_sub(64))
+                .expect("truncate");
             elapsed
         })
     });

@@ -62,10 +62,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut prev = None;
     for rec in log.reader(log.first_lsn())? {
         let rec = rec?;
-        if let Some(p) = prev {
-            if rec.lsn != p + 1 {
-                return Err(format!("gap after LSN {p}").into());
-            }
+        if let Some(p) = prev
+            && rec.lsn != p + 1
+        {
+            return Err(format!("gap after LSN {p}").into());
         }
         prev = Some(rec.lsn);
         count += 1;

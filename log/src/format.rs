@@ -208,7 +208,10 @@ mod tests {
         for i in 0..SEGMENT_HEADER_LEN {
             let mut d = b;
             d[i] ^= 0x40;
-            assert!(SegmentHeader::decode(&d).is_err(), "flip at byte {i} undetected");
+            assert!(
+                SegmentHeader::decode(&d).is_err(),
+                "flip at byte {i} undetected"
+            );
         }
         assert_eq!(SegmentHeader::decode(&b[..10]), Err(HeaderProblem::Short));
     }
@@ -218,7 +221,10 @@ mod tests {
         let payload = b"some payload bytes";
         let b = RecordHeader::encode(9, 123, 8, 2, payload);
         let h = RecordHeader::decode(&b).unwrap();
-        assert_eq!((h.len, h.lsn, h.timestamp_us, h.synced_hint, h.kind), (18, 9, 123, 8, 2));
+        assert_eq!(
+            (h.len, h.lsn, h.timestamp_us, h.synced_hint, h.kind),
+            (18, 9, 123, 8, 2)
+        );
         assert!(RecordHeader::check(&b, payload));
         assert!(!RecordHeader::check(&b, b"some payload bytez"));
         for i in 8..RECORD_HEADER_LEN {
@@ -232,7 +238,10 @@ mod tests {
     #[test]
     fn segment_names_sort_by_lsn() {
         assert_eq!(segment_file_name(5), "00000000000000000005.seg");
-        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(
+            parse_segment_file_name(&segment_file_name(u64::MAX)),
+            Some(u64::MAX)
+        );
         assert_eq!(parse_segment_file_name("5.seg"), None);
         assert_eq!(parse_segment_file_name("0000000000000000000x.seg"), None);
         assert!(segment_file_name(9) < segment_file_name(10));

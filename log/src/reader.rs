@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::Lsn;
 use crate::error::{LogError, Result};
 use crate::format::{RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN};
 use crate::segment::Segment;
 use crate::writer::{Record, Shared};
-use crate::Lsn;
 
 /// An iterator over durable records, in LSN order, starting at a chosen LSN.
 pub struct LogReader {
@@ -113,7 +113,10 @@ impl LogReader {
         let (seg, offset) = self.pos.clone().ok_or(LogError::Closed)?;
         let sealed = self.is_sealed(&seg);
         let rec = seg.read_record(offset, lsn, sealed)?;
-        self.pos = Some((seg, offset + RECORD_HEADER_LEN as u64 + rec.payload.len() as u64));
+        self.pos = Some((
+            seg,
+            offset + RECORD_HEADER_LEN as u64 + rec.payload.len() as u64,
+        ));
         self.next_lsn += 1;
         Ok(rec)
     }

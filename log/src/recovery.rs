@@ -23,7 +23,7 @@ use crate::format::{
 };
 use crate::fs::{Fs, OpenOptions};
 use crate::segment::Segment;
-use crate::{Lsn, LogOptions};
+use crate::{LogOptions, Lsn};
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,7 +58,10 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
     let names = fs
         .list(dir)
         .map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
-    let mut firsts: Vec<Lsn> = names.iter().filter_map(|n| parse_segment_file_name(n)).collect();
+    let mut firsts: Vec<Lsn> = names
+        .iter()
+        .filter_map(|n| parse_segment_file_name(n))
+        .collect();
     firsts.sort_unstable();
     let mut recycled: Vec<_> = names
         .iter()
@@ -86,7 +89,9 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
         let header = match header {
             Ok(h) if h.first_lsn == *first => h,
             Ok(_) | Err(_) => {
-                let problem = header.err().unwrap_or(crate::format::HeaderProblem::BadChecksum);
+                let problem = header
+                    .err()
+                    .unwrap_or(crate::format::HeaderProblem::BadChecksum);
                 let is_last = i + 1 == firsts.len();
                 // A roll that crashed before its header and directory entry were durable.
                 // Never acknowledged anything, unless records in it check out.
@@ -100,7 +105,10 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
                         created_us: 0,
                     },
                 );
-                if is_last && probe.find_strays(SEGMENT_HEADER_LEN as u64 - 1, *first)?.is_empty()
+                if is_last
+                    && probe
+                        .find_strays(SEGMENT_HEADER_LEN as u64 - 1, *first)?
+                        .is_empty()
                 {
                     tracing::warn!(segment = %path.display(), ?problem, "removing never-durable segment");
                     fs.remove(&path)
@@ -178,7 +186,9 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
             seg.file
                 .write_all_at(&zeros, scan.end)
                 .and_then(|_| seg.file.sync_data())
-                .map_err(|e| LogError::io(format!("erasing torn tail of {}", seg.path.display()), e))?;
+                .map_err(|e| {
+                    LogError::io(format!("erasing torn tail of {}", seg.path.display()), e)
+                })?;
             report.erased_bytes += n;
         }
         if scan.stop_reason.is_some() {

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use crate::error::{LogError, Result};
-use crate::format::{RECORD_HEADER_LEN, RECORD_MAGIC, RecordHeader, SEGMENT_HEADER_LEN, SegmentHeader};
+use crate::format::{
+    RECORD_HEADER_LEN, RECORD_MAGIC, RecordHeader, SEGMENT_HEADER_LEN, SegmentHeader,
+};
 use crate::fs::FileRef;
 use crate::{Lsn, Record};
 
@@ -55,7 +57,11 @@ impl Segment {
     }
 
     /// Read a record header at `offset`; None if there is no plausible one there.
-    fn header_at(&self, offset: u64, len: u64) -> Result<Option<([u8; RECORD_HEADER_LEN], RecordHeader)>> {
+    fn header_at(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<([u8; RECORD_HEADER_LEN], RecordHeader)>> {
         if offset + RECORD_HEADER_LEN as u64 > len {
             return Ok(None);
         }
@@ -86,13 +92,12 @@ impl Segment {
             let Some((hb, h)) = self.header_at(offset, len)? else {
                 // End of file, or zeros (preallocated space): a clean end. Anything else
                 // where a header should be is a torn or damaged record.
-                let reason = if offset + RECORD_HEADER_LEN as u64 > len
-                    || self.is_zero_at(offset, len)?
-                {
-                    None
-                } else {
-                    Some("no valid record header".to_string())
-                };
+                let reason =
+                    if offset + RECORD_HEADER_LEN as u64 > len || self.is_zero_at(offset, len)? {
+                        None
+                    } else {
+                        Some("no valid record header".to_string())
+                    };
                 return Ok(ScanEnd {
                     last_lsn: expected - 1,
                     end: offset,
@@ -107,7 +112,10 @@ impl Segment {
                 })
             };
             if h.lsn != expected {
-                return stop(format!("record has LSN {} where {} was expected", h.lsn, expected));
+                return stop(format!(
+                    "record has LSN {} where {} was expected",
+                    h.lsn, expected
+                ));
             }
             if offset + h.total_len() > len {
                 return stop("record runs past the end of the file".into());
@@ -143,20 +151,21 @@ impl Segment {
             while i + RECORD_HEADER_LEN <= n && (i as u64) < CHUNK {
                 if window[i..i + 4] == RECORD_MAGIC {
                     let off = base + i as u64;
-                    if let Some(h) = RecordHeader::decode(&window[i..i + RECORD_HEADER_LEN]) {
-                        if h.lsn >= min_lsn && off + h.total_len() <= len {
-                            payload.resize(h.len as usize, 0);
-                            self.file
-                                .read_exact_at(&mut payload, off + RECORD_HEADER_LEN as u64)
-                                .map_err(|e| self.io_err("reading", e))?;
-                            if RecordHeader::check(&window[i..i + RECORD_HEADER_LEN], &payload) {
-                                out.push(StrayRecord {
-                                    offset: off,
-                                    lsn: h.lsn,
-                                    synced_hint: h.synced_hint,
-                                    end: off + h.total_len(),
-                                });
-                            }
+                    if let Some(h) = RecordHeader::decode(&window[i..i + RECORD_HEADER_LEN])
+                        && h.lsn >= min_lsn
+                        && off + h.total_len() <= len
+                    {
+                        payload.resize(h.len as usize, 0);
+                        self.file
+                            .read_exact_at(&mut payload, off + RECORD_HEADER_LEN as u64)
+                            .map_err(|e| self.io_err("reading", e))?;
+                        if RecordHeader::check(&window[i..i + RECORD_HEADER_LEN], &payload) {
+                            out.push(StrayRecord {
+                                offset: off,
+                                lsn: h.lsn,
+                                synced_hint: h.synced_hint,
+                                end: off + h.total_len(),
+                            });
                         }
                     }
                 }
@@ -184,19 +193,17 @@ impl Segment {
             offset,
             reason,
         };
-        if sealed {
-            if let Some(map) = self.mapped() {
-                let start = offset as usize;
-                let hb = map
-                    .get(start..start + RECORD_HEADER_LEN)
-                    .ok_or_else(|| corrupt("record header past end of segment".into()))?;
-                let h = RecordHeader::decode(hb).ok_or_else(|| corrupt("no record header".into()))?;
-                let pstart = start + RECORD_HEADER_LEN;
-                let payload = map
-                    .get(pstart..pstart + h.len as usize)
-                    .ok_or_else(|| corrupt("payload past end of segment".into()))?;
-                return finish_record(hb, h, payload.to_vec(), lsn, corrupt);
-            }
+        if sealed && let Some(map) = self.mapped() {
+            let start = offset as usize;
+            let hb = map
+                .get(start..start + RECORD_HEADER_LEN)
+                .ok_or_else(|| corrupt("record header past end of segment".into()))?;
+            let h = RecordHeader::decode(hb).ok_or_else(|| corrupt("no record header".into()))?;
+            let pstart = start + RECORD_HEADER_LEN;
+            let payload = map
+                .get(pstart..pstart + h.len as usize)
+                .ok_or_else(|| corrupt("payload past end of segment".into()))?;
+            return finish_record(hb, h, payload.to_vec(), lsn, corrupt);
         }
         let mut hb = [0u8; RECORD_HEADER_LEN];
         self.file
@@ -219,7 +226,10 @@ fn finish_record(
     corrupt: impl Fn(String) -> LogError,
 ) -> Result<Record> {
     if h.lsn != lsn {
-        return Err(corrupt(format!("record has LSN {} where {lsn} was expected", h.lsn)));
+        return Err(corrupt(format!(
+            "record has LSN {} where {lsn} was expected",
+            h.lsn
+        )));
     }
     if !RecordHeader::check(hb, &payload) {
         return Err(corrupt(format!("CRC mismatch in record {lsn}")));

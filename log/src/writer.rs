@@ -22,6 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::Lsn;
 use crate::error::{LogError, Result};
 use crate::format::{
     MAX_PAYLOAD, RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN, SegmentHeader,
@@ -31,7 +32,6 @@ use crate::fs::{FsLock, FsRef, OpenOptions};
 use crate::reader::LogReader;
 use crate::recovery::{RECYCLE_PREFIX, RecoveryReport, recover};
 use crate::segment::Segment;
-use crate::Lsn;
 
 /// How a log is opened.
 #[derive(Debug, Clone)]
@@ -208,10 +208,7 @@ impl Log {
         let mut segments = rec.segments;
         let (database_id, timeline) = match segments.first() {
             Some(s) => (s.header.database_id, s.header.timeline),
-            None => (
-                opts.database_id.unwrap_or_else(rand::random),
-                opts.timeline,
-            ),
+            None => (opts.database_id.unwrap_or_else(rand::random), opts.timeline),
         };
         let next_lsn = report.last_lsn + 1;
         let mut spare_seq = 0;
@@ -310,7 +307,12 @@ impl Log {
     }
 
     /// Append a record with an explicit commit timestamp (µs since the Unix epoch).
-    pub fn append_with_timestamp(&self, kind: u16, payload: &[u8], timestamp_us: u64) -> Result<Lsn> {
+    pub fn append_with_timestamp(
+        &self,
+        kind: u16,
+        payload: &[u8],
+        timestamp_us: u64,
+    ) -> Result<Lsn> {
         self.append_at(kind, payload, timestamp_us, true)
     }
 
@@ -459,10 +461,8 @@ impl Log {
 impl Drop for Log {
     fn drop(&mut self) {
         let closed = self.shared.state.lock().closed;
-        if !closed {
-            if let Err(e) = self.shutdown() {
-                tracing::warn!(error = %e, "log dropped with records that could not be made durable");
-            }
+        if !closed && let Err(e) = self.shutdown() {
+            tracing::warn!(error = %e, "log dropped with records that could not be made durable");
         }
     }
 }
@@ -543,11 +543,10 @@ impl Shared {
             return Ok(());
         }
         let mut io = self.io.lock();
-        let mut lsn = first;
         let mut pos = 0usize;
         let mut run_start = 0usize;
         let mut run_offset = io.offset;
-        for &len in lens {
+        for (lsn, &len) in (first..).zip(lens) {
             let fits = io.offset + len <= self.opts.segment_size;
             if !fits && io.offset > SEGMENT_HEADER_LEN as u64 {
                 self.write_run(&io.active, &batch[run_start..pos], run_offset)?;
@@ -557,7 +556,6 @@ impl Shared {
             }
             io.offset += len;
             pos += len as usize;
-            lsn += 1;
         }
         self.write_run(&io.active, &batch[run_start..pos], run_offset)?;
         let seg = &io.active;
@@ -565,7 +563,8 @@ impl Shared {
             .sync_data()
             .map_err(|e| LogError::io(format!("syncing {}", seg.path.display()), e))?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        self.bytes_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.bytes_written
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -740,7 +739,8 @@ fn create_segment(
             .and_then(|_| file.write_all_at(&header.encode(), 0))
             .map_err(|e| LogError::io(ctx("writing header of"), e))?;
         if preallocate {
-            zero_fill(&*file, opts.segment_size).map_err(|e| LogError::io(ctx("preallocating"), e))?;
+            zero_fill(&*file, opts.segment_size)
+                .map_err(|e| LogError::io(ctx("preallocating"), e))?;
         }
         file.sync_data()
             .map_err(|e| LogError::io(ctx("syncing"), e))?;

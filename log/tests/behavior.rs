@@ -55,9 +55,15 @@ fn failed_fsync_latches_wakes_waiters_and_acknowledges_nothing_more() {
     }
     assert_eq!(log.durable_lsn(), a);
     let err = log.append(0, b"more").unwrap_err();
-    assert!(matches!(err, LogError::Latched { durable_lsn, .. } if durable_lsn == a), "{err}");
+    assert!(
+        matches!(err, LogError::Latched { durable_lsn, .. } if durable_lsn == a),
+        "{err}"
+    );
     assert!(err.to_string().contains("must be reopened"), "{err}");
-    assert!(log.wait_durable(a).is_ok(), "what was durable stays durable");
+    assert!(
+        log.wait_durable(a).is_ok(),
+        "what was durable stays durable"
+    );
     let log = Arc::into_inner(log).unwrap();
     drop(log);
     // After a crash and reopen, the log holds `a` and continues; the unsynced records may or
@@ -127,7 +133,10 @@ fn sixteen_threads_append_concurrently_with_group_commit() {
             })
         })
         .collect();
-    let mut all: Vec<_> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut all: Vec<_> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     all.sort();
     assert_eq!(all.len(), 1600);
     for (i, (lsn, _)) in all.iter().enumerate() {
@@ -172,7 +181,10 @@ fn rollover_reading_across_segments_and_prefix_truncation_with_recycling() {
     let dropped = log.truncate_prefix(30).unwrap();
     assert!(dropped > 0);
     let first = log.first_lsn();
-    assert!(first <= 31 && first > 1, "first LSN after truncation: {first}");
+    assert!(
+        first <= 31 && first > 1,
+        "first LSN after truncation: {first}"
+    );
     assert!(matches!(
         log.reader(1),
         Err(LogError::LsnOutOfRange { lsn: 1, .. })
@@ -211,14 +223,19 @@ fn corrupt_bytes_before_valid_records_are_an_error_naming_segment_and_offset() {
     fs.corrupt(&seg, 64 + 140 + 40 + 10, b"\xff\xff").unwrap();
     let err = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap_err();
     match &err {
-        LogError::Corrupt { segment, offset, .. } => {
+        LogError::Corrupt {
+            segment, offset, ..
+        } => {
             assert_eq!(segment, &seg);
             assert_eq!(*offset, 64 + 140);
         }
         other => panic!("expected Corrupt, got {other}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("00000000000000000001.seg") && msg.contains("204"), "{msg}");
+    assert!(
+        msg.contains("00000000000000000001.seg") && msg.contains("204"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -313,7 +330,10 @@ fn gated_appends_become_durable_without_a_waiter() {
     let lsn = log.append(0, b"no one waits for me").unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while log.durable_lsn() < lsn {
-        assert!(std::time::Instant::now() < deadline, "background flusher never synced");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background flusher never synced"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
 }
@@ -323,7 +343,10 @@ fn oversized_records_and_bad_lsns_are_refused() {
     let fs = SimFs::default();
     let log = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap();
     let err = log.wait_durable(5).unwrap_err();
-    assert!(matches!(err, LogError::LsnOutOfRange { lsn: 5, .. }), "{err}");
+    assert!(
+        matches!(err, LogError::LsnOutOfRange { lsn: 5, .. }),
+        "{err}"
+    );
     assert!(matches!(log.reader(7), Err(LogError::LsnOutOfRange { .. })));
     assert!(matches!(
         Log::open(

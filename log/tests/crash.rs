@@ -110,7 +110,8 @@ fn run(fs: &SimFs, w: &Workload) -> Outcome {
             }
             Op::WaitAll => {
                 let last = log.last_lsn();
-                log.wait_durable(last).map(|_| out.acked = out.acked.max(last))
+                log.wait_durable(last)
+                    .map(|_| out.acked = out.acked.max(last))
             }
             Op::Truncate(back) => {
                 let upto = log.durable_lsn().saturating_sub(*back);
@@ -122,10 +123,8 @@ fn run(fs: &SimFs, w: &Workload) -> Outcome {
             break;
         }
     }
-    if !fs.is_powered_off() {
-        if log.flush().is_ok() {
-            out.acked = out.acked.max(log.last_lsn());
-        }
+    if !fs.is_powered_off() && log.flush().is_ok() {
+        out.acked = out.acked.max(log.last_lsn());
     }
     std::mem::forget(log); // a crashed process runs no destructors
     out
@@ -189,13 +188,13 @@ fn check_case(seed: u64, crash_point: u64) -> Result<(), String> {
             out.acked
         ));
     }
-    if let Some(first) = first {
-        if first > out.truncated_upto + 1 {
-            return Err(format!(
-                "records before {first} are gone but truncation only asked for {}",
-                out.truncated_upto
-            ));
-        }
+    if let Some(first) = first
+        && first > out.truncated_upto + 1
+    {
+        return Err(format!(
+            "records before {first} are gone but truncation only asked for {}",
+            out.truncated_upto
+        ));
     }
 
     // A crash during recovery, then recovery again, gives the same records.
@@ -252,7 +251,9 @@ fn check_case(seed: u64, crash_point: u64) -> Result<(), String> {
             }
         }
         if rewritten.last().map(|r| r.0).unwrap_or(0) < acked {
-            return Err(format!("rewritten record {acked} was acknowledged and lost"));
+            return Err(format!(
+                "rewritten record {acked} was acknowledged and lost"
+            ));
         }
     }
 

@@ -211,11 +211,11 @@ impl State {
             return Err(eio("simulated power loss"));
         }
         self.ops += 1;
-        if let Some(limit) = self.config.power_cut_after_ops {
-            if self.ops > limit {
-                self.powered_off = true;
-                return Err(eio("simulated power loss"));
-            }
+        if let Some(limit) = self.config.power_cut_after_ops
+            && self.ops > limit
+        {
+            self.powered_off = true;
+            return Err(eio("simulated power loss"));
         }
         Ok(())
     }
@@ -237,7 +237,10 @@ impl State {
 
     fn lookup(&self, path: &Path) -> io::Result<Option<u64>> {
         let (dir, name) = split(path)?;
-        Ok(self.dirs.get(&dir).and_then(|d| d.current.get(&name).copied()))
+        Ok(self
+            .dirs
+            .get(&dir)
+            .and_then(|d| d.current.get(&name).copied()))
     }
 
     fn path_of(&self, ino: u64) -> Option<PathBuf> {
@@ -500,12 +503,16 @@ impl FsFile for SimFile {
         self.with_inode(true, |s, ino| {
             let cur_len = s.inodes[&ino].current.len() as u64;
             let new_end = offset + buf.len() as u64;
-            if let Some(cap) = s.config.capacity_bytes {
-                if new_end > cur_len && s.total_bytes() + (new_end - cur_len) > cap {
-                    return Err(enospc());
-                }
+            if let Some(cap) = s.config.capacity_bytes
+                && new_end > cur_len
+                && s.total_bytes() + (new_end - cur_len) > cap
+            {
+                return Err(enospc());
             }
-            let inode = s.inodes.get_mut(&ino).ok_or_else(|| eio("inode vanished"))?;
+            let inode = s
+                .inodes
+                .get_mut(&ino)
+                .ok_or_else(|| eio("inode vanished"))?;
             let op = FileOp::Write {
                 offset,
                 data: buf.to_vec(),
@@ -523,12 +530,16 @@ impl FsFile for SimFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.with_inode(true, |s, ino| {
             let cur_len = s.inodes[&ino].current.len() as u64;
-            if let Some(cap) = s.config.capacity_bytes {
-                if len > cur_len && s.total_bytes() + (len - cur_len) > cap {
-                    return Err(enospc());
-                }
+            if let Some(cap) = s.config.capacity_bytes
+                && len > cur_len
+                && s.total_bytes() + (len - cur_len) > cap
+            {
+                return Err(enospc());
             }
-            let inode = s.inodes.get_mut(&ino).ok_or_else(|| eio("inode vanished"))?;
+            let inode = s
+                .inodes
+                .get_mut(&ino)
+                .ok_or_else(|| eio("inode vanished"))?;
             let op = FileOp::SetLen(len);
             apply_op(&mut inode.current, &op);
             inode.pending.push(op);
@@ -538,10 +549,15 @@ impl FsFile for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.with_inode(true, |s, ino| {
-            let path = s.path_of(ino).unwrap_or_else(|| PathBuf::from("<unlinked>"));
+            let path = s
+                .path_of(ino)
+                .unwrap_or_else(|| PathBuf::from("<unlinked>"));
             *s.counts.files.entry(path).or_default() += 1;
             let fails = s.sync_fails();
-            let inode = s.inodes.get_mut(&ino).ok_or_else(|| eio("inode vanished"))?;
+            let inode = s
+                .inodes
+                .get_mut(&ino)
+                .ok_or_else(|| eio("inode vanished"))?;
             let pending = std::mem::take(&mut inode.pending);
             if fails {
                 // Like Linux after a writeback error: the dirty data is dropped from the
@@ -632,12 +648,17 @@ impl Fs for SimFs {
         let mut s = self.state.lock();
         let (fdir, fname) = split(from)?;
         let (tdir, tname) = split(to)?;
-        let ino = s.dir_mut(&fdir)?.current.get(&fname).copied().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{} not found", from.display()),
-            )
-        })?;
+        let ino = s
+            .dir_mut(&fdir)?
+            .current
+            .get(&fname)
+            .copied()
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{} not found", from.display()),
+                )
+            })?;
         s.dir_mut(&tdir)?;
         s.mutate()?;
         let d = s.dir_mut(&fdir)?;
