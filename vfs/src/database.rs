@@ -1,0 +1,483 @@
+//! [`Database`]: the state one database shares between all its connections in this process —
+//! its log, the main file, WAL capture, the whole-database checksum, checkpoint marks, the
+//! write-ahead gate, in-process locks and the heap WAL-index (shm) — and recovery on open.
+//!
+//! Recovery (runs at every open, idempotent): take ownership (the log's lock), recover the log,
+//! find the last checkpoint mark, replay every later transaction's page images onto the main
+//! file in LSN order, sync it, discard the WAL (it can only hold frames the log already has,
+//! or frames that were never durable), and check the file against the checksum the log recorded
+//! for its last transaction.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pagelog_log::fs::{FileRef, FsRef, OpenOptions, parent_dir};
+use pagelog_log::{Log, LogError, Lsn};
+use parking_lot::Mutex;
+
+use crate::capture::{WalCapture, WalEvent};
+use crate::checksum::PageHashes;
+use crate::error::{Result, VfsError};
+use crate::locks::{FileLocks, ShmLocks};
+use crate::record::{
+    CheckpointMark, KIND_CHECKPOINT, KIND_TXN, TxnRecord, begin_txn, finish_txn, push_page,
+    valid_page_size,
+};
+use crate::{Durability, VfsOptions};
+
+/// Suffix of the log directory next to a database file.
+pub const LOG_DIR_SUFFIX: &str = "-pagelog";
+
+struct Inner {
+    capture: WalCapture,
+    hashes: PageHashes,
+    payload: Vec<u8>,
+}
+
+pub(crate) struct Shm {
+    pub regions: Vec<Box<[u64]>>,
+    pub locks: ShmLocks,
+}
+
+/// What recovery did when the database was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The database was created by this open.
+    pub created: bool,
+    /// LSN of the checkpoint mark recovery started from (0: none).
+    pub checkpoint_lsn: Lsn,
+    /// Transactions replayed onto the database file.
+    pub replayed: u64,
+    /// A WAL file was found and discarded.
+    pub discarded_wal: bool,
+    /// Last transaction LSN after recovery.
+    pub last_lsn: Lsn,
+}
+
+/// One database managed by the pagelog VFS, shared by all its connections in this process.
+pub struct Database {
+    path: PathBuf,
+    wal_path: PathBuf,
+    fs: FsRef,
+    log: Log,
+    durability: Durability,
+    file: FileRef,
+    page_size: u32,
+    inner: Mutex<Inner>,
+    pub(crate) locks: Mutex<FileLocks>,
+    pub(crate) shm: Mutex<Shm>,
+    last_txn: AtomicU64,
+    ckpt_lsn: AtomicU64,
+    poisoned: Mutex<Option<String>>,
+    report: OpenReport,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("path", &self.path)
+            .field("last_lsn", &self.last_lsn())
+            .field("durable_lsn", &self.durable_lsn())
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_err(path: &Path, context: &str, source: std::io::Error) -> VfsError {
+    VfsError::Io {
+        path: path.to_path_buf(),
+        context: context.to_string(),
+        source,
+    }
+}
+
+/// Page 1 of an empty database in WAL mode (file format versions 2/2), UTF-8, schema format 4.
+pub(crate) fn empty_wal_database_page(page_size: u32) -> Vec<u8> {
+    let mut p = vec![0u8; page_size as usize];
+    p[..16].copy_from_slice(b"SQLite format 3\0");
+    let ps_field: u16 = if page_size == 65536 { 1 } else { page_size as u16 };
+    p[16..18].copy_from_slice(&ps_field.to_be_bytes());
+    p[18] = 2; // write version: WAL
+    p[19] = 2; // read version: WAL
+    p[20] = 0; // reserved bytes per page
+    p[21] = 64;
+    p[22] = 32;
+    p[23] = 32;
+    p[24..28].copy_from_slice(&1u32.to_be_bytes()); // change counter
+    p[28..32].copy_from_slice(&1u32.to_be_bytes()); // size in pages
+    p[44..48].copy_from_slice(&4u32.to_be_bytes()); // schema format
+    p[56..60].copy_from_slice(&1u32.to_be_bytes()); // UTF-8
+    p[92..96].copy_from_slice(&1u32.to_be_bytes()); // version-valid-for
+    p[96..100].copy_from_slice(&(rusqlite::ffi::SQLITE_VERSION_NUMBER as u32).to_be_bytes());
+    // Empty table b-tree leaf (sqlite_schema) after the 100-byte header.
+    p[100] = 0x0D;
+    let content = if page_size == 65536 { 0 } else { page_size as u16 };
+    p[105..107].copy_from_slice(&content.to_be_bytes());
+    p
+}
+
+impl Database {
+    /// Open (creating if needed) and recover the database at `path`.
+    pub(crate) fn open(path: &Path, opts: &VfsOptions) -> Result<Database> {
+        let fs = opts.fs.clone();
+        let log_dir = PathBuf::from(format!("{}{LOG_DIR_SUFFIX}", path.display()));
+        let log = Log::open(fs.clone(), &log_dir, opts.log.clone()).map_err(|e| match e {
+            LogError::Io { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock => {
+                VfsError::Owned {
+                    path: path.to_path_buf(),
+                    detail: source.to_string(),
+                }
+            }
+            e => VfsError::Log(e),
+        })?;
+        let file = fs
+            .open(path, OpenOptions::create())
+            .map_err(|e| io_err(path, "opening", e))?;
+        fs.sync_dir(&parent_dir(path))
+            .map_err(|e| io_err(path, "syncing the directory of", e))?;
+        let wal_path = PathBuf::from(format!("{}-wal", path.display()));
+        let mut report = OpenReport::default();
+
+        // Pass 1: the last checkpoint mark and the last transaction.
+        let mut ckpt: Option<CheckpointMark> = None;
+        let mut last_txn: Option<(Lsn, u32, u32, u64)> = None;
+        for rec in log.reader(log.first_lsn())? {
+            let rec = rec?;
+            match rec.kind {
+                KIND_TXN => {
+                    let t = TxnRecord::decode(&rec.payload)?;
+                    last_txn = Some((rec.lsn, t.page_size, t.db_pages, t.checksum));
+                }
+                KIND_CHECKPOINT => ckpt = Some(CheckpointMark::decode(&rec.payload)?),
+                _ => {}
+            }
+        }
+        let file_len = file.len().map_err(|e| io_err(path, "measuring", e))?;
+        let page_size;
+        if last_txn.is_none() {
+            if file_len > 0 {
+                return Err(VfsError::NotManaged {
+                    path: path.to_path_buf(),
+                });
+            }
+            // A new database: page 1 in WAL format is the first transaction in the log.
+            page_size = opts.page_size;
+            if !valid_page_size(page_size) {
+                return Err(VfsError::Config(format!("page size {page_size}")));
+            }
+            let page = empty_wal_database_page(page_size);
+            let mut hashes = PageHashes::new(page_size);
+            hashes.resize(1);
+            hashes.set(1, &page);
+            let mut payload = Vec::new();
+            begin_txn(&mut payload, page_size, 1);
+            push_page(&mut payload, 1, &page);
+            finish_txn(&mut payload, hashes.checksum(), 1);
+            let lsn = log.append_sync(KIND_TXN, &payload)?;
+            last_txn = Some((lsn, page_size, 1, hashes.checksum()));
+            report.created = true;
+            ckpt = None;
+        } else {
+            page_size = last_txn.map(|t| t.1).unwrap_or(opts.page_size);
+        }
+        let (last_lsn, _, last_pages, last_sum) =
+            last_txn.ok_or_else(|| VfsError::BadRecord("no transaction in the log".into()))?;
+
+        // Pass 2: replay what the file may not hold.
+        let from = ckpt.map(|c| c.lsn + 1).unwrap_or(log.first_lsn());
+        report.checkpoint_lsn = ckpt.map(|c| c.lsn).unwrap_or(0);
+        if from <= last_lsn {
+            for rec in log.reader(from)? {
+                let rec = rec?;
+                if rec.kind != KIND_TXN {
+                    continue;
+                }
+                let t = TxnRecord::decode(&rec.payload)?;
+                if t.page_size != page_size {
+                    return Err(VfsError::BadRecord(format!(
+                        "record {} has page size {}, the database {page_size}",
+                        rec.lsn, t.page_size
+                    )));
+                }
+                for (pgno, data) in t.pages() {
+                    file.write_all_at(data, (pgno as u64 - 1) * page_size as u64)
+                        .map_err(|e| io_err(path, "replaying the log onto", e))?;
+                }
+                let size = t.db_pages as u64 * page_size as u64;
+                let len = file.len().map_err(|e| io_err(path, "measuring", e))?;
+                if len != size {
+                    file.set_len(size)
+                        .map_err(|e| io_err(path, "resizing", e))?;
+                }
+                report.replayed += 1;
+            }
+        }
+        file.sync_data()
+            .map_err(|e| io_err(path, "syncing", e))?;
+        if fs.exists(&wal_path).map_err(|e| io_err(&wal_path, "probing", e))? {
+            fs.remove(&wal_path)
+                .and_then(|_| fs.sync_dir(&parent_dir(&wal_path)))
+                .map_err(|e| io_err(&wal_path, "discarding", e))?;
+            report.discarded_wal = true;
+        }
+
+        // Verify the file against the log.
+        let hashes = hash_file(&file, path, page_size)?;
+        if hashes.pages() != last_pages || hashes.checksum() != last_sum {
+            return Err(VfsError::ChecksumMismatch {
+                path: path.to_path_buf(),
+                lsn: last_lsn,
+                expected: last_sum,
+                found: hashes.checksum(),
+            });
+        }
+        // The file now durably holds everything: say so in the log.
+        let mut ckpt_lsn = ckpt.map(|c| c.lsn).unwrap_or(0);
+        if ckpt_lsn < last_lsn {
+            let mark = CheckpointMark {
+                lsn: last_lsn,
+                page_size,
+                db_pages: hashes.pages(),
+                checksum: hashes.checksum(),
+            };
+            log.append(KIND_CHECKPOINT, &mark.encode())?;
+            ckpt_lsn = last_lsn;
+        }
+        report.last_lsn = last_lsn;
+        tracing::info!(
+            db = %path.display(),
+            created = report.created,
+            replayed = report.replayed,
+            last_lsn,
+            "pagelog database opened"
+        );
+        Ok(Database {
+            path: path.to_path_buf(),
+            wal_path,
+            fs,
+            log,
+            durability: opts.durability,
+            file,
+            page_size,
+            inner: Mutex::new(Inner {
+                capture: WalCapture::new(),
+                hashes,
+                payload: Vec::new(),
+            }),
+            locks: Mutex::new(FileLocks::default()),
+            shm: Mutex::new(Shm {
+                regions: Vec::new(),
+                locks: ShmLocks::default(),
+            }),
+            last_txn: AtomicU64::new(last_lsn),
+            ckpt_lsn: AtomicU64::new(ckpt_lsn),
+            poisoned: Mutex::new(None),
+            report,
+        })
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The log (read it, watch its durable LSN, truncate its prefix).
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Durability mode of commits.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// What recovery did at open.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// Page size.
+    pub fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
+    /// LSN of the last committed transaction.
+    pub fn last_lsn(&self) -> Lsn {
+        self.last_txn.load(Ordering::Acquire)
+    }
+
+    /// Every record up to this LSN is durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.log.durable_lsn()
+    }
+
+    /// The LSN the database file durably holds (last checkpoint mark).
+    pub fn checkpoint_lsn(&self) -> Lsn {
+        self.ckpt_lsn.load(Ordering::Acquire)
+    }
+
+    /// Whole-database checksum after the last committed transaction, with the database size in
+    /// pages.
+    pub fn checksum(&self) -> (u64, u32) {
+        let inner = self.inner.lock();
+        (inner.hashes.checksum(), inner.hashes.pages())
+    }
+
+    /// Block until the transaction at `lsn` (and all before it) is durable.
+    pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        Ok(self.log.wait_durable(lsn)?)
+    }
+
+    pub(crate) fn file(&self) -> &FileRef {
+        &self.file
+    }
+
+    pub(crate) fn fs(&self) -> &FsRef {
+        &self.fs
+    }
+
+    pub(crate) fn wal_path(&self) -> &Path {
+        &self.wal_path
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        match &*self.poisoned.lock() {
+            Some(cause) => Err(VfsError::Poisoned {
+                path: self.path.clone(),
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&self, e: &VfsError) {
+        let mut p = self.poisoned.lock();
+        if p.is_none() {
+            tracing::error!(db = %self.path.display(), error = %e, "database poisoned");
+            *p = Some(e.to_string());
+        }
+    }
+
+    /// The write-ahead rule: before any page reaches the main file, every transaction captured
+    /// so far is durable in the log.
+    pub(crate) fn before_db_write(&self) -> Result<()> {
+        self.check_poisoned()?;
+        let last = self.last_txn.load(Ordering::Acquire);
+        if self.log.durable_lsn() < last {
+            self.log.wait_durable(last)?;
+        }
+        Ok(())
+    }
+
+    /// Account for a write SQLite made to the WAL (after it reached the WAL file). Returns the
+    /// LSN of the transaction it committed, if it was a commit; in Sync mode, only once that
+    /// transaction is durable.
+    pub(crate) fn on_wal_write(&self, offset: u64, data: &[u8]) -> Result<Option<Lsn>> {
+        self.check_poisoned()?;
+        let res = self.capture(offset, data);
+        let res = match res {
+            Ok(Some(lsn)) if self.durability == Durability::Sync => {
+                self.log.wait_durable(lsn).map(|_| Some(lsn)).map_err(VfsError::from)
+            }
+            other => other,
+        };
+        if let Err(e) = &res {
+            // SQLite will report the commit as failed, but the log may already hold it: this
+            // process's view and the log can differ, so nothing more is written until reopen.
+            self.poison(e);
+        }
+        res
+    }
+
+    fn capture(&self, offset: u64, data: &[u8]) -> Result<Option<Lsn>> {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        match inner.capture.on_write(offset, data)? {
+            WalEvent::None => Ok(None),
+            WalEvent::Header { restart } => {
+                if inner.capture.page_size() != self.page_size {
+                    return Err(VfsError::BadRecord(format!(
+                        "WAL page size {} differs from the database's {}",
+                        inner.capture.page_size(),
+                        self.page_size
+                    )));
+                }
+                if restart {
+                    self.mark_checkpoint(inner)?;
+                }
+                Ok(None)
+            }
+            WalEvent::Commit { db_pages } => {
+                let Inner {
+                    capture,
+                    hashes,
+                    payload,
+                } = inner;
+                hashes.resize(db_pages);
+                begin_txn(payload, self.page_size, db_pages);
+                let mut count = 0;
+                for (pgno, page) in capture.pages() {
+                    // Pages a shrinking transaction wrote beyond its final size are gone.
+                    if pgno > db_pages {
+                        continue;
+                    }
+                    hashes.set(pgno, page);
+                    push_page(payload, pgno, page);
+                    count += 1;
+                }
+                finish_txn(payload, hashes.checksum(), count);
+                capture.end_commit();
+                let lsn = self.log.append(KIND_TXN, payload)?;
+                self.last_txn.store(lsn, Ordering::Release);
+                Ok(Some(lsn))
+            }
+        }
+    }
+
+    /// SQLite truncated or deleted the WAL: every frame was checkpointed into the main file.
+    pub(crate) fn on_wal_reset(&self) -> Result<()> {
+        let mut inner = self.inner.lock();
+        if inner.capture.committed_frames() > 0 {
+            self.mark_checkpoint(&mut inner)?;
+        }
+        inner.capture.reset();
+        Ok(())
+    }
+
+    /// The main file holds every committed transaction: sync it and record the mark.
+    fn mark_checkpoint(&self, inner: &mut Inner) -> Result<()> {
+        let last = self.last_txn.load(Ordering::Acquire);
+        if last <= self.ckpt_lsn.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // The pages were written after the write-ahead gate; make them durable before saying so.
+        self.before_db_write()?;
+        self.file
+            .sync_data()
+            .map_err(|e| io_err(&self.path, "syncing after a checkpoint", e))?;
+        let mark = CheckpointMark {
+            lsn: last,
+            page_size: self.page_size,
+            db_pages: inner.hashes.pages(),
+            checksum: inner.hashes.checksum(),
+        };
+        self.log.append(KIND_CHECKPOINT, &mark.encode())?;
+        self.ckpt_lsn.store(last, Ordering::Release);
+        tracing::debug!(db = %self.path.display(), lsn = last, "checkpoint mark");
+        Ok(())
+    }
+}
+
+/// Hash every page of the file.
+fn hash_file(file: &FileRef, path: &Path, page_size: u32) -> Result<PageHashes> {
+    let len = file.len().map_err(|e| io_err(path, "measuring", e))?;
+    let pages = (len / page_size as u64) as u32;
+    let mut hashes = PageHashes::new(page_size);
+    hashes.resize(pages);
+    let mut buf = vec![0u8; page_size as usize];
+    for pgno in 1..=pages {
+        file.read_exact_at(&mut buf, (pgno as u64 - 1) * page_size as u64)
+            .map_err(|e| io_err(path, "reading", e))?;
+        hashes.set(pgno, &buf);
+    }
+    Ok(hashes)
+}

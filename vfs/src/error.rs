@@ -1,0 +1,72 @@
+//! The VFS's typed errors.
+
+use std::path::PathBuf;
+
+/// What can go wrong in the VFS.
+#[derive(Debug, thiserror::Error)]
+pub enum VfsError {
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] pagelog_log::LogError),
+    /// An I/O call on the database file failed.
+    #[error("I/O error on {path} while {context}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// What the VFS was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process owns the database.
+    #[error("database {path} is owned by another process: {detail}")]
+    Owned {
+        /// Database path.
+        path: PathBuf,
+        /// Who holds it, as the lock file says.
+        detail: String,
+    },
+    /// A log record could not be decoded.
+    #[error("bad pagelog record: {0}")]
+    BadRecord(String),
+    /// After recovery the database does not match the checksum its log recorded.
+    #[error(
+        "database {path} does not match its log: checksum {found:016x} at LSN {lsn}, the log recorded {expected:016x}"
+    )]
+    ChecksumMismatch {
+        /// Database path.
+        path: PathBuf,
+        /// LSN checked.
+        lsn: u64,
+        /// Checksum from the log.
+        expected: u64,
+        /// Checksum of the file.
+        found: u64,
+    },
+    /// The database file has content but no log: it was not created through pagelog.
+    #[error(
+        "database {path} has content but no pagelog log; pagelog only manages databases it created (or restored)"
+    )]
+    NotManaged {
+        /// Database path.
+        path: PathBuf,
+    },
+    /// A journal mode other than WAL was requested, or a rollback journal was opened.
+    #[error("pagelog requires WAL mode: {0}")]
+    NotWal(String),
+    /// Bad configuration.
+    #[error("invalid pagelog VFS configuration: {0}")]
+    Config(String),
+    /// The database failed earlier (a commit could not be made durable) and must be reopened.
+    #[error("database {path} failed earlier and must be reopened: {cause}")]
+    Poisoned {
+        /// Database path.
+        path: PathBuf,
+        /// The first failure.
+        cause: String,
+    },
+}
+
+/// Result alias for the VFS.
+pub type Result<T, E = VfsError> = std::result::Result<T, E>;
