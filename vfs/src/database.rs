@@ -19,6 +19,7 @@ use crate::capture::{WalCapture, WalEvent};
 use crate::checksum::PageHashes;
 use crate::error::{Result, VfsError};
 use crate::locks::{FileLocks, ShmLocks};
+use crate::replay::replay_log;
 use crate::record::{
     CheckpointMark, KIND_CHECKPOINT, KIND_TXN, TxnRecord, begin_txn, finish_txn, push_page,
     valid_page_size,
@@ -185,32 +186,13 @@ impl Database {
         // Pass 2: replay what the file may not hold.
         let from = ckpt.map(|c| c.lsn + 1).unwrap_or(log.first_lsn());
         report.checkpoint_lsn = ckpt.map(|c| c.lsn).unwrap_or(0);
-        if from <= last_lsn {
-            for rec in log.reader(from)? {
-                let rec = rec?;
-                if rec.kind != KIND_TXN {
-                    continue;
-                }
-                let t = TxnRecord::decode(&rec.payload)?;
-                if t.page_size != page_size {
-                    return Err(VfsError::BadRecord(format!(
-                        "record {} has page size {}, the database {page_size}",
-                        rec.lsn, t.page_size
-                    )));
-                }
-                for (pgno, data) in t.pages() {
-                    file.write_all_at(data, (pgno as u64 - 1) * page_size as u64)
-                        .map_err(|e| io_err(path, "replaying the log onto", e))?;
-                }
-                let size = t.db_pages as u64 * page_size as u64;
-                let len = file.len().map_err(|e| io_err(path, "measuring", e))?;
-                if len != size {
-                    file.set_len(size)
-                        .map_err(|e| io_err(path, "resizing", e))?;
-                }
-                report.replayed += 1;
-            }
-        }
+        let replayed = replay_log(&log, from, last_lsn, &*file, Some(page_size)).map_err(
+            |e| match e {
+                VfsError::Io { context, source, .. } => io_err(path, &context, source),
+                e => e,
+            },
+        )?;
+        report.replayed = replayed.transactions;
         file.sync_data()
             .map_err(|e| io_err(path, "syncing", e))?;
         if fs.exists(&wal_path).map_err(|e| io_err(&wal_path, "probing", e))? {

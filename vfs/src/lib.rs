@@ -48,6 +48,7 @@ mod error;
 mod ffi;
 pub mod locks;
 pub mod record;
+pub mod replay;
 
 use std::cell::Cell;
 use std::collections::HashMap;
