@@ -199,6 +199,7 @@ impl Log {
             });
         }
         fs.create_dir_all(dir)
+            .and_then(|_| fs.sync_dir(&crate::fs::parent_dir(dir)))
             .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
         let lock = fs
             .try_lock(&dir.join(LOCK_FILE))

@@ -7,6 +7,11 @@
 //! place, and a rollback just lets the next transaction overwrite them. So this module keeps
 //! the frames written since the last commit, slot by slot, and only looks at them when the page
 //! of a commit frame (non-zero "database size after commit") is written.
+//!
+//! One more pattern: when a transaction overwrote some of its own frames, SQLite recomputes the
+//! checksum chain after writing the commit frame (`walRewriteChecksums`), rewriting the 24-byte
+//! headers — same page numbers and sizes, new checksums — of frames of the transaction that
+//! just committed. Those writes change no page and are accepted as such.
 
 use crate::error::VfsError;
 
@@ -53,6 +58,8 @@ pub struct WalCapture {
     arena: Vec<u8>,
     /// Index of the commit frame's slot while a commit is being read.
     commit_slot: Option<usize>,
+    /// Frames of the last committed transaction, whose headers SQLite may rewrite.
+    last_committed: std::ops::Range<u64>,
     /// Scratch for ordering pages (reused: no allocation per commit).
     order: Vec<(u32, u32)>,
 }
@@ -86,6 +93,7 @@ impl WalCapture {
         self.txn_start = 0;
         self.slots.clear();
         self.commit_slot = None;
+        self.last_committed = 0..0;
     }
 
     /// Account for a write of `data` at `offset` in the WAL file.
@@ -119,6 +127,10 @@ impl WalCapture {
         let within = rel % frame_size;
         let len = data.len() as u64;
         if frame < self.txn_start {
+            if within == 0 && len == FRAME_HEADER_LEN && self.last_committed.contains(&frame) {
+                // Checksum rewrite of a frame header of the transaction just committed.
+                return Ok(WalEvent::None);
+            }
             return Err(bad(format!(
                 "write to frame {frame}, which was already committed"
             )));
@@ -201,6 +213,7 @@ impl WalCapture {
     /// Done with the commit: the next frame starts a new transaction.
     pub fn end_commit(&mut self) {
         if let Some(last) = self.commit_slot.take() {
+            self.last_committed = self.txn_start..self.txn_start + last as u64 + 1;
             self.txn_start += last as u64 + 1;
             self.slots.clear();
             // Do not hold on to the memory of a huge transaction.
@@ -260,7 +273,10 @@ mod tests {
         let pages: Vec<_> = c.pages().map(|(p, d)| (p, d[0])).collect();
         assert_eq!(pages, vec![(1, 0xc1), (2, 0xd2)]);
         c.end_commit();
-        // A committed frame is never rewritten.
+        // The headers of the transaction just committed may be rewritten (checksums), its
+        // pages and older frames may not.
+        assert_eq!(c.on_write(off(4), &frame_header(2, 0)).unwrap(), WalEvent::None);
+        assert!(c.on_write(off(4) + 24, &[0u8; PS]).is_err());
         assert!(c.on_write(off(1), &frame_header(1, 0)).is_err());
         // Restart after checkpoint.
         assert_eq!(c.on_write(0, &header()).unwrap(), WalEvent::Header { restart: true });

@@ -1,0 +1,384 @@
+//! Crash simulation through the VFS on the simulated disk: the main database, its WAL and its
+//! log all live on a `SimFs` whose power is cut after the k-th mutating operation; the disk then
+//! drops, tears or garbles every unsynced write, and the database is reopened (recovery).
+//!
+//! Oracle: the workload is a deterministic function of the seed; every transaction `i` inserts
+//! known rows, deletes some, and sets a counter to `i`. After recovery the database must be
+//! exactly the model state after transaction `c` for some `c` with
+//! `acknowledged <= c <= attempted` (no half transaction, nothing beyond what was written),
+//! with `integrity_check` = ok; a crash during recovery followed by recovery gives the same
+//! state; and the log replayed into an empty file gives the same database.
+//!
+//! `PAGELOG_VFS_CRASH_CASES` sets the number of cases (default 1,200); a failure prints its
+//! seed and crash point; `PAGELOG_SEED` + `PAGELOG_CRASH_POINT` replay one case.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pagelog_log::LogOptions;
+use pagelog_log::fs::{Fs, OpenOptions, SimFs, SimFsConfig};
+use pagelog_vfs::{Durability, PagelogVfs, VfsOptions};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rusqlite::Connection;
+
+const DB: &str = "/db/app.db";
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// Insert rows (id, blob length), delete ids, set the counter: one transaction.
+    Txn {
+        inserts: Vec<(i64, usize)>,
+        deletes: Vec<i64>,
+    },
+    Checkpoint(&'static str),
+}
+
+struct Workload {
+    durability: Durability,
+    page_size: u32,
+    log: LogOptions,
+    cache_pages: i64,
+    steps: Vec<Step>,
+}
+
+fn blob(id: i64, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (id as usize * 7 + j * 13) as u8).collect()
+}
+
+fn workload(seed: u64) -> Workload {
+    let mut rng = SmallRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let durability = if seed % 2 == 0 {
+        Durability::Sync
+    } else {
+        Durability::Gated
+    };
+    let page_size = [512u32, 1024, 4096][rng.random_range(0..3)];
+    let log = LogOptions {
+        segment_size: [16u64 << 10, 64 << 10, 1 << 20][rng.random_range(0..3)],
+        preallocate: rng.random_bool(0.5),
+        background_flush: false,
+        recycle: 1,
+        ..Default::default()
+    };
+    let mut next_id = 1i64;
+    let mut live: Vec<i64> = Vec::new();
+    let mut steps = Vec::new();
+    for _ in 0..rng.random_range(6..16) {
+        if rng.random_bool(0.12) {
+            steps.push(Step::Checkpoint(if rng.random_bool(0.5) {
+                "TRUNCATE"
+            } else {
+                "PASSIVE"
+            }));
+            continue;
+        }
+        let mut inserts = Vec::new();
+        for _ in 0..rng.random_range(1..6) {
+            let len = match rng.random_range(0..6) {
+                0 => rng.random_range(2000..9000), // overflow pages
+                _ => rng.random_range(10..300),
+            };
+            inserts.push((next_id, len));
+            live.push(next_id);
+            next_id += 1;
+        }
+        let mut deletes = Vec::new();
+        if !live.is_empty() && rng.random_bool(0.3) {
+            let i = rng.random_range(0..live.len());
+            deletes.push(live.swap_remove(i));
+        }
+        steps.push(Step::Txn { inserts, deletes });
+    }
+    Workload {
+        durability,
+        page_size,
+        log,
+        cache_pages: [5i64, 2000][rng.random_range(0..2)],
+        steps,
+    }
+}
+
+/// Model state after each transaction count: id -> blob length.
+fn model(w: &Workload) -> Vec<BTreeMap<i64, usize>> {
+    let mut states = vec![BTreeMap::new()];
+    let mut cur = BTreeMap::new();
+    for s in &w.steps {
+        if let Step::Txn { inserts, deletes } = s {
+            for (id, len) in inserts {
+                cur.insert(*id, *len);
+            }
+            for id in deletes {
+                cur.remove(id);
+            }
+            states.push(cur.clone());
+        }
+    }
+    states
+}
+
+static NEXT_VFS: AtomicU64 = AtomicU64::new(0);
+
+fn register(fs: &SimFs, w: &Workload) -> PagelogVfs {
+    let n = NEXT_VFS.fetch_add(1, Ordering::Relaxed);
+    PagelogVfs::register(
+        &format!("crash-{n}"),
+        VfsOptions {
+            fs: fs.shared(),
+            durability: w.durability,
+            log: w.log.clone(),
+            page_size: w.page_size,
+        },
+    )
+    .expect("register VFS")
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    acked: u64,
+    attempted: u64,
+}
+
+fn run(vfs: &PagelogVfs, w: &Workload) -> Outcome {
+    let mut out = Outcome::default();
+    let Ok(db) = vfs.open_database(Path::new(DB)) else {
+        return out;
+    };
+    let Ok(conn) = vfs.connect(Path::new(DB)) else {
+        return out;
+    };
+    let setup = format!(
+        "PRAGMA cache_size={}; BEGIN; CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB);
+         CREATE TABLE IF NOT EXISTS c(k INTEGER PRIMARY KEY, n INTEGER);
+         INSERT OR IGNORE INTO c VALUES (1, 0); COMMIT;",
+        w.cache_pages
+    );
+    if conn.execute_batch(&setup).is_err() {
+        return out;
+    }
+    let mut txn_no = 0u64;
+    let mut unacked = false;
+    let mut failed = false;
+    for s in &w.steps {
+        let r: rusqlite::Result<()> = match s {
+            Step::Checkpoint(mode) => conn
+                .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
+                .map(|_| ()),
+            Step::Txn { inserts, deletes } => {
+                txn_no += 1;
+                out.attempted = txn_no;
+                let body = || -> rusqlite::Result<()> {
+                    conn.execute_batch("BEGIN")?;
+                    for (id, len) in inserts {
+                        conn.execute("INSERT INTO t VALUES (?1, ?2)", (id, blob(*id, *len)))?;
+                    }
+                    for id in deletes {
+                        conn.execute("DELETE FROM t WHERE id = ?1", [id])?;
+                    }
+                    conn.execute("UPDATE c SET n = ?1 WHERE k = 1", [txn_no as i64])?;
+                    conn.execute_batch("COMMIT")
+                };
+                body().map(|_| match w.durability {
+                    Durability::Sync => out.acked = txn_no,
+                    Durability::Gated => unacked = true,
+                })
+            }
+        };
+        if let Err(e) = &r {
+            if std::env::var_os("PAGELOG_DEBUG").is_some() {
+                eprintln!("workload stopped at transaction {txn_no}: {e} ({:?})", pagelog_vfs::last_error());
+            }
+            failed = true;
+            break;
+        }
+        // Gated: output gating every third transaction (checkpoints may run in between).
+        if unacked && txn_no % 3 == 0 {
+            if !gate(&db) {
+                failed = true;
+                break;
+            }
+            out.acked = txn_no;
+            unacked = false;
+        }
+    }
+    if unacked && !failed && gate(&db) {
+        out.acked = txn_no;
+    }
+    drop(conn);
+    drop(db);
+    out
+}
+
+fn gate(db: &pagelog_vfs::Database) -> bool {
+    let r = pagelog_vfs::last_commit_lsn().map(|lsn| db.wait_durable(lsn));
+    if std::env::var_os("PAGELOG_DEBUG").is_some() {
+        eprintln!("gate: {r:?}");
+    }
+    matches!(r, Some(Ok(())))
+}
+
+/// Open after a crash and read the state: (counter, rows id -> blob length).
+fn recover(vfs: &PagelogVfs) -> Result<(u64, BTreeMap<i64, usize>), String> {
+    let db = vfs
+        .open_database(Path::new(DB))
+        .map_err(|e| format!("recovery failed: {e}"))?;
+    let conn = vfs
+        .connect(Path::new(DB))
+        .map_err(|e| format!("connect failed: {e}"))?;
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(|e| format!("integrity_check failed: {e}"))?;
+    if check != "ok" {
+        return Err(format!("integrity_check: {check}"));
+    }
+    let has_tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name IN ('t', 'c')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| e.to_string())?;
+    if has_tables < 2 {
+        return Ok((0, BTreeMap::new()));
+    }
+    let n: i64 = conn
+        .query_row("SELECT n FROM c WHERE k = 1", [], |r| r.get(0))
+        .map_err(|e| format!("reading counter: {e}"))?;
+    let mut rows = BTreeMap::new();
+    let mut stmt = conn
+        .prepare("SELECT id, v FROM t ORDER BY id")
+        .map_err(|e| e.to_string())?;
+    let iter = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+        .map_err(|e| e.to_string())?;
+    for row in iter {
+        let (id, v) = row.map_err(|e| e.to_string())?;
+        if v != blob(id, v.len()) {
+            return Err(format!("row {id} has wrong content"));
+        }
+        rows.insert(id, v.len());
+    }
+    drop(stmt);
+    drop(conn);
+    drop(db);
+    Ok((n as u64, rows))
+}
+
+fn check_case(seed: u64, crash_point: u64) -> Result<(), String> {
+    let w = workload(seed);
+    let states = model(&w);
+    let fs = SimFs::new(SimFsConfig {
+        seed,
+        power_cut_after_ops: Some(crash_point),
+        ..Default::default()
+    });
+    fs.create_dir_all(Path::new("/db")).map_err(|e| e.to_string())?;
+    let vfs = register(&fs, &w);
+    let out = run(&vfs, &w);
+    fs.crash();
+
+    let (n, rows) = recover(&vfs)?;
+    if n < out.acked {
+        return Err(format!("acknowledged transaction {} lost: database is at {n}", out.acked));
+    }
+    if n > out.attempted {
+        return Err(format!("database is at {n}, beyond the {} attempted", out.attempted));
+    }
+    if rows != states[n as usize] {
+        return Err(format!("database at counter {n} does not match the model (half transaction?)"));
+    }
+
+    // Crash during recovery, then recover again: the same state.
+    let before = fs.op_count();
+    let again = recover(&vfs)?;
+    let recovery_ops = fs.op_count() - before;
+    let mut rng = SmallRng::seed_from_u64(seed ^ crash_point.rotate_left(17));
+    fs.set_power_cut_after(Some(rng.random_range(0..=recovery_ops.max(1))));
+    let _ = recover(&vfs);
+    fs.crash();
+    let after = recover(&vfs)?;
+    if again != (n, rows.clone()) || after != (n, rows) {
+        return Err("recovery is not idempotent under a crash during recovery".into());
+    }
+
+    // The log alone rebuilds the same database.
+    let db = vfs
+        .open_database(Path::new(DB))
+        .map_err(|e| format!("reopen: {e}"))?;
+    let target = fs
+        .open(Path::new("/db/replayed"), OpenOptions::create())
+        .map_err(|e| e.to_string())?;
+    target.set_len(0).map_err(|e| e.to_string())?;
+    let replayed = pagelog_vfs::replay::replay_log(
+        db.log(),
+        db.log().first_lsn(),
+        db.last_lsn(),
+        &*target,
+        None,
+    )
+    .map_err(|e| format!("replay: {e}"))?;
+    let (sum, pages) = db.checksum();
+    if replayed.checksum != sum || replayed.db_pages != pages {
+        return Err("the replayed log disagrees with the database's checksum".into());
+    }
+    let live = fs.read_file(Path::new(DB)).unwrap_or_default();
+    let rebuilt = fs.read_file(Path::new("/db/replayed")).unwrap_or_default();
+    if live != rebuilt {
+        return Err("the main file (fully checkpointed at open) differs from the replayed log".into());
+    }
+    Ok(())
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn crash_points_through_the_vfs() {
+    if let (Some(seed), Some(point)) = (env_u64("PAGELOG_SEED"), env_u64("PAGELOG_CRASH_POINT")) {
+        if let Err(e) = check_case(seed, point) {
+            panic!("seed {seed} crash point {point}: {e}");
+        }
+        return;
+    }
+    let target = env_u64("PAGELOG_VFS_CRASH_CASES").unwrap_or(1200);
+    let mut cases = 0;
+    let mut failures = Vec::new();
+    let mut seed = env_u64("PAGELOG_SEED_BASE").unwrap_or(0);
+    while cases < target {
+        let w = workload(seed);
+        let probe = SimFs::new(SimFsConfig {
+            seed,
+            ..Default::default()
+        });
+        probe.create_dir_all(Path::new("/db")).expect("mkdir");
+        let vfs = register(&probe, &w);
+        let out = run(&vfs, &w);
+        assert_eq!(
+            out.acked as usize,
+            model(&w).len() - 1,
+            "seed {seed}: a run without faults must acknowledge every transaction"
+        );
+        let total = probe.op_count();
+        let step = (total / 30).max(1);
+        let mut k = seed % step;
+        while k <= total && cases < target {
+            if let Err(e) = check_case(seed, k) {
+                failures.push(format!(
+                    "seed {seed} crash point {k}: {e} (replay: PAGELOG_SEED={seed} PAGELOG_CRASH_POINT={k})"
+                ));
+            }
+            cases += 1;
+            k += step;
+        }
+        seed += 1;
+    }
+    eprintln!("VFS crash cases run: {cases} over {seed} seeds");
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} crash cases failed:\n{}",
+        failures.len(),
+        failures[..failures.len().min(15)].join("\n")
+    );
+}
