@@ -317,6 +317,13 @@ impl Log {
         self.append_at(kind, payload, timestamp_us, true)
     }
 
+    /// Append a record and return its LSN at once without waking the background flusher: for a
+    /// caller that will call [`Log::wait_durable`] itself right after (and so lead the fsync
+    /// on its own thread, saving a thread hand-off).
+    pub fn append_then_wait(&self, kind: u16, payload: &[u8]) -> Result<Lsn> {
+        self.append_at(kind, payload, now_us(), false)
+    }
+
     /// Append a record and return once it is durable.
     pub fn append_sync(&self, kind: u16, payload: &[u8]) -> Result<Lsn> {
         let lsn = self.append_at(kind, payload, now_us(), false)?;

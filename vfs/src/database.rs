@@ -9,7 +9,7 @@
 //! for its last transaction.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pagelog_log::fs::{FileRef, FsRef, OpenOptions, parent_dir};
 use pagelog_log::{Log, LogError, Lsn};
@@ -19,11 +19,11 @@ use crate::capture::{WalCapture, WalEvent};
 use crate::checksum::PageHashes;
 use crate::error::{Result, VfsError};
 use crate::locks::{FileLocks, ShmLocks};
-use crate::replay::replay_log;
 use crate::record::{
     CheckpointMark, KIND_CHECKPOINT, KIND_TXN, TxnRecord, begin_txn, finish_txn, push_page,
     valid_page_size,
 };
+use crate::replay::replay_log;
 use crate::{Durability, VfsOptions};
 
 /// Suffix of the log directory next to a database file.
@@ -69,6 +69,8 @@ pub struct Database {
     pub(crate) shm: Mutex<Shm>,
     last_txn: AtomicU64,
     ckpt_lsn: AtomicU64,
+    /// The main file was written since its last sync.
+    db_dirty: AtomicBool,
     poisoned: Mutex<Option<String>>,
     report: OpenReport,
 }
@@ -95,7 +97,11 @@ fn io_err(path: &Path, context: &str, source: std::io::Error) -> VfsError {
 pub(crate) fn empty_wal_database_page(page_size: u32) -> Vec<u8> {
     let mut p = vec![0u8; page_size as usize];
     p[..16].copy_from_slice(b"SQLite format 3\0");
-    let ps_field: u16 = if page_size == 65536 { 1 } else { page_size as u16 };
+    let ps_field: u16 = if page_size == 65536 {
+        1
+    } else {
+        page_size as u16
+    };
     p[16..18].copy_from_slice(&ps_field.to_be_bytes());
     p[18] = 2; // write version: WAL
     p[19] = 2; // read version: WAL
@@ -111,7 +117,11 @@ pub(crate) fn empty_wal_database_page(page_size: u32) -> Vec<u8> {
     p[96..100].copy_from_slice(&(rusqlite::ffi::SQLITE_VERSION_NUMBER as u32).to_be_bytes());
     // Empty table b-tree leaf (sqlite_schema) after the 100-byte header.
     p[100] = 0x0D;
-    let content = if page_size == 65536 { 0 } else { page_size as u16 };
+    let content = if page_size == 65536 {
+        0
+    } else {
+        page_size as u16
+    };
     p[105..107].copy_from_slice(&content.to_be_bytes());
     p
 }
@@ -186,16 +196,19 @@ impl Database {
         // Pass 2: replay what the file may not hold.
         let from = ckpt.map(|c| c.lsn + 1).unwrap_or(log.first_lsn());
         report.checkpoint_lsn = ckpt.map(|c| c.lsn).unwrap_or(0);
-        let replayed = replay_log(&log, from, last_lsn, &*file, Some(page_size)).map_err(
-            |e| match e {
-                VfsError::Io { context, source, .. } => io_err(path, &context, source),
+        let replayed =
+            replay_log(&log, from, last_lsn, &*file, Some(page_size)).map_err(|e| match e {
+                VfsError::Io {
+                    context, source, ..
+                } => io_err(path, &context, source),
                 e => e,
-            },
-        )?;
+            })?;
         report.replayed = replayed.transactions;
-        file.sync_data()
-            .map_err(|e| io_err(path, "syncing", e))?;
-        if fs.exists(&wal_path).map_err(|e| io_err(&wal_path, "probing", e))? {
+        file.sync_data().map_err(|e| io_err(path, "syncing", e))?;
+        if fs
+            .exists(&wal_path)
+            .map_err(|e| io_err(&wal_path, "probing", e))?
+        {
             fs.remove(&wal_path)
                 .and_then(|_| fs.sync_dir(&parent_dir(&wal_path)))
                 .map_err(|e| io_err(&wal_path, "discarding", e))?;
@@ -252,6 +265,7 @@ impl Database {
             }),
             last_txn: AtomicU64::new(last_lsn),
             ckpt_lsn: AtomicU64::new(ckpt_lsn),
+            db_dirty: AtomicBool::new(false),
             poisoned: Mutex::new(None),
             report,
         })
@@ -309,6 +323,35 @@ impl Database {
         Ok(self.log.wait_durable(lsn)?)
     }
 
+    /// Write to the main file (after the write-ahead gate).
+    pub(crate) fn write_db(&self, data: &[u8], offset: u64) -> Result<()> {
+        self.before_db_write()?;
+        self.db_dirty.store(true, Ordering::Release);
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| io_err(&self.path, "writing", e))
+    }
+
+    /// Resize the main file (after the write-ahead gate).
+    pub(crate) fn truncate_db(&self, len: u64) -> Result<()> {
+        self.before_db_write()?;
+        self.db_dirty.store(true, Ordering::Release);
+        self.file
+            .set_len(len)
+            .map_err(|e| io_err(&self.path, "truncating", e))
+    }
+
+    /// Sync the main file if it was written since its last sync.
+    pub(crate) fn sync_db_file(&self) -> Result<()> {
+        if self.db_dirty.swap(false, Ordering::AcqRel) {
+            if let Err(e) = self.file.sync_data() {
+                self.db_dirty.store(true, Ordering::Release);
+                return Err(io_err(&self.path, "syncing", e));
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn file(&self) -> &FileRef {
         &self.file
     }
@@ -357,9 +400,11 @@ impl Database {
         self.check_poisoned()?;
         let res = self.capture(offset, data);
         let res = match res {
-            Ok(Some(lsn)) if self.durability == Durability::Sync => {
-                self.log.wait_durable(lsn).map(|_| Some(lsn)).map_err(VfsError::from)
-            }
+            Ok(Some(lsn)) if self.durability == Durability::Sync => self
+                .log
+                .wait_durable(lsn)
+                .map(|_| Some(lsn))
+                .map_err(VfsError::from),
             other => other,
         };
         if let Err(e) = &res {
@@ -408,7 +453,11 @@ impl Database {
                 }
                 finish_txn(payload, hashes.checksum(), count);
                 capture.end_commit();
-                let lsn = self.log.append(KIND_TXN, payload)?;
+                let lsn = match self.durability {
+                    // The committer waits right away and leads its own fsync.
+                    Durability::Sync => self.log.append_then_wait(KIND_TXN, payload)?,
+                    Durability::Gated => self.log.append(KIND_TXN, payload)?,
+                };
                 self.last_txn.store(lsn, Ordering::Release);
                 Ok(Some(lsn))
             }
@@ -431,11 +480,10 @@ impl Database {
         if last <= self.ckpt_lsn.load(Ordering::Acquire) {
             return Ok(());
         }
-        // The pages were written after the write-ahead gate; make them durable before saying so.
+        // The pages were written after the write-ahead gate; make them durable before saying so
+        // (SQLite normally synced them already at the end of its checkpoint).
         self.before_db_write()?;
-        self.file
-            .sync_data()
-            .map_err(|e| io_err(&self.path, "syncing after a checkpoint", e))?;
+        self.sync_db_file()?;
         let mark = CheckpointMark {
             lsn: last,
             page_size: self.page_size,

@@ -246,7 +246,9 @@ pub(crate) unsafe extern "C" fn x_delete(
                     }
                     ffi::SQLITE_OK
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => ffi::SQLITE_IOERR_DELETE_NOENT,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    ffi::SQLITE_IOERR_DELETE_NOENT
+                }
                 Err(e) => {
                     record_error(format!("deleting {}: {e}", path.display()));
                     ffi::SQLITE_IOERR_DELETE
@@ -405,7 +407,11 @@ unsafe extern "C" fn io_close(file: *mut ffi::sqlite3_file) -> c_int {
             let f = file as *mut PlFile;
             let b = (*f).state;
             (*f).state = std::ptr::null_mut();
-            if b.is_null() { None } else { Some(Box::from_raw(b)) }
+            if b.is_null() {
+                None
+            } else {
+                Some(Box::from_raw(b))
+            }
         };
         if let Some(st) = st {
             if let FileState::Main(h) = *st {
@@ -474,19 +480,13 @@ unsafe extern "C" fn io_write(
         let data = unsafe { std::slice::from_raw_parts(buf as *const u8, amt as usize) };
         let offset = offset as u64;
         match st {
-            FileState::Main(h) => {
-                if let Err(e) = h.db.before_db_write() {
+            FileState::Main(h) => match h.db.write_db(data, offset) {
+                Ok(()) => ffi::SQLITE_OK,
+                Err(e) => {
                     record_error(e.to_string());
-                    return vfs_code(&e, ffi::SQLITE_IOERR_WRITE);
+                    vfs_code(&e, ffi::SQLITE_IOERR_WRITE)
                 }
-                match h.db.file().write_all_at(data, offset) {
-                    Ok(()) => ffi::SQLITE_OK,
-                    Err(e) => {
-                        record_error(format!("writing {}: {e}", h.db.path().display()));
-                        io_code(&e, ffi::SQLITE_IOERR_WRITE)
-                    }
-                }
-            }
+            },
             FileState::Wal(w) => {
                 if let Err(e) = w.file.write_all_at(data, offset) {
                     record_error(format!("writing {}: {e}", w.db.wal_path().display()));
@@ -514,10 +514,7 @@ unsafe extern "C" fn io_truncate(file: *mut ffi::sqlite3_file, size: ffi::sqlite
             return ffi::SQLITE_IOERR_TRUNCATE;
         };
         let res = match st {
-            FileState::Main(h) => match h.db.before_db_write() {
-                Ok(()) => h.db.file().set_len(size as u64).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
+            FileState::Main(h) => h.db.truncate_db(size as u64).map_err(|e| e.to_string()),
             FileState::Wal(w) => {
                 let r = if size == 0 {
                     w.db.on_wal_reset().map_err(|e| e.to_string())
@@ -546,10 +543,10 @@ unsafe extern "C" fn io_sync(file: *mut ffi::sqlite3_file, _flags: c_int) -> c_i
             // The log is the durability point: the WAL is never synced (a WAL that loses
             // frames in a crash is discarded and rebuilt from the log on open).
             FileState::Wal(_) => ffi::SQLITE_OK,
-            FileState::Main(h) => match h.db.file().sync_data() {
+            FileState::Main(h) => match h.db.sync_db_file() {
                 Ok(()) => ffi::SQLITE_OK,
                 Err(e) => {
-                    record_error(format!("syncing {}: {e}", h.db.path().display()));
+                    record_error(e.to_string());
                     ffi::SQLITE_IOERR_FSYNC
                 }
             },
@@ -557,7 +554,10 @@ unsafe extern "C" fn io_sync(file: *mut ffi::sqlite3_file, _flags: c_int) -> c_i
     })
 }
 
-unsafe extern "C" fn io_file_size(file: *mut ffi::sqlite3_file, out: *mut ffi::sqlite3_int64) -> c_int {
+unsafe extern "C" fn io_file_size(
+    file: *mut ffi::sqlite3_file,
+    out: *mut ffi::sqlite3_int64,
+) -> c_int {
     guard(|| {
         let Some(st) = state(file) else {
             return ffi::SQLITE_IOERR_FSTAT;
@@ -617,7 +617,11 @@ unsafe extern "C" fn io_check_reserved(file: *mut ffi::sqlite3_file, out: *mut c
 /// File-control opcode: write the LSN of the last transaction into the `u64` argument.
 pub const FCNTL_LAST_LSN: c_int = 0x5047_4c01;
 
-unsafe extern "C" fn io_file_control(file: *mut ffi::sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
+unsafe extern "C" fn io_file_control(
+    file: *mut ffi::sqlite3_file,
+    op: c_int,
+    arg: *mut c_void,
+) -> c_int {
     guard(|| {
         let Some(FileState::Main(h)) = state(file) else {
             return ffi::SQLITE_NOTFOUND;
@@ -706,7 +710,12 @@ unsafe extern "C" fn io_shm_map(
     })
 }
 
-unsafe extern "C" fn io_shm_lock(file: *mut ffi::sqlite3_file, offset: c_int, n: c_int, flags: c_int) -> c_int {
+unsafe extern "C" fn io_shm_lock(
+    file: *mut ffi::sqlite3_file,
+    offset: c_int,
+    n: c_int,
+    flags: c_int,
+) -> c_int {
     guard(|| {
         let Some(FileState::Main(h)) = state(file) else {
             return ffi::SQLITE_IOERR_SHMLOCK;
@@ -744,7 +753,11 @@ unsafe extern "C" fn io_shm_unmap(file: *mut ffi::sqlite3_file, _delete: c_int) 
 }
 
 /// Build the `sqlite3_vfs` struct for registration.
-pub(crate) fn make_vfs(name: *const c_char, app: *const VfsInner, default: DefaultVfs) -> ffi::sqlite3_vfs {
+pub(crate) fn make_vfs(
+    name: *const c_char,
+    app: *const VfsInner,
+    default: DefaultVfs,
+) -> ffi::sqlite3_vfs {
     let default = default.0;
     // SAFETY: `default` is the non-null default VFS.
     let mx_path = unsafe { (*default).mxPathname }.max(1024);
