@@ -123,11 +123,11 @@ fn bench_pagelog(
         b.iter(|| {
             txn(&conn, &mut rng, &mut buf, shape.rows);
             n += 1;
-            if gate_every > 0 && n % gate_every == 0 {
+            if gate_every > 0 && n.is_multiple_of(gate_every) {
                 let lsn = pagelog::vfs::last_commit_lsn().expect("commit LSN");
                 db.wait_durable(lsn).expect("durable");
             }
-            if n % 1024 == 0 {
+            if n.is_multiple_of(1024) {
                 // As after shipping: checkpointed log segments are recycled.
                 let upto = db.checkpoint_lsn();
                 db.log().truncate_prefix(upto).expect("truncate");

@@ -115,7 +115,9 @@ impl WalCapture {
             return Ok(WalEvent::Header { restart });
         }
         if self.page_size == 0 {
-            return Err(bad(format!("frame write at {offset} before any WAL header")));
+            return Err(bad(format!(
+                "frame write at {offset} before any WAL header"
+            )));
         }
         let ps = self.page_size as u64;
         let frame_size = FRAME_HEADER_LEN + ps;
@@ -165,7 +167,9 @@ impl WalCapture {
             self.slots[slot].has_data = true;
             let s = self.slots[slot];
             if s.pgno == 0 {
-                return Err(bad(format!("page of frame {frame} written before its header")));
+                return Err(bad(format!(
+                    "page of frame {frame} written before its header"
+                )));
             }
             if s.commit != 0 {
                 self.commit_slot = Some(slot);
@@ -248,19 +252,28 @@ mod tests {
     }
 
     fn write_frame(c: &mut WalCapture, frame: u64, pgno: u32, commit: u32, fill: u8) -> WalEvent {
-        assert_eq!(c.on_write(off(frame), &frame_header(pgno, commit)).unwrap(), WalEvent::None);
+        assert_eq!(
+            c.on_write(off(frame), &frame_header(pgno, commit)).unwrap(),
+            WalEvent::None
+        );
         c.on_write(off(frame) + 24, &[fill; PS]).unwrap()
     }
 
     #[test]
     fn spilled_overwritten_and_rolled_back_frames() {
         let mut c = WalCapture::new();
-        assert_eq!(c.on_write(0, &header()).unwrap(), WalEvent::Header { restart: false });
+        assert_eq!(
+            c.on_write(0, &header()).unwrap(),
+            WalEvent::Header { restart: false }
+        );
         // Txn 1: pages 1, 2, then page 1 again in a new frame; commit on page 3.
         write_frame(&mut c, 0, 1, 0, 0xa1);
         write_frame(&mut c, 1, 2, 0, 0xa2);
         write_frame(&mut c, 2, 1, 0, 0xb1);
-        assert_eq!(write_frame(&mut c, 3, 3, 3, 0xa3), WalEvent::Commit { db_pages: 3 });
+        assert_eq!(
+            write_frame(&mut c, 3, 3, 3, 0xa3),
+            WalEvent::Commit { db_pages: 3 }
+        );
         let pages: Vec<_> = c.pages().map(|(p, d)| (p, d[0])).collect();
         assert_eq!(pages, vec![(1, 0xb1), (2, 0xa2), (3, 0xa3)]);
         c.end_commit();
@@ -269,28 +282,46 @@ mod tests {
         write_frame(&mut c, 4, 5, 0, 0xee);
         write_frame(&mut c, 4, 2, 0, 0xc2);
         write_frame(&mut c, 4, 2, 0, 0xd2);
-        assert_eq!(write_frame(&mut c, 5, 1, 3, 0xc1), WalEvent::Commit { db_pages: 3 });
+        assert_eq!(
+            write_frame(&mut c, 5, 1, 3, 0xc1),
+            WalEvent::Commit { db_pages: 3 }
+        );
         let pages: Vec<_> = c.pages().map(|(p, d)| (p, d[0])).collect();
         assert_eq!(pages, vec![(1, 0xc1), (2, 0xd2)]);
         c.end_commit();
         // The headers of the transaction just committed may be rewritten (checksums), its
         // pages and older frames may not.
-        assert_eq!(c.on_write(off(4), &frame_header(2, 0)).unwrap(), WalEvent::None);
+        assert_eq!(
+            c.on_write(off(4), &frame_header(2, 0)).unwrap(),
+            WalEvent::None
+        );
         assert!(c.on_write(off(4) + 24, &[0u8; PS]).is_err());
         assert!(c.on_write(off(1), &frame_header(1, 0)).is_err());
         // Restart after checkpoint.
-        assert_eq!(c.on_write(0, &header()).unwrap(), WalEvent::Header { restart: true });
-        assert_eq!(write_frame(&mut c, 0, 1, 1, 0x11), WalEvent::Commit { db_pages: 1 });
+        assert_eq!(
+            c.on_write(0, &header()).unwrap(),
+            WalEvent::Header { restart: true }
+        );
+        assert_eq!(
+            write_frame(&mut c, 0, 1, 1, 0x11),
+            WalEvent::Commit { db_pages: 1 }
+        );
     }
 
     #[test]
     fn whole_frame_in_one_write_and_misaligned_writes() {
         let mut c = WalCapture::new();
-        assert!(c.on_write(off(0), &frame_header(1, 1)).is_err(), "no header yet");
+        assert!(
+            c.on_write(off(0), &frame_header(1, 1)).is_err(),
+            "no header yet"
+        );
         c.on_write(0, &header()).unwrap();
         let mut f = frame_header(4, 4);
         f.extend_from_slice(&[7u8; PS]);
-        assert_eq!(c.on_write(off(0), &f).unwrap(), WalEvent::Commit { db_pages: 4 });
+        assert_eq!(
+            c.on_write(off(0), &f).unwrap(),
+            WalEvent::Commit { db_pages: 4 }
+        );
         assert_eq!(c.pages().count(), 1);
         c.end_commit();
         assert!(c.on_write(off(1) + 3, &[0u8; 10]).is_err());

@@ -343,11 +343,11 @@ impl Database {
 
     /// Sync the main file if it was written since its last sync.
     pub(crate) fn sync_db_file(&self) -> Result<()> {
-        if self.db_dirty.swap(false, Ordering::AcqRel) {
-            if let Err(e) = self.file.sync_data() {
-                self.db_dirty.store(true, Ordering::Release);
-                return Err(io_err(&self.path, "syncing", e));
-            }
+        if self.db_dirty.swap(false, Ordering::AcqRel)
+            && let Err(e) = self.file.sync_data()
+        {
+            self.db_dirty.store(true, Ordering::Release);
+            return Err(io_err(&self.path, "syncing", e));
         }
         Ok(())
     }

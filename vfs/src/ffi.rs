@@ -238,11 +238,11 @@ pub(crate) unsafe extern "C" fn x_delete(
             let fs = db.fs();
             return match fs.remove(&path) {
                 Ok(()) => {
-                    if sync_dir != 0 {
-                        if let Err(e) = fs.sync_dir(&parent_dir(&path)) {
-                            record_error(format!("syncing directory of {}: {e}", path.display()));
-                            return ffi::SQLITE_IOERR_DIR_FSYNC;
-                        }
+                    if sync_dir != 0
+                        && let Err(e) = fs.sync_dir(&parent_dir(&path))
+                    {
+                        record_error(format!("syncing directory of {}: {e}", path.display()));
+                        return ffi::SQLITE_IOERR_DIR_FSYNC;
                     }
                     ffi::SQLITE_OK
                 }
@@ -413,12 +413,12 @@ unsafe extern "C" fn io_close(file: *mut ffi::sqlite3_file) -> c_int {
                 Some(Box::from_raw(b))
             }
         };
-        if let Some(st) = st {
-            if let FileState::Main(h) = *st {
-                h.db.locks.lock().unlock(h.id, locks::NONE);
-                h.db.shm.lock().locks.release_all(h.id);
-                h.vfs.release(h.db);
-            }
+        if let Some(st) = st
+            && let FileState::Main(h) = *st
+        {
+            h.db.locks.lock().unlock(h.id, locks::NONE);
+            h.db.shm.lock().locks.release_all(h.id);
+            h.vfs.release(h.db);
         }
         ffi::SQLITE_OK
     })

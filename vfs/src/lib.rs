@@ -139,10 +139,10 @@ impl VfsInner {
         }
         let s = path.to_str()?;
         for suffix in ["-wal", "-journal", "-shm"] {
-            if let Some(base) = s.strip_suffix(suffix) {
-                if let Some(db) = self.lookup(Path::new(base)) {
-                    return Some((db, suffix));
-                }
+            if let Some(base) = s.strip_suffix(suffix)
+                && let Some(db) = self.lookup(Path::new(base))
+            {
+                return Some((db, suffix));
             }
         }
         None
@@ -166,7 +166,9 @@ pub struct PagelogVfs {
 
 impl std::fmt::Debug for PagelogVfs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PagelogVfs").field("name", &self.name).finish()
+        f.debug_struct("PagelogVfs")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -182,7 +184,9 @@ impl PagelogVfs {
         let cname = CString::new(name)
             .map_err(|_| VfsError::Config("VFS name contains a NUL byte".into()))?;
         if ffi::vfs_exists(&cname) {
-            return Err(VfsError::Config(format!("a VFS named {name:?} is already registered")));
+            return Err(VfsError::Config(format!(
+                "a VFS named {name:?} is already registered"
+            )));
         }
         let default_vfs = ffi::default_vfs()
             .ok_or_else(|| VfsError::Config("SQLite has no default VFS".into()))?;
@@ -195,7 +199,9 @@ impl PagelogVfs {
         let vfs = Box::leak(Box::new(ffi::make_vfs(cname.as_ptr(), inner, default_vfs)));
         let rc = ffi::register(vfs);
         if rc != rusqlite::ffi::SQLITE_OK {
-            return Err(VfsError::Config(format!("sqlite3_vfs_register failed with code {rc}")));
+            return Err(VfsError::Config(format!(
+                "sqlite3_vfs_register failed with code {rc}"
+            )));
         }
         tracing::info!(name, "pagelog VFS registered");
         Ok(PagelogVfs {

@@ -107,7 +107,10 @@ pub struct ShmLocks {
 impl ShmLocks {
     /// Take shared locks on `range`; false means busy.
     pub fn lock_shared(&mut self, handle: u64, range: std::ops::Range<usize>) -> bool {
-        if range.clone().any(|i| self.exclusive[i].is_some_and(|h| h != handle)) {
+        if range
+            .clone()
+            .any(|i| self.exclusive[i].is_some_and(|h| h != handle))
+        {
             return false;
         }
         for i in range {

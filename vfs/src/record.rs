@@ -80,7 +80,9 @@ impl<'a> TxnRecord<'a> {
         }
         let version = u16::from_le_bytes([b[4], b[5]]);
         if version != VERSION {
-            return Err(bad(&format!("unsupported transaction record version {version}")));
+            return Err(bad(&format!(
+                "unsupported transaction record version {version}"
+            )));
         }
         let page_size = u32_at(b, 8);
         if !valid_page_size(page_size) {
@@ -115,8 +117,7 @@ impl<'a> TxnRecord<'a> {
     pub fn pages(&self) -> impl Iterator<Item = (u32, &'a [u8])> + 'a {
         let step = 4 + self.page_size as usize;
         let body = self.body;
-        body.chunks_exact(step)
-            .map(|c| (u32_at(c, 0), &c[4..]))
+        body.chunks_exact(step).map(|c| (u32_at(c, 0), &c[4..]))
     }
 }
 
@@ -148,7 +149,9 @@ impl CheckpointMark {
 
     /// Decode and validate.
     pub fn decode(b: &[u8]) -> Result<CheckpointMark, VfsError> {
-        if b.len() != CKPT_LEN || b[0..4] != CKPT_MAGIC || u16::from_le_bytes([b[4], b[5]]) != VERSION
+        if b.len() != CKPT_LEN
+            || b[0..4] != CKPT_MAGIC
+            || u16::from_le_bytes([b[4], b[5]]) != VERSION
         {
             return Err(VfsError::BadRecord("not a checkpoint mark".into()));
         }
@@ -173,7 +176,10 @@ mod tests {
         push_page(&mut out, 9, &[2u8; 512]);
         finish_txn(&mut out, 0xabc, 2);
         let r = TxnRecord::decode(&out).unwrap();
-        assert_eq!((r.page_size, r.db_pages, r.checksum, r.page_count), (512, 9, 0xabc, 2));
+        assert_eq!(
+            (r.page_size, r.db_pages, r.checksum, r.page_count),
+            (512, 9, 0xabc, 2)
+        );
         let pages: Vec<_> = r.pages().map(|(p, d)| (p, d[0])).collect();
         assert_eq!(pages, vec![(2, 1), (9, 2)]);
         assert!(TxnRecord::decode(&out[..out.len() - 1]).is_err());

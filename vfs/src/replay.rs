@@ -56,13 +56,13 @@ pub fn replay_log(
             continue;
         }
         let txn = TxnRecord::decode(&rec.payload)?;
-        if let Some(ps) = page_size {
-            if txn.page_size != ps {
-                return Err(VfsError::BadRecord(format!(
-                    "record {} has page size {}, expected {ps}",
-                    rec.lsn, txn.page_size
-                )));
-            }
+        if let Some(ps) = page_size
+            && txn.page_size != ps
+        {
+            return Err(VfsError::BadRecord(format!(
+                "record {} has page size {}, expected {ps}",
+                rec.lsn, txn.page_size
+            )));
         }
         apply_txn(file, &txn).map_err(|e| VfsError::Io {
             path: std::path::PathBuf::from("<replay target>"),

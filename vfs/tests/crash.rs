@@ -21,7 +21,6 @@ use pagelog_log::fs::{Fs, OpenOptions, SimFs, SimFsConfig};
 use pagelog_vfs::{Durability, PagelogVfs, VfsOptions};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use rusqlite::Connection;
 
 const DB: &str = "/db/app.db";
 
@@ -49,7 +48,7 @@ fn blob(id: i64, len: usize) -> Vec<u8> {
 
 fn workload(seed: u64) -> Workload {
     let mut rng = SmallRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let durability = if seed % 2 == 0 {
+    let durability = if seed.is_multiple_of(2) {
         Durability::Sync
     } else {
         Durability::Gated
@@ -187,13 +186,16 @@ fn run(vfs: &PagelogVfs, w: &Workload) -> Outcome {
         };
         if let Err(e) = &r {
             if std::env::var_os("PAGELOG_DEBUG").is_some() {
-                eprintln!("workload stopped at transaction {txn_no}: {e} ({:?})", pagelog_vfs::last_error());
+                eprintln!(
+                    "workload stopped at transaction {txn_no}: {e} ({:?})",
+                    pagelog_vfs::last_error()
+                );
             }
             failed = true;
             break;
         }
         // Gated: output gating every third transaction (checkpoints may run in between).
-        if unacked && txn_no % 3 == 0 {
+        if unacked && txn_no.is_multiple_of(3) {
             if !gate(&db) {
                 failed = true;
                 break;
@@ -273,20 +275,29 @@ fn check_case(seed: u64, crash_point: u64) -> Result<(), String> {
         power_cut_after_ops: Some(crash_point),
         ..Default::default()
     });
-    fs.create_dir_all(Path::new("/db")).map_err(|e| e.to_string())?;
+    fs.create_dir_all(Path::new("/db"))
+        .map_err(|e| e.to_string())?;
     let vfs = register(&fs, &w);
     let out = run(&vfs, &w);
     fs.crash();
 
     let (n, rows) = recover(&vfs)?;
     if n < out.acked {
-        return Err(format!("acknowledged transaction {} lost: database is at {n}", out.acked));
+        return Err(format!(
+            "acknowledged transaction {} lost: database is at {n}",
+            out.acked
+        ));
     }
     if n > out.attempted {
-        return Err(format!("database is at {n}, beyond the {} attempted", out.attempted));
+        return Err(format!(
+            "database is at {n}, beyond the {} attempted",
+            out.attempted
+        ));
     }
     if rows != states[n as usize] {
-        return Err(format!("database at counter {n} does not match the model (half transaction?)"));
+        return Err(format!(
+            "database at counter {n} does not match the model (half transaction?)"
+        ));
     }
 
     // Crash during recovery, then recover again: the same state.
@@ -325,7 +336,9 @@ fn check_case(seed: u64, crash_point: u64) -> Result<(), String> {
     let live = fs.read_file(Path::new(DB)).unwrap_or_default();
     let rebuilt = fs.read_file(Path::new("/db/replayed")).unwrap_or_default();
     if live != rebuilt {
-        return Err("the main file (fully checkpointed at open) differs from the replayed log".into());
+        return Err(
+            "the main file (fully checkpointed at open) differs from the replayed log".into(),
+        );
     }
     Ok(())
 }

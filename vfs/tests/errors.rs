@@ -1,7 +1,6 @@
 //! Bad input gets typed, clear errors; temp files, attached databases and other page sizes
 //! keep working.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pagelog_log::LogError;
@@ -25,7 +24,8 @@ fn other_journal_modes_are_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let vfs = vfs_with(4096);
     let conn = vfs.connect(&dir.path().join("a.db")).unwrap();
-    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)").unwrap();
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+        .unwrap();
     for mode in ["DELETE", "truncate", "PERSIST", "MEMORY", "OFF"] {
         let err = conn
             .execute_batch(&format!("PRAGMA journal_mode={mode}"))
@@ -38,7 +38,9 @@ fn other_journal_modes_are_refused_with_a_clear_error() {
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
-    let n: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n, 1, "the database is untouched");
 }
 
@@ -54,7 +56,10 @@ fn a_corrupt_record_in_the_middle_of_the_log_is_a_typed_error() {
             conn.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
         }
     }
-    let seg = dir.path().join("a.db-pagelog").join("00000000000000000001.seg");
+    let seg = dir
+        .path()
+        .join("a.db-pagelog")
+        .join("00000000000000000001.seg");
     let mut bytes = std::fs::read(&seg).unwrap();
     // Damage the payload of record 3, CREATE TABLE (records start after the 64-byte segment
     // header; record 1 is page 1 of the new database, 40 + 32 + 4 + 4096 bytes; record 2 the
@@ -66,13 +71,18 @@ fn a_corrupt_record_in_the_middle_of_the_log_is_a_typed_error() {
     std::fs::write(&seg, &bytes).unwrap();
     let err = vfs.open_database(&path).unwrap_err();
     match &err {
-        VfsError::Log(LogError::Corrupt { segment, offset, .. }) => {
+        VfsError::Log(LogError::Corrupt {
+            segment, offset, ..
+        }) => {
             assert_eq!(segment, &seg);
             assert_eq!(*offset, r3 as u64);
         }
         other => panic!("expected a Corrupt log error, got {other}"),
     }
-    assert!(err.to_string().contains("00000000000000000001.seg"), "{err}");
+    assert!(
+        err.to_string().contains("00000000000000000001.seg"),
+        "{err}"
+    );
     // Through plain rusqlite the open fails too (SQLite cannot carry our message), and the
     // VFS keeps the reason for the caller.
     let r = rusqlite::Connection::open_with_flags_and_vfs(
@@ -182,7 +192,9 @@ fn page_sizes_other_than_4096() {
             .unwrap();
         }
         let conn = vfs.connect(&path).unwrap();
-        let n: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 200, "page size {ps}");
         let ok: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
