@@ -37,11 +37,16 @@ fn sync_mode_commits_cost_one_log_fsync_and_no_wal_fsync() {
     let db = vfs.open_database(Path::new(DB)).unwrap();
     let conn = vfs.connect(Path::new(DB)).unwrap();
     // synchronous=FULL: stock SQLite would fsync the WAL at every commit.
-    conn.execute_batch("PRAGMA synchronous=FULL; CREATE TABLE t(x)").unwrap();
+    conn.execute_batch("PRAGMA synchronous=FULL; CREATE TABLE t(x)")
+        .unwrap();
     fs.reset_sync_counts();
     for i in 0..50 {
         conn.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
-        assert_eq!(db.durable_lsn(), db.last_lsn(), "Sync: durable when the commit returns");
+        assert_eq!(
+            db.durable_lsn(),
+            db.last_lsn(),
+            "Sync: durable when the commit returns"
+        );
     }
     let counts = fs.sync_counts();
     assert_eq!(counts.file_syncs_ending_with("-wal"), 0, "{counts:?}");
@@ -63,11 +68,21 @@ fn gated_mode_shares_one_fsync_between_many_commits() {
         conn.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
         lsns.push(pagelog_vfs::last_commit_lsn().unwrap());
     }
-    assert!(db.durable_lsn() < db.last_lsn(), "Gated: commits return before durability");
-    assert!(lsns.windows(2).all(|w| w[1] == w[0] + 1), "one LSN per commit");
+    assert!(
+        db.durable_lsn() < db.last_lsn(),
+        "Gated: commits return before durability"
+    );
+    assert!(
+        lsns.windows(2).all(|w| w[1] == w[0] + 1),
+        "one LSN per commit"
+    );
     db.wait_durable(*lsns.last().unwrap()).unwrap();
     let counts = fs.sync_counts();
-    assert_eq!(counts.file_syncs_ending_with(".seg"), 1, "64 commits, one fsync: {counts:?}");
+    assert_eq!(
+        counts.file_syncs_ending_with(".seg"),
+        1,
+        "64 commits, one fsync: {counts:?}"
+    );
     assert_eq!(counts.file_syncs_ending_with("-wal"), 0, "{counts:?}");
 }
 
