@@ -105,6 +105,9 @@ pub struct LogStats {
     pub bytes_written: u64,
 }
 
+/// Upper bound on the yields a leader makes while appenders keep arriving.
+const MAX_GATHER_YIELDS: usize = 16;
+
 pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -516,8 +519,20 @@ impl Shared {
                 self.cond.wait(&mut st);
                 continue;
             }
-            // Become the leader for everything buffered.
+            // Become the leader for everything buffered. Appenders released by the previous
+            // sync are usually about to append again: yield while new records keep arriving
+            // (bounded by their arrival, not by a timer), so that one fsync covers them too.
             st.leading = true;
+            let mut seen = st.buf_lens.len();
+            for _ in 0..MAX_GATHER_YIELDS {
+                drop(st);
+                std::thread::yield_now();
+                st = self.state.lock();
+                if st.buf_lens.len() == seen {
+                    break;
+                }
+                seen = st.buf_lens.len();
+            }
             let batch = std::mem::take(&mut st.buf);
             let lens = std::mem::take(&mut st.buf_lens);
             let first = st.buf_first;
