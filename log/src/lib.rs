@@ -21,7 +21,7 @@ mod segment;
 mod writer;
 
 pub use error::{LogError, Result};
-pub use reader::LogReader;
+pub use reader::{LogReader, RecordInfo};
 pub use recovery::RecoveryReport;
 pub use writer::{LOCK_FILE, Log, LogOptions, LogStats, Record};
 

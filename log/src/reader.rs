@@ -11,6 +11,19 @@ use crate::format::{RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN};
 use crate::segment::Segment;
 use crate::writer::{Record, Shared};
 
+/// A record's header, read without its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordInfo {
+    /// LSN.
+    pub lsn: Lsn,
+    /// Caller-defined kind.
+    pub kind: u16,
+    /// Commit timestamp, µs since the Unix epoch.
+    pub timestamp_us: u64,
+    /// Payload length.
+    pub len: u32,
+}
+
 /// An iterator over durable records, in LSN order, starting at a chosen LSN.
 pub struct LogReader {
     shared: Arc<Shared>,
@@ -96,9 +109,43 @@ impl LogReader {
         segs.last().is_some_and(|last| !Arc::ptr_eq(last, seg))
     }
 
-    fn read_next(&mut self) -> Result<Record> {
+    /// The next record's header only (LSN, kind, timestamp, length), without reading or
+    /// checking its payload: a cheap way to find records of a kind. Shares the position with
+    /// the iterator.
+    pub fn next_info(&mut self) -> Option<Result<RecordInfo>> {
+        if self.failed || self.next_lsn > self.shared.durable.load(Ordering::Acquire) {
+            return None;
+        }
+        let r = self.position().and_then(|(seg, offset)| {
+            let mut hb = [0u8; RECORD_HEADER_LEN];
+            seg.file
+                .read_exact_at(&mut hb, offset)
+                .map_err(|e| LogError::io(format!("reading {}", seg.path.display()), e))?;
+            let h = RecordHeader::decode(&hb)
+                .filter(|h| h.lsn == self.next_lsn)
+                .ok_or_else(|| LogError::Corrupt {
+                    segment: seg.path.clone(),
+                    offset,
+                    reason: format!("expected the header of record {}", self.next_lsn),
+                })?;
+            self.pos = Some((seg, offset + h.total_len()));
+            self.next_lsn += 1;
+            Ok(RecordInfo {
+                lsn: h.lsn,
+                kind: h.kind,
+                timestamp_us: h.timestamp_us,
+                len: h.len,
+            })
+        });
+        if r.is_err() {
+            self.failed = true;
+        }
+        Some(r)
+    }
+
+    /// The segment and offset of the next record, switching segments where one starts.
+    fn position(&mut self) -> Result<(Arc<Segment>, u64)> {
         let lsn = self.next_lsn;
-        // Move to the next segment when this record starts one.
         let switch = match &self.pos {
             None => true,
             Some((seg, _)) => {
@@ -110,7 +157,12 @@ impl LogReader {
         if switch {
             self.pos = Some(self.seek(lsn)?);
         }
-        let (seg, offset) = self.pos.clone().ok_or(LogError::Closed)?;
+        self.pos.clone().ok_or(LogError::Closed)
+    }
+
+    fn read_next(&mut self) -> Result<Record> {
+        let lsn = self.next_lsn;
+        let (seg, offset) = self.position()?;
         let sealed = self.is_sealed(&seg);
         let rec = seg.read_record(offset, lsn, sealed)?;
         self.pos = Some((

@@ -360,3 +360,26 @@ fn oversized_records_and_bad_lsns_are_refused() {
         Err(LogError::LsnOutOfRange { .. })
     ));
 }
+
+#[test]
+fn header_only_scan_matches_full_reads_across_segments() {
+    let fs = SimFs::default();
+    let log = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap();
+    for i in 1..=40u64 {
+        log.append_sync((i % 3) as u16, &payload(i, 50 + (i as usize * 37) % 900))
+            .unwrap();
+    }
+    let full: Vec<_> = log.reader(5).unwrap().map(|r| r.unwrap()).collect();
+    let mut scan = log.reader(5).unwrap();
+    let mut infos = Vec::new();
+    while let Some(info) = scan.next_info() {
+        infos.push(info.unwrap());
+    }
+    assert_eq!(infos.len(), full.len());
+    for (i, r) in infos.iter().zip(&full) {
+        assert_eq!(
+            (i.lsn, i.kind, i.timestamp_us, i.len as usize),
+            (r.lsn, r.kind, r.timestamp_us, r.payload.len())
+        );
+    }
+}

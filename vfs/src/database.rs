@@ -148,20 +148,35 @@ impl Database {
         let wal_path = PathBuf::from(format!("{}-wal", path.display()));
         let mut report = OpenReport::default();
 
-        // Pass 1: the last checkpoint mark and the last transaction.
-        let mut ckpt: Option<CheckpointMark> = None;
-        let mut last_txn: Option<(Lsn, u32, u32, u64)> = None;
-        for rec in log.reader(log.first_lsn())? {
-            let rec = rec?;
-            match rec.kind {
-                KIND_TXN => {
-                    let t = TxnRecord::decode(&rec.payload)?;
-                    last_txn = Some((rec.lsn, t.page_size, t.db_pages, t.checksum));
-                }
-                KIND_CHECKPOINT => ckpt = Some(CheckpointMark::decode(&rec.payload)?),
+        // Pass 1 (headers only): where the last checkpoint mark and transaction are.
+        let (mut last_ckpt_at, mut last_txn_at) = (None, None);
+        let mut scan = log.reader(log.first_lsn())?;
+        while let Some(info) = scan.next_info() {
+            let info = info?;
+            match info.kind {
+                KIND_TXN => last_txn_at = Some(info.lsn),
+                KIND_CHECKPOINT => last_ckpt_at = Some(info.lsn),
                 _ => {}
             }
         }
+        let read_one = |lsn: Lsn| -> Result<Vec<u8>> {
+            match log.reader(lsn)?.next() {
+                Some(rec) => Ok(rec?.payload),
+                None => Err(VfsError::BadRecord(format!("record {lsn} vanished"))),
+            }
+        };
+        let mut ckpt: Option<CheckpointMark> = match last_ckpt_at {
+            Some(lsn) => Some(CheckpointMark::decode(&read_one(lsn)?)?),
+            None => None,
+        };
+        let mut last_txn: Option<(Lsn, u32, u32, u64)> = match last_txn_at {
+            Some(lsn) => {
+                let payload = read_one(lsn)?;
+                let t = TxnRecord::decode(&payload)?;
+                Some((lsn, t.page_size, t.db_pages, t.checksum))
+            }
+            None => None,
+        };
         let file_len = file.len().map_err(|e| io_err(path, "measuring", e))?;
         let page_size;
         if last_txn.is_none() {
