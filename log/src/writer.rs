@@ -105,6 +105,9 @@ pub struct LogStats {
     pub bytes_written: u64,
 }
 
+/// Largest batch buffer kept for reuse (bigger ones, from huge records, are freed).
+const MAX_SPARE_BYTES: usize = 8 << 20;
+
 /// Upper bound on the yields a leader makes while appenders keep arriving.
 const MAX_GATHER_YIELDS: usize = 16;
 
@@ -125,6 +128,9 @@ struct State {
     /// LSN of the first record in `buf`.
     buf_first: Lsn,
     leading: bool,
+    /// Buffers a leader hands back after writing, reused by the next batch (no reallocation
+    /// on the commit path).
+    spare: (Vec<u8>, Vec<u64>),
     failed: Option<String>,
     closed: bool,
     flush_requested: bool,
@@ -266,6 +272,7 @@ impl Log {
                 buf_lens: Vec::new(),
                 buf_first: next_lsn,
                 leading: false,
+                spare: (Vec::new(), Vec::new()),
                 failed: None,
                 closed: false,
                 flush_requested: false,
@@ -533,8 +540,9 @@ impl Shared {
                 }
                 seen = st.buf_lens.len();
             }
-            let batch = std::mem::take(&mut st.buf);
-            let lens = std::mem::take(&mut st.buf_lens);
+            let (spare_buf, spare_lens) = std::mem::take(&mut st.spare);
+            let mut batch = std::mem::replace(&mut st.buf, spare_buf);
+            let mut lens = std::mem::replace(&mut st.buf_lens, spare_lens);
             let first = st.buf_first;
             let last = st.next_lsn - 1;
             st.buf_first = st.next_lsn;
@@ -544,6 +552,12 @@ impl Shared {
             let res = self.write_batch(&batch, &lens, first);
             st = self.state.lock();
             st.leading = false;
+            // Keep the written buffer for reuse unless it grew huge (a giant record).
+            if batch.capacity() <= MAX_SPARE_BYTES {
+                batch.clear();
+                lens.clear();
+                st.spare = (batch, lens);
+            }
             match res {
                 Ok(()) => {
                     st.durable_lsn = last;
