@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Print the benchmark tables of docs/BENCHMARKS.md from criterion's output.
+
+Usage: cargo bench --bench log && cargo bench --bench commit && python3 scripts/bench_report.py
+Reads target/criterion/<group>/<function>/new/estimates.json: the median and the mean time per
+iteration, and the goal ratios computed from the means (as the issues define them).
+"""
+import json
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CRIT = ROOT / "target" / "criterion"
+
+
+def est(group, function):
+    p = CRIT / group / function / "new" / "estimates.json"
+    if not p.exists():
+        return None
+    d = json.loads(p.read_text())
+    return d["median"]["point_estimate"], d["mean"]["point_estimate"]
+
+
+def fmt(ns):
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    return f"{ns / 1e3:.1f} µs"
+
+
+# (group, function, baseline function or None, goal text)
+ROWS = [
+    ("log_append", "raw_write_fdatasync_4k", None, "physical limit"),
+    ("log_append", "log_sync_4k", "raw_write_fdatasync_4k", ""),
+    ("log_append", "raw_write_fdatasync_1m", None, "physical limit"),
+    ("log_append", "log_sync_1m", "raw_write_fdatasync_1m", "≤ 1.25"),
+    ("group_commit", "log_sync_4k_16threads", ("log_append", "log_sync_4k"), "≤ 0.125 (1/8)"),
+    ("commit", "sqlite_wal_full", None, ""),
+    ("commit", "pagelog_sync", "sqlite_wal_full", "≤ 1.05"),
+    ("commit", "sqlite_wal_normal", None, ""),
+    ("commit", "pagelog_gated64", "sqlite_wal_normal", "≤ 1.25"),
+    ("commit", "sqlite_wal_full_10rows", None, ""),
+    ("commit", "pagelog_sync_10rows", "sqlite_wal_full_10rows", ""),
+    ("commit", "sqlite_wal_normal_10rows", None, ""),
+    ("commit", "pagelog_gated64_10rows", "sqlite_wal_normal_10rows", ""),
+    ("commit", "sqlite_wal_full_1mib", None, ""),
+    ("commit", "pagelog_sync_1mib", "sqlite_wal_full_1mib", ""),
+    ("commit", "sqlite_wal_normal_1mib", None, ""),
+    ("commit", "pagelog_gated64_1mib", "sqlite_wal_normal_1mib", ""),
+    ("read", "sqlite_point_select", None, ""),
+    ("read", "pagelog_point_select", "sqlite_point_select", "≤ 1.05"),
+]
+
+
+def main():
+    current = None
+    for group, function, base, goal in ROWS:
+        e = est(group, function)
+        if e is None:
+            continue
+        if group != current:
+            current = group
+            print(f"\n| `{group}` | median | mean | ratio of means | goal |\n|---|---|---|---|---|")
+        ratio = ""
+        if base is not None:
+            bg, bf = base if isinstance(base, tuple) else (group, base)
+            b = est(bg, bf)
+            if b is not None:
+                r = e[1] / b[1]
+                ratio = f"{r:.3f} × `{bf}`"
+                if goal:
+                    limit = float(goal.split()[1])
+                    ratio += " — met" if r <= limit else " — **not met**"
+        print(f"| `{function}` | {fmt(e[0])} | {fmt(e[1])} | {ratio} | {goal} |")
+
+
+if __name__ == "__main__":
+    main()
