@@ -316,7 +316,7 @@ pub(crate) unsafe extern "C" fn x_full_pathname(
             return ffi::SQLITE_CANTOPEN;
         };
         let full = match std::path::absolute(&path) {
-            Ok(p) => crate::normalize(&p),
+            Ok(p) => pagelog_log::fs::normalize(&p),
             Err(_) => return ffi::SQLITE_CANTOPEN,
         };
         let s = full.to_string_lossy();

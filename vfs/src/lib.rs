@@ -53,11 +53,11 @@ pub mod replay;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
 use pagelog_log::LogOptions;
-use pagelog_log::fs::{FsRef, StdFs};
+use pagelog_log::fs::{FsRef, StdFs, normalize};
 use parking_lot::Mutex;
 
 pub use database::{Database, LOG_DIR_SUFFIX, OpenReport};
@@ -244,21 +244,6 @@ fn absolute(path: &Path) -> Result<PathBuf> {
             context: "resolving".into(),
             source: e,
         })
-}
-
-/// Lexically normalise a path (drop `.` and resolve `..`).
-pub(crate) fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
 }
 
 thread_local! {

@@ -2,6 +2,8 @@
 //! last image of every page the transaction wrote, the database size and whole-database
 //! checksum after it) and a checkpoint mark (the LSN the database file durably holds).
 
+use pagelog_log::format::{u16_at, u32_at, u64_at};
+
 use crate::error::VfsError;
 
 /// Log record kind of a committed transaction.
@@ -20,15 +22,6 @@ pub const CKPT_LEN: usize = 32;
 /// Whether `n` is a valid SQLite page size.
 pub fn valid_page_size(n: u32) -> bool {
     (512..=65536).contains(&n) && n.is_power_of_two()
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// Start encoding a transaction record into `out` (cleared first); append pages with
@@ -78,7 +71,7 @@ impl<'a> TxnRecord<'a> {
         if b.len() < TXN_HEADER_LEN || b[0..4] != TXN_MAGIC {
             return Err(bad("not a transaction record"));
         }
-        let version = u16::from_le_bytes([b[4], b[5]]);
+        let version = u16_at(b, 4);
         if version != VERSION {
             return Err(bad(&format!(
                 "unsupported transaction record version {version}"
@@ -149,10 +142,7 @@ impl CheckpointMark {
 
     /// Decode and validate.
     pub fn decode(b: &[u8]) -> Result<CheckpointMark, VfsError> {
-        if b.len() != CKPT_LEN
-            || b[0..4] != CKPT_MAGIC
-            || u16::from_le_bytes([b[4], b[5]]) != VERSION
-        {
+        if b.len() != CKPT_LEN || b[0..4] != CKPT_MAGIC || u16_at(b, 4) != VERSION {
             return Err(VfsError::BadRecord("not a checkpoint mark".into()));
         }
         Ok(CheckpointMark {

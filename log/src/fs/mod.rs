@@ -136,6 +136,22 @@ pub trait Fs: Send + Sync + Debug + 'static {
 /// A shared file system.
 pub type FsRef = Arc<dyn Fs>;
 
+/// Lexically normalise a path: drop `.` components and resolve `..` (no file system access,
+/// so it also works for paths of the simulated disk).
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
 /// The parent directory of `path` (`.` for a bare file name).
 pub fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {

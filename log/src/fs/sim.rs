@@ -22,14 +22,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 
-use super::{FileRef, Fs, FsFile, FsLock, OpenOptions};
+use super::{FileRef, Fs, FsFile, FsLock, OpenOptions, normalize};
 
 /// Settings of a simulated disk.
 #[derive(Debug, Clone, Default)]
@@ -139,20 +139,6 @@ impl fmt::Debug for SimFs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SimFs").finish_non_exhaustive()
     }
-}
-
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
 }
 
 fn split(path: &Path) -> io::Result<(PathBuf, String)> {
