@@ -6,12 +6,12 @@
 //!   The log runs as in production: preallocated segments, and the prefix truncated (as after a
 //!   checkpoint and shipping) so that segments are recycled.
 //! - `group_commit/log_sync_4k_16threads`: 16 threads append 4 KiB records and wait for each;
-//!   reported time is per durable record.
+//!   reported time is per durable record (the threads persist across samples).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -99,37 +99,40 @@ fn group_commit(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
     let log =
         Arc::new(Log::open(StdFs::shared(), dir.path(), LogOptions::default()).expect("open log"));
+    // 16 appender threads live for the whole benchmark (spawning them per sample would add
+    // thread start-up to the measured time); each sample hands them `iters` records to append.
+    let remaining = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start_gate = Arc::new(Barrier::new(17));
+    let end_gate = Arc::new(Barrier::new(17));
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (log, remaining, stop) = (log.clone(), remaining.clone(), stop.clone());
+            let (start_gate, end_gate) = (start_gate.clone(), end_gate.clone());
+            std::thread::spawn(move || {
+                let payload = vec![0x5au8; 4096];
+                loop {
+                    start_gate.wait();
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    while remaining
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1))
+                        .is_ok()
+                    {
+                        log.append_sync(0, &payload).expect("append");
+                    }
+                    end_gate.wait();
+                }
+            })
+        })
+        .collect();
     g.bench_function("log_sync_4k_16threads", |b| {
         b.iter_custom(|iters| {
-            // `iters` durable records in total, spread over 16 threads appending concurrently.
-            let remaining = Arc::new(AtomicU64::new(iters));
-            let stop = Arc::new(AtomicBool::new(false));
+            remaining.store(iters, Ordering::Release);
             let start = Instant::now();
-            let threads: Vec<_> = (0..16)
-                .map(|_| {
-                    let log = log.clone();
-                    let remaining = remaining.clone();
-                    let stop = stop.clone();
-                    std::thread::spawn(move || {
-                        let payload = vec![0x5au8; 4096];
-                        while !stop.load(Ordering::Relaxed) {
-                            if remaining
-                                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
-                                    r.checked_sub(1)
-                                })
-                                .is_err()
-                            {
-                                break;
-                            }
-                            log.append_sync(0, &payload).expect("append");
-                        }
-                    })
-                })
-                .collect();
-            for t in threads {
-                t.join().expect("appender thread");
-            }
-            stop.store(true, Ordering::Relaxed);
+            start_gate.wait();
+            end_gate.wait();
             let elapsed = start.elapsed();
             let lsn = log.durable_lsn();
             log.truncate_prefix(lsn.saturating_sub(64))
@@ -137,6 +140,11 @@ fn group_commit(c: &mut Criterion) {
             elapsed
         })
     });
+    stop.store(true, Ordering::Release);
+    start_gate.wait();
+    for w in workers {
+        w.join().expect("appender thread");
+    }
     g.finish();
 }
 
