@@ -108,12 +108,6 @@ pub struct LogStats {
 /// Largest batch buffer kept for reuse (bigger ones, from huge records, are freed).
 const MAX_SPARE_BYTES: usize = 8 << 20;
 
-/// Upper bound on how long a leader gathers appenders (half of it, or half the last fsync).
-const MAX_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
-
-/// Appending threads tracked per batch for gathering (beyond this, batches are large anyway).
-const MAX_TRACKED_THREADS: usize = 64;
-
 pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -131,32 +125,16 @@ struct State {
     /// LSN of the first record in `buf`.
     buf_first: Lsn,
     leading: bool,
-    /// Threads with a record in `buf` (at most MAX_TRACKED_THREADS are tracked).
-    buf_threads: Vec<std::thread::ThreadId>,
-    /// Threads of the last two batches taken.
-    prev_threads: [Vec<std::thread::ThreadId>; 2],
-    /// A leader is waiting for this many appending threads (0: not gathering).
-    gather_target: usize,
     /// Batches taken by leaders so far.
     generation: u64,
     /// Last LSN of the batch most recently taken.
     taken_last: Lsn,
-    /// How long the last batch write + fsync took.
-    last_sync: std::time::Duration,
     /// Buffers a leader hands back after writing, reused by the next batch (no reallocation
     /// on the commit path).
     spare: (Vec<u8>, Vec<u64>),
     failed: Option<String>,
     closed: bool,
     flush_requested: bool,
-}
-
-impl State {
-    /// Distinct threads that appended in the last two batches.
-    fn recent_appenders(&self) -> usize {
-        let [a, b] = &self.prev_threads;
-        a.len() + b.iter().filter(|t| !a.contains(t)).count()
-    }
 }
 
 struct Io {
@@ -175,8 +153,6 @@ pub(crate) struct Shared {
     /// a finished batch wakes its own waiters (and one waiter of the next batch, to lead it),
     /// not everyone.
     batch_done: [Condvar; 2],
-    /// Signalled on append when a gathering leader's target is reached.
-    appended: Condvar,
     /// Wakes the background flusher.
     flush_cond: Condvar,
     pub durable: AtomicU64,
@@ -299,19 +275,14 @@ impl Log {
                 buf_lens: Vec::new(),
                 buf_first: next_lsn,
                 leading: false,
-                buf_threads: Vec::new(),
-                prev_threads: [Vec::new(), Vec::new()],
-                gather_target: 0,
                 generation: 0,
                 taken_last: next_lsn - 1,
-                last_sync: std::time::Duration::ZERO,
                 spare: (Vec::new(), Vec::new()),
                 failed: None,
                 closed: false,
                 flush_requested: false,
             }),
             batch_done: [Condvar::new(), Condvar::new()],
-            appended: Condvar::new(),
             flush_cond: Condvar::new(),
             durable: AtomicU64::new(next_lsn - 1),
             io: Mutex::new(Io { active, offset }),
@@ -401,13 +372,6 @@ impl Log {
         st.buf.extend_from_slice(&header);
         st.buf.extend_from_slice(payload);
         st.buf_lens.push((RECORD_HEADER_LEN + payload.len()) as u64);
-        let me = std::thread::current().id();
-        if st.buf_threads.len() < MAX_TRACKED_THREADS && !st.buf_threads.contains(&me) {
-            st.buf_threads.push(me);
-            if st.gather_target > 0 && st.buf_threads.len() >= st.gather_target {
-                s.appended.notify_one();
-            }
-        }
         if wake_flusher && !st.flush_requested {
             st.flush_requested = true;
             s.flush_cond.notify_one();
@@ -578,26 +542,11 @@ impl Shared {
                 self.batch_done[(generation % 2) as usize].wait(&mut st);
                 continue;
             }
-            // Become the leader for everything buffered. With several appenders, those released
-            // by the previous sync are about to append again: gather them so that one fsync
-            // covers them too. The wait ends as soon as every thread seen appending in the last
-            // two batches has a record buffered, and never lasts longer than half the last
-            // fsync; a lone appender never waits.
+            // Become the leader for everything buffered, at once: on the disks measured, an
+            // fsync's cost grows with the bytes it flushes, so back-to-back batches of whatever
+            // arrived during the previous fsync beat waiting to gather bigger ones
+            // (docs/BENCHMARKS.md).
             st.leading = true;
-            let target = st.recent_appenders();
-            if target > 1 && st.buf_threads.len() < target {
-                let limit = st.last_sync.min(MAX_GATHER) / 2;
-                let deadline = std::time::Instant::now() + limit;
-                st.gather_target = target;
-                while st.buf_threads.len() < target {
-                    if self.appended.wait_until(&mut st, deadline).timed_out() {
-                        break;
-                    }
-                }
-                st.gather_target = 0;
-            }
-            let threads = std::mem::take(&mut st.buf_threads);
-            st.prev_threads[1] = std::mem::replace(&mut st.prev_threads[0], threads);
             let (spare_buf, spare_lens) = std::mem::take(&mut st.spare);
             let mut batch = std::mem::replace(&mut st.buf, spare_buf);
             let mut lens = std::mem::replace(&mut st.buf_lens, spare_lens);
@@ -608,12 +557,9 @@ impl Shared {
             st.taken_last = last;
             let generation = st.generation;
             drop(st);
-            let started = std::time::Instant::now();
             let res = self.write_batch(&batch, &lens, first);
-            let took = started.elapsed();
             st = self.state.lock();
             st.leading = false;
-            st.last_sync = took;
             // Keep the written buffer for reuse unless it grew huge (a giant record).
             if batch.capacity() <= MAX_SPARE_BYTES {
                 batch.clear();
