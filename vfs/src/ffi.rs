@@ -193,11 +193,9 @@ pub(crate) unsafe extern "C" fn x_open(
                 record_error(format!("WAL {} opened before its database", path.display()));
                 return ffi::SQLITE_CANTOPEN;
             };
-            let opened = db
-                .fs()
-                .open(&path, OpenOptions::create())
-                .and_then(|f| db.fs().sync_dir(&parent_dir(&path)).map(|_| f));
-            match opened {
+            // No directory sync: the WAL is never relied on for durability (recovery discards
+            // it), so its directory entry need not be durable either.
+            match db.fs().open(&path, OpenOptions::create()) {
                 Ok(f) => FileState::Wal(WalHandle { db, file: f }),
                 Err(e) => {
                     record_error(format!("opening WAL {}: {e}", path.display()));
@@ -494,7 +492,7 @@ unsafe extern "C" fn io_write(
                 }
                 match w.db.on_wal_write(offset, data) {
                     Ok(Some(lsn)) => {
-                        set_last_commit(&w.db, lsn);
+                        set_last_commit(lsn);
                         ffi::SQLITE_OK
                     }
                     Ok(None) => ffi::SQLITE_OK,

@@ -250,7 +250,7 @@ thread_local! {
     static LAST_COMMIT: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
-pub(crate) fn set_last_commit(_db: &Database, lsn: u64) {
+pub(crate) fn set_last_commit(lsn: u64) {
     LAST_COMMIT.with(|c| c.set(Some(lsn)));
 }
 
