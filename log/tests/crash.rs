@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use pagelog_log::fs::{SimFs, SimFsConfig};
+use pagelog_log::fs::{CrashPlan, SimFs, SimFsConfig, run_crash_cases};
 use pagelog_log::{Log, LogOptions, Lsn};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -279,50 +279,20 @@ fn check_case(seed: u64, crash_point: u64) -> Result<(), String> {
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 #[test]
 fn crash_at_every_point_recovers_acknowledged_prefix() {
-    if let (Some(seed), Some(point)) = (env_u64("PAGELOG_SEED"), env_u64("PAGELOG_CRASH_POINT")) {
-        if let Err(e) = check_case(seed, point) {
-            panic!("seed {seed} crash point {point}: {e}");
-        }
-        return;
-    }
-    let target = env_u64("PAGELOG_CRASH_CASES").unwrap_or(2400);
-    let mut cases = 0u64;
-    let mut failures = Vec::new();
-    let mut seed = env_u64("PAGELOG_SEED_BASE").unwrap_or(0);
-    while cases < target {
-        // Count the operations of a full run, then crash at every k-th one (every one for
-        // small workloads, a sample for big ones).
-        let w = workload(seed);
+    let plan = CrashPlan {
+        cases_env: "PAGELOG_CRASH_CASES",
+        cases: 2400,
+        points_per_seed: 40,
+    };
+    let ops = |seed| {
         let probe = SimFs::new(SimFsConfig {
             seed,
             ..Default::default()
         });
-        run(&probe, &w);
-        let total = probe.op_count();
-        let step = (total / 40).max(1);
-        let mut k = seed % step;
-        while k <= total && cases < target {
-            if let Err(e) = check_case(seed, k) {
-                failures.push(format!(
-                    "seed {seed} crash point {k}: {e} (replay: PAGELOG_SEED={seed} PAGELOG_CRASH_POINT={k})"
-                ));
-            }
-            cases += 1;
-            k += step;
-        }
-        seed += 1;
-    }
-    eprintln!("crash cases run: {cases} over {seed} seeds");
-    assert!(
-        failures.is_empty(),
-        "{} of {cases} crash cases failed:\n{}",
-        failures.len(),
-        failures[..failures.len().min(20)].join("\n")
-    );
+        run(&probe, &workload(seed));
+        probe.op_count()
+    };
+    run_crash_cases(plan, ops, check_case);
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pagelog_log::LogOptions;
-use pagelog_log::fs::{Fs, OpenOptions, SimFs, SimFsConfig};
+use pagelog_log::fs::{CrashPlan, Fs, OpenOptions, SimFs, SimFsConfig, run_crash_cases};
 use pagelog_vfs::{Durability, PagelogVfs, VfsOptions};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -343,23 +343,14 @@ fn check_case(seed: u64, crash_point: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 #[test]
 fn crash_points_through_the_vfs() {
-    if let (Some(seed), Some(point)) = (env_u64("PAGELOG_SEED"), env_u64("PAGELOG_CRASH_POINT")) {
-        if let Err(e) = check_case(seed, point) {
-            panic!("seed {seed} crash point {point}: {e}");
-        }
-        return;
-    }
-    let target = env_u64("PAGELOG_VFS_CRASH_CASES").unwrap_or(1200);
-    let mut cases = 0;
-    let mut failures = Vec::new();
-    let mut seed = env_u64("PAGELOG_SEED_BASE").unwrap_or(0);
-    while cases < target {
+    let plan = CrashPlan {
+        cases_env: "PAGELOG_VFS_CRASH_CASES",
+        cases: 1200,
+        points_per_seed: 30,
+    };
+    let ops = |seed| {
         let w = workload(seed);
         let probe = SimFs::new(SimFsConfig {
             seed,
@@ -373,25 +364,7 @@ fn crash_points_through_the_vfs() {
             model(&w).len() - 1,
             "seed {seed}: a run without faults must acknowledge every transaction"
         );
-        let total = probe.op_count();
-        let step = (total / 30).max(1);
-        let mut k = seed % step;
-        while k <= total && cases < target {
-            if let Err(e) = check_case(seed, k) {
-                failures.push(format!(
-                    "seed {seed} crash point {k}: {e} (replay: PAGELOG_SEED={seed} PAGELOG_CRASH_POINT={k})"
-                ));
-            }
-            cases += 1;
-            k += step;
-        }
-        seed += 1;
-    }
-    eprintln!("VFS crash cases run: {cases} over {seed} seeds");
-    assert!(
-        failures.is_empty(),
-        "{} of {cases} crash cases failed:\n{}",
-        failures.len(),
-        failures[..failures.len().min(15)].join("\n")
-    );
+        probe.op_count()
+    };
+    run_crash_cases(plan, ops, check_case);
 }

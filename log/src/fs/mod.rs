@@ -12,6 +12,7 @@
 //! - a failed sync says nothing about what reached the disk, and a later successful sync does
 //!   not repair it (callers must latch the error).
 
+mod crash_cases;
 mod real;
 mod sim;
 
@@ -20,6 +21,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use crash_cases::{CrashPlan, run_crash_cases};
 pub use real::StdFs;
 pub use sim::{CrashReport, SimFs, SimFsConfig, SyncCounts};
 
