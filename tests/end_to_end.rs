@@ -47,7 +47,8 @@ fn write_reopen_rebuild_from_log_and_verify() {
     for w in writers {
         w.join().unwrap();
     }
-    assert_eq!(db.durable_lsn(), db.log().last_lsn());
+    // Every transaction is durable (checkpoint marks after it may still be in flight).
+    assert!(db.durable_lsn() >= db.last_lsn());
     drop(db);
 
     // Reopen, checkpoint fully, rebuild from the log and compare.
