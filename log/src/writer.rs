@@ -6,9 +6,9 @@
 //! becomes the leader: it takes the whole buffer, writes it with one positional write per
 //! segment, calls `fdatasync` once outside the lock, publishes the new durable LSN and wakes
 //! every waiter. Records appended while a leader syncs wait for the next leader, so one
-//! `fdatasync` covers every record written before it started. A background flusher thread
-//! leads for records whose appenders do not wait (Gated and Relaxed commits), so nothing
-//! depends on a fixed delay.
+//! `fdatasync` covers every record written before it started. Waiters never wait on a timer.
+//! Records nobody waits for (Gated commits) are synced by a background flusher thread, which
+//! lets them accumulate for up to 1 ms so that they share an fsync.
 //!
 //! Failures latch: the first failed write or sync stores its cause; every waiter wakes with
 //! [`LogError::Latched`], nothing after the durable LSN is ever acknowledged, and appends are
