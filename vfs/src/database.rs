@@ -518,11 +518,19 @@ fn hash_file(file: &FileRef, path: &Path, page_size: u32) -> Result<PageHashes> 
     let pages = (len / page_size as u64) as u32;
     let mut hashes = PageHashes::new(page_size);
     hashes.resize(pages);
-    let mut buf = vec![0u8; page_size as usize];
-    for pgno in 1..=pages {
-        file.read_exact_at(&mut buf, (pgno as u64 - 1) * page_size as u64)
+    // Read in chunks of whole pages (about 1 MiB) rather than a call per page.
+    let per_chunk = ((1u32 << 20) / page_size).max(1);
+    let mut buf = vec![0u8; (per_chunk * page_size) as usize];
+    let mut pgno = 1u32;
+    while pgno <= pages {
+        let n = per_chunk.min(pages - pgno + 1);
+        let chunk = &mut buf[..(n * page_size) as usize];
+        file.read_exact_at(chunk, (pgno as u64 - 1) * page_size as u64)
             .map_err(|e| io_err(path, "reading", e))?;
-        hashes.set(pgno, &buf);
+        for (i, page) in chunk.chunks_exact(page_size as usize).enumerate() {
+            hashes.set(pgno + i as u32, page);
+        }
+        pgno += n;
     }
     Ok(hashes)
 }
