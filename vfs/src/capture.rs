@@ -209,11 +209,6 @@ impl WalCapture {
             .map(move |&(pgno, slot)| (pgno, &arena[slot as usize * ps..(slot as usize + 1) * ps]))
     }
 
-    /// Number of distinct pages in the committed transaction (after [`WalCapture::pages`]).
-    pub fn page_count(&self) -> usize {
-        self.order.len()
-    }
-
     /// Done with the commit: the next frame starts a new transaction.
     pub fn end_commit(&mut self) {
         if let Some(last) = self.commit_slot.take() {

@@ -95,7 +95,7 @@ fn guard(f: impl FnOnce() -> c_int) -> c_int {
     }
 }
 
-fn vfs_inner<'a>(vfs: *mut ffi::sqlite3_vfs) -> &'a VfsInner {
+fn vfs_inner(vfs: *mut ffi::sqlite3_vfs) -> &'static VfsInner {
     // SAFETY: pAppData is set at registration to a leaked `&'static VfsInner` and never changed.
     unsafe { &*((*vfs).pAppData as *const VfsInner) }
 }
@@ -153,13 +153,13 @@ pub(crate) unsafe extern "C" fn x_open(
         let main = flags & ffi::SQLITE_OPEN_MAIN_DB != 0;
         let wal = flags & ffi::SQLITE_OPEN_WAL != 0;
         if flags & ffi::SQLITE_OPEN_MAIN_JOURNAL != 0 {
-            record_error(format!(
-                "{}",
+            record_error(
                 VfsError::NotWal(format!(
                     "refusing to open rollback journal {}",
                     path.as_deref().unwrap_or(Path::new("?")).display()
                 ))
-            ));
+                .to_string(),
+            );
             return ffi::SQLITE_CANTOPEN;
         }
         let (Some(path), true) = (path, main || wal) else {
@@ -178,7 +178,7 @@ pub(crate) unsafe extern "C" fn x_open(
             match inner.database(&path) {
                 Ok(db) => FileState::Main(MainHandle {
                     db,
-                    vfs: inner.as_static(),
+                    vfs: inner,
                     id: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
                     shm_mapped: false,
                 }),

@@ -107,10 +107,6 @@ pub(crate) struct VfsInner {
 }
 
 impl VfsInner {
-    fn as_static(&'static self) -> &'static VfsInner {
-        self
-    }
-
     /// The open database at `path`, opening (and recovering) it if needed.
     fn database(&self, path: &Path) -> Result<Arc<Database>> {
         let mut dbs = self.dbs.lock();

@@ -471,6 +471,29 @@ impl SimFile {
     }
 }
 
+impl SimFile {
+    /// Apply a write or length change to the current image and keep it pending until a sync;
+    /// `ENOSPC` if it would grow the file (to `new_end`) past the disk's capacity.
+    fn push_op(&self, new_end: u64, op: FileOp) -> io::Result<()> {
+        self.with_inode(true, |s, ino| {
+            let cur_len = s.inodes[&ino].current.len() as u64;
+            if let Some(cap) = s.config.capacity_bytes
+                && new_end > cur_len
+                && s.total_bytes() + (new_end - cur_len) > cap
+            {
+                return Err(enospc());
+            }
+            let inode = s
+                .inodes
+                .get_mut(&ino)
+                .ok_or_else(|| eio("inode vanished"))?;
+            apply_op(&mut inode.current, &op);
+            inode.pending.push(op);
+            Ok(())
+        })
+    }
+}
+
 impl FsFile for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.with_inode(false, |s, ino| {
@@ -486,27 +509,13 @@ impl FsFile for SimFile {
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.with_inode(true, |s, ino| {
-            let cur_len = s.inodes[&ino].current.len() as u64;
-            let new_end = offset + buf.len() as u64;
-            if let Some(cap) = s.config.capacity_bytes
-                && new_end > cur_len
-                && s.total_bytes() + (new_end - cur_len) > cap
-            {
-                return Err(enospc());
-            }
-            let inode = s
-                .inodes
-                .get_mut(&ino)
-                .ok_or_else(|| eio("inode vanished"))?;
-            let op = FileOp::Write {
+        self.push_op(
+            offset + buf.len() as u64,
+            FileOp::Write {
                 offset,
                 data: buf.to_vec(),
-            };
-            apply_op(&mut inode.current, &op);
-            inode.pending.push(op);
-            Ok(())
-        })
+            },
+        )
     }
 
     fn len(&self) -> io::Result<u64> {
@@ -514,23 +523,7 @@ impl FsFile for SimFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.with_inode(true, |s, ino| {
-            let cur_len = s.inodes[&ino].current.len() as u64;
-            if let Some(cap) = s.config.capacity_bytes
-                && len > cur_len
-                && s.total_bytes() + (len - cur_len) > cap
-            {
-                return Err(enospc());
-            }
-            let inode = s
-                .inodes
-                .get_mut(&ino)
-                .ok_or_else(|| eio("inode vanished"))?;
-            let op = FileOp::SetLen(len);
-            apply_op(&mut inode.current, &op);
-            inode.pending.push(op);
-            Ok(())
-        })
+        self.push_op(len, FileOp::SetLen(len))
     }
 
     fn sync_data(&self) -> io::Result<()> {
