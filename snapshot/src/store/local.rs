@@ -1,0 +1,274 @@
+//! The local directory store, the embedded default: one file per object under a root
+//! directory, the key's `/` segments as subdirectories.
+//!
+//! A create is atomic and conditional: the data goes to a temporary file (a name starting with
+//! `.tmp-`, never listed) which is fsynced, then hard-linked to the object's name — `link(2)`
+//! fails if the name exists, so two writers can never both create one key — and the directory
+//! is fsynced. A crash leaves either no object or the whole object (and perhaps a stray
+//! temporary file, removed by the next open).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{ObjectMeta, ObjectStore, PutOutcome, StoreError, StoreResult, validate_key};
+
+const TMP_PREFIX: &str = ".tmp-";
+
+/// A store in a local directory.
+#[derive(Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+    seq: AtomicU64,
+}
+
+impl LocalStore {
+    /// Open (creating) the store rooted at `root`, and remove temporary files left by a crash.
+    pub fn open(root: &Path) -> StoreResult<LocalStore> {
+        let io = |source| StoreError::Io {
+            path: root.to_path_buf(),
+            key: String::new(),
+            source,
+        };
+        fs::create_dir_all(root).map_err(io)?;
+        if let Ok(parent) = root
+            .canonicalize()
+            .map(|p| p.parent().map(Path::to_path_buf))
+            && let Some(parent) = parent
+        {
+            let _ = sync_dir(&parent);
+        }
+        let store = LocalStore {
+            root: root.to_path_buf(),
+            seq: AtomicU64::new(0),
+        };
+        store.remove_temporaries(root).map_err(io)?;
+        Ok(store)
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn remove_temporaries(&self, dir: &Path) -> std::io::Result<()> {
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                self.remove_temporaries(&path)?;
+            } else if name.to_string_lossy().starts_with(TMP_PREFIX) {
+                fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn path_of(&self, key: &str) -> StoreResult<PathBuf> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn io(&self, path: &Path, key: &str, source: std::io::Error) -> StoreError {
+        if source.kind() == ErrorKind::NotFound {
+            return StoreError::NotFound {
+                store: self.describe(),
+                key: key.to_string(),
+            };
+        }
+        StoreError::Io {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            source,
+        }
+    }
+
+    fn walk(&self, dir: &Path, rel: &str, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(TMP_PREFIX) {
+                continue;
+            }
+            let key = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                self.walk(&entry.path(), &key, out)?;
+            } else if ft.is_file() {
+                out.push(ObjectMeta {
+                    key,
+                    size: entry.metadata()?.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl ObjectStore for LocalStore {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    fn put_if_absent(&self, key: &str, data: &[u8]) -> StoreResult<PutOutcome> {
+        let path = self.path_of(key)?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        if !dir.exists() {
+            fs::create_dir_all(&dir).map_err(|e| self.io(&dir, key, e))?;
+            // Make the new directories durable: sync each one's parent up to the root.
+            let mut d = dir.as_path();
+            while d != self.root {
+                let Some(parent) = d.parent() else { break };
+                sync_dir(parent).map_err(|e| self.io(parent, key, e))?;
+                d = parent;
+            }
+        }
+        if path.exists() {
+            return Ok(PutOutcome::AlreadyExists);
+        }
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+        let result = (|| -> std::io::Result<PutOutcome> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            drop(f);
+            let outcome = match fs::hard_link(&tmp, &path) {
+                Ok(()) => PutOutcome::Created,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => PutOutcome::AlreadyExists,
+                Err(e) => return Err(e),
+            };
+            fs::remove_file(&tmp)?;
+            sync_dir(&dir)?;
+            Ok(outcome)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(|e| self.io(&path, key, e))
+    }
+
+    fn get(&self, key: &str) -> StoreResult<Vec<u8>> {
+        let path = self.path_of(key)?;
+        fs::read(&path).map_err(|e| self.io(&path, key, e))
+    }
+
+    fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Vec<u8>> {
+        let path = self.path_of(key)?;
+        let r = (|| -> std::io::Result<Vec<u8>> {
+            let mut f = File::open(&path)?;
+            let len = f.metadata()?.len();
+            let end = range.end.min(len);
+            if range.start >= end {
+                return Ok(Vec::new());
+            }
+            f.seek(SeekFrom::Start(range.start))?;
+            let mut buf = vec![0u8; (end - range.start) as usize];
+            f.read_exact(&mut buf)?;
+            Ok(buf)
+        })();
+        r.map_err(|e| self.io(&path, key, e))
+    }
+
+    fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+        // Walk only the deepest directory the prefix names in full.
+        let (dir_rel, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let dir = if dir_rel.is_empty() {
+            self.root.clone()
+        } else {
+            validate_key(dir_rel)?;
+            self.root.join(dir_rel)
+        };
+        let mut out = Vec::new();
+        self.walk(&dir, dir_rel, &mut out)
+            .map_err(|e| self.io(&dir, prefix, e))?;
+        out.retain(|m| m.key.starts_with(prefix));
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> StoreResult<()> {
+        let path = self.path_of(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io(&path, key, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditional_create_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(
+            s.put_if_absent("a/b/1", b"one").unwrap(),
+            PutOutcome::Created
+        );
+        assert_eq!(
+            s.put_if_absent("a/b/1", b"other").unwrap(),
+            PutOutcome::AlreadyExists
+        );
+        assert_eq!(s.get("a/b/1").unwrap(), b"one");
+        assert_eq!(s.get_range("a/b/1", 1..10).unwrap(), b"ne");
+        s.put_if_absent("a/c", b"x").unwrap();
+        s.put_if_absent("z", b"").unwrap();
+        let keys: Vec<_> = s.list("a/").unwrap().into_iter().map(|m| m.key).collect();
+        assert_eq!(keys, vec!["a/b/1", "a/c"]);
+        assert_eq!(s.list("").unwrap().len(), 3);
+        assert_eq!(s.list("a/b").unwrap().len(), 1);
+        assert!(s.list("nope/").unwrap().is_empty());
+        assert!(matches!(s.get("a/zz"), Err(StoreError::NotFound { .. })));
+        s.delete("a/b/1").unwrap();
+        s.delete("a/b/1").unwrap();
+        assert!(matches!(s.get("a/b/1"), Err(StoreError::NotFound { .. })));
+        assert!(s.put_if_absent("../escape", b"x").is_err());
+        // A crash's temporary file is never listed and is removed on open.
+        std::fs::write(dir.path().join("a/.tmp-1-1"), b"junk").unwrap();
+        assert_eq!(s.list("a/").unwrap().len(), 1);
+        drop(s);
+        let s = LocalStore::open(dir.path()).unwrap();
+        assert!(!dir.path().join("a/.tmp-1-1").exists());
+        assert_eq!(s.list("").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn racing_creates_have_one_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(LocalStore::open(dir.path()).unwrap());
+        let handles: Vec<_> = (0..8u8)
+            .map(|i| {
+                let s = s.clone();
+                std::thread::spawn(move || s.put_if_absent("k/race", &[i; 1000]).unwrap())
+            })
+            .collect();
+        let created = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|o| *o == PutOutcome::Created)
+            .count();
+        assert_eq!(created, 1);
+        let data = s.get("k/race").unwrap();
+        assert!(data.len() == 1000 && data.iter().all(|b| *b == data[0]));
+    }
+}
