@@ -105,6 +105,9 @@ pub struct LogStats {
     pub syncs: u64,
     /// Bytes of records written.
     pub bytes_written: u64,
+    /// Bytes the segment files holding records take on disk (their lengths, preallocation
+    /// included).
+    pub disk_bytes: u64,
 }
 
 /// How long the background flusher lets unwaited records accumulate before syncing them.
@@ -452,6 +455,7 @@ impl Log {
             segments: segs.len(),
             syncs: self.shared.syncs.load(Ordering::Relaxed),
             bytes_written: self.shared.bytes_written.load(Ordering::Relaxed),
+            disk_bytes: segs.iter().map(|s| s.file.len().unwrap_or(0)).sum(),
         }
     }
 

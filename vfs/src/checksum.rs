@@ -67,6 +67,31 @@ impl PageHashes {
     }
 }
 
+/// Hash every whole page of a file (a trailing partial page is ignored), reading about 1 MiB
+/// at a time.
+pub fn hash_file(
+    file: &dyn pagelog_log::fs::FsFile,
+    page_size: u32,
+) -> std::io::Result<PageHashes> {
+    let len = file.len()?;
+    let pages = (len / page_size as u64) as u32;
+    let mut hashes = PageHashes::new(page_size);
+    hashes.resize(pages);
+    let per_chunk = ((1u32 << 20) / page_size).max(1);
+    let mut buf = vec![0u8; (per_chunk * page_size) as usize];
+    let mut pgno = 1u32;
+    while pgno <= pages {
+        let n = per_chunk.min(pages - pgno + 1);
+        let chunk = &mut buf[..(n * page_size) as usize];
+        file.read_exact_at(chunk, (pgno as u64 - 1) * page_size as u64)?;
+        for (i, page) in chunk.chunks_exact(page_size as usize).enumerate() {
+            hashes.set(pgno + i as u32, page);
+        }
+        pgno += n;
+    }
+    Ok(hashes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use pagelog_log::fs::{FileRef, FsRef, OpenOptions, parent_dir};
+use pagelog_log::fs::{FileRef, FsFile, FsRef, OpenOptions, parent_dir};
 use pagelog_log::{Log, LogError, Lsn};
 use parking_lot::Mutex;
 
@@ -25,6 +25,58 @@ use crate::record::{
 };
 use crate::replay::replay_log;
 use crate::{Durability, VfsOptions};
+
+/// Chunk size of [`Database::copy_main_file`].
+const COPY_CHUNK: usize = 4 << 20;
+
+/// Lock id of a checkpoint hold in the shm lock table (connection ids count up from 1).
+const HOLD_ID: u64 = u64::MAX;
+
+/// Index of SQLite's checkpoint lock among the WAL-index locks (`WAL_CKPT_LOCK`).
+const WAL_CKPT_LOCK: usize = 1;
+
+/// What [`Database::copy_main_file`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BaseCopy {
+    /// The copy holds every transaction up to this LSN.
+    pub checkpoint_lsn: Lsn,
+    /// The last transaction committed when the copy was made; no page of a later one is in it.
+    pub last_lsn: Lsn,
+    /// Page size.
+    pub page_size: u32,
+}
+
+/// Holds SQLite's checkpoint lock so that no checkpoint writes the main file; released on drop.
+struct CheckpointHold<'a> {
+    db: &'a Database,
+}
+
+impl<'a> CheckpointHold<'a> {
+    fn acquire(db: &'a Database) -> CheckpointHold<'a> {
+        // A running checkpoint holds the lock for as long as it copies frames: wait for it.
+        let mut pause = std::time::Duration::from_micros(100);
+        while !db
+            .shm
+            .lock()
+            .locks
+            .lock_exclusive(HOLD_ID, WAL_CKPT_LOCK..WAL_CKPT_LOCK + 1)
+        {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(10));
+        }
+        CheckpointHold { db }
+    }
+}
+
+impl Drop for CheckpointHold<'_> {
+    fn drop(&mut self) {
+        self.db
+            .shm
+            .lock()
+            .locks
+            .unlock(HOLD_ID, WAL_CKPT_LOCK..WAL_CKPT_LOCK + 1);
+    }
+}
 
 /// Suffix of the log directory next to a database file.
 pub const LOG_DIR_SUFFIX: &str = "-pagelog";
@@ -367,11 +419,50 @@ impl Database {
         Ok(())
     }
 
+    /// Copy the main database file into `dst` (which is resized to match) while SQLite's
+    /// checkpoint lock is held, so no checkpoint changes the file during the copy; writers are
+    /// not blocked (their frames wait in the WAL). The copy holds every transaction up to
+    /// [`BaseCopy::checkpoint_lsn`] and, for some pages, later ones up to
+    /// [`BaseCopy::last_lsn`]; replaying the log's transactions in
+    /// `checkpoint_lsn + 1 ..= last_lsn` onto it gives the database exactly as of `last_lsn`.
+    /// This is how snapshots are taken without stopping writers.
+    pub fn copy_main_file(&self, dst: &dyn FsFile) -> Result<BaseCopy> {
+        self.check_poisoned()?;
+        let hold = CheckpointHold::acquire(self);
+        // Read after the hold: every frame a finished checkpoint copied belongs to a
+        // transaction captured before now.
+        let base = BaseCopy {
+            checkpoint_lsn: self.ckpt_lsn.load(Ordering::Acquire),
+            last_lsn: self.last_txn.load(Ordering::Acquire),
+            page_size: self.page_size,
+        };
+        let len = self
+            .file
+            .len()
+            .map_err(|e| io_err(&self.path, "measuring", e))?;
+        let copy = (|| -> std::io::Result<()> {
+            dst.set_len(len)?;
+            let mut buf = vec![0u8; COPY_CHUNK.min(len as usize)];
+            let mut off = 0u64;
+            while off < len {
+                let n = (len - off).min(buf.len() as u64) as usize;
+                self.file.read_exact_at(&mut buf[..n], off)?;
+                dst.write_all_at(&buf[..n], off)?;
+                off += n as u64;
+            }
+            Ok(())
+        })();
+        drop(hold);
+        copy.map_err(|e| io_err(&self.path, "copying for a snapshot", e))?;
+        Ok(base)
+    }
+
     pub(crate) fn file(&self) -> &FileRef {
         &self.file
     }
 
-    pub(crate) fn fs(&self) -> &FsRef {
+    /// The file system the database and its log live on.
+    pub fn fs(&self) -> &FsRef {
         &self.fs
     }
 
@@ -514,23 +605,5 @@ impl Database {
 
 /// Hash every page of the file.
 fn hash_file(file: &FileRef, path: &Path, page_size: u32) -> Result<PageHashes> {
-    let len = file.len().map_err(|e| io_err(path, "measuring", e))?;
-    let pages = (len / page_size as u64) as u32;
-    let mut hashes = PageHashes::new(page_size);
-    hashes.resize(pages);
-    // Read in chunks of whole pages (about 1 MiB) rather than a call per page.
-    let per_chunk = ((1u32 << 20) / page_size).max(1);
-    let mut buf = vec![0u8; (per_chunk * page_size) as usize];
-    let mut pgno = 1u32;
-    while pgno <= pages {
-        let n = per_chunk.min(pages - pgno + 1);
-        let chunk = &mut buf[..(n * page_size) as usize];
-        file.read_exact_at(chunk, (pgno as u64 - 1) * page_size as u64)
-            .map_err(|e| io_err(path, "reading", e))?;
-        for (i, page) in chunk.chunks_exact(page_size as usize).enumerate() {
-            hashes.set(pgno + i as u32, page);
-        }
-        pgno += n;
-    }
-    Ok(hashes)
+    crate::checksum::hash_file(&**file, page_size).map_err(|e| io_err(path, "hashing", e))
 }

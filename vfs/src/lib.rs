@@ -60,7 +60,7 @@ use pagelog_log::LogOptions;
 use pagelog_log::fs::{FsRef, StdFs, normalize};
 use parking_lot::Mutex;
 
-pub use database::{Database, LOG_DIR_SUFFIX, OpenReport};
+pub use database::{BaseCopy, Database, LOG_DIR_SUFFIX, OpenReport};
 pub use error::{Result, VfsError};
 pub use ffi::last_error;
 

@@ -1,0 +1,816 @@
+//! The bucket format (see `snapshot/FORMAT.md`): object keys, and the encoding of the four
+//! object types — timeline claims, log batches, snapshot parts and snapshot manifests. Every
+//! object starts with a magic, a version and a CRC32 of its header, so that it describes and
+//! checks itself; bodies are zstd-compressed and carry their own CRC32.
+
+use pagelog_log::Lsn;
+use pagelog_log::format::{u16_at, u32_at, u64_at};
+
+use crate::error::{Result, SnapshotError};
+
+/// Format version of every object this code writes.
+pub const VERSION: u16 = 1;
+/// Body compression: none.
+pub const COMPRESSION_NONE: u16 = 0;
+/// Body compression: zstd.
+pub const COMPRESSION_ZSTD: u16 = 1;
+/// zstd level for log batches and snapshot parts.
+pub const ZSTD_LEVEL: i32 = 1;
+
+const TIMELINE_MAGIC: &[u8; 8] = b"PGLTLINE";
+const BATCH_MAGIC: &[u8; 8] = b"PGLBATCH";
+const PART_MAGIC: &[u8; 8] = b"PGLSPART";
+const MANIFEST_MAGIC: &[u8; 8] = b"PGLSNAPM";
+
+/// Bytes of a timeline object.
+pub const TIMELINE_LEN: usize = 72;
+/// Bytes of a log batch header.
+pub const BATCH_HEADER_LEN: usize = 96;
+/// Bytes of a record header inside a batch body.
+pub const BATCH_RECORD_HEADER_LEN: usize = 28;
+/// Bytes of a snapshot part header.
+pub const PART_HEADER_LEN: usize = 64;
+/// Bytes of a manifest before its part table.
+pub const MANIFEST_HEADER_LEN: usize = 80;
+/// Bytes of one manifest part entry.
+pub const MANIFEST_PART_LEN: usize = 16;
+/// Largest decompressed body accepted (a corrupt length must not allocate without bound).
+pub const MAX_BODY: u64 = 4 << 30;
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+
+/// Directory of a timeline: `t0000000001`.
+pub fn timeline_dir(timeline: u64) -> String {
+    format!("t{timeline:010}")
+}
+
+/// Key of a timeline's claim object.
+pub fn timeline_key(timeline: u64) -> String {
+    format!("{}/timeline.plt", timeline_dir(timeline))
+}
+
+/// Key prefix of a timeline's log batches.
+pub fn batch_prefix(timeline: u64) -> String {
+    format!("{}/log/", timeline_dir(timeline))
+}
+
+/// Key of the log batch starting at `first_lsn`.
+pub fn batch_key(timeline: u64, first_lsn: Lsn) -> String {
+    format!("{}{first_lsn:020}.plb", batch_prefix(timeline))
+}
+
+/// Key prefix of a timeline's snapshots.
+pub fn snapshot_prefix(timeline: u64) -> String {
+    format!("{}/snap/", timeline_dir(timeline))
+}
+
+/// Key of a snapshot's manifest.
+pub fn manifest_key(timeline: u64, lsn: Lsn) -> String {
+    format!("{}{lsn:020}/manifest.plm", snapshot_prefix(timeline))
+}
+
+/// Key of a snapshot's part `index`.
+pub fn part_key(timeline: u64, lsn: Lsn, index: u32) -> String {
+    format!("{}{lsn:020}/part-{index:06}.pls", snapshot_prefix(timeline))
+}
+
+/// What a key names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A timeline claim.
+    Timeline {
+        /// Timeline.
+        timeline: u64,
+    },
+    /// A log batch.
+    Batch {
+        /// Timeline.
+        timeline: u64,
+        /// First LSN.
+        first_lsn: Lsn,
+    },
+    /// A snapshot manifest.
+    Manifest {
+        /// Timeline.
+        timeline: u64,
+        /// Snapshot LSN.
+        lsn: Lsn,
+    },
+    /// A snapshot part.
+    Part {
+        /// Timeline.
+        timeline: u64,
+        /// Snapshot LSN.
+        lsn: Lsn,
+        /// Part index.
+        index: u32,
+    },
+}
+
+fn parse_num(s: &str, digits: usize) -> Option<u64> {
+    if s.len() != digits || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Parse a key written by this format; `None` for anything else (foreign objects are ignored).
+pub fn parse_key(key: &str) -> Option<KeyKind> {
+    let mut parts = key.split('/');
+    let tdir = parts.next()?;
+    let timeline = parse_num(tdir.strip_prefix('t')?, 10)?;
+    let rest: Vec<&str> = parts.collect();
+    match rest.as_slice() {
+        ["timeline.plt"] => Some(KeyKind::Timeline { timeline }),
+        ["log", name] => Some(KeyKind::Batch {
+            timeline,
+            first_lsn: parse_num(name.strip_suffix(".plb")?, 20)?,
+        }),
+        ["snap", lsn, "manifest.plm"] => Some(KeyKind::Manifest {
+            timeline,
+            lsn: parse_num(lsn, 20)?,
+        }),
+        ["snap", lsn, part] => Some(KeyKind::Part {
+            timeline,
+            lsn: parse_num(lsn, 20)?,
+            index: parse_num(part.strip_prefix("part-")?.strip_suffix(".pls")?, 6)? as u32,
+        }),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn corrupt(key: &str, reason: impl Into<String>) -> SnapshotError {
+    SnapshotError::Corrupt {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn u128_at(b: &[u8], at: usize) -> u128 {
+    u64_at(b, at) as u128 | ((u64_at(b, at + 8) as u128) << 64)
+}
+
+fn put_u128(b: &mut [u8], at: usize, v: u128) {
+    b[at..at + 8].copy_from_slice(&(v as u64).to_le_bytes());
+    b[at + 8..at + 16].copy_from_slice(&((v >> 64) as u64).to_le_bytes());
+}
+
+fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+
+/// CRC32 of `b[..len]` with the 4 bytes at 12..16 (the CRC field itself) taken as zero.
+fn header_crc(b: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&b[..12]);
+    h.update(&[0u8; 4]);
+    h.update(&b[16..]);
+    h.finalize()
+}
+
+fn seal_header(b: &mut [u8]) {
+    let crc = header_crc(b);
+    put_u32(b, 12, crc);
+}
+
+fn check_header(key: &str, b: &[u8], magic: &[u8; 8], len: usize) -> Result<()> {
+    if b.len() < len {
+        return Err(corrupt(key, format!("truncated: {} bytes, header needs {len}", b.len())));
+    }
+    if &b[..8] != magic {
+        return Err(corrupt(key, "bad magic"));
+    }
+    let version = u16_at(b, 8);
+    if version != VERSION {
+        return Err(corrupt(key, format!("unsupported format version {version}")));
+    }
+    if header_crc(&b[..len]) != u32_at(b, 12) {
+        return Err(corrupt(key, "header checksum mismatch"));
+    }
+    Ok(())
+}
+
+fn compress(raw: &[u8]) -> Result<Vec<u8>> {
+    zstd::bulk::compress(raw, ZSTD_LEVEL).map_err(|e| SnapshotError::Encode(e.to_string()))
+}
+
+fn decompress(key: &str, compression: u16, body: &[u8], raw_len: u64) -> Result<Vec<u8>> {
+    if raw_len > MAX_BODY {
+        return Err(corrupt(key, format!("body length {raw_len} too large")));
+    }
+    let raw = match compression {
+        COMPRESSION_NONE => body.to_vec(),
+        COMPRESSION_ZSTD => zstd::bulk::decompress(body, raw_len as usize)
+            .map_err(|e| corrupt(key, format!("zstd: {e}")))?,
+        c => return Err(corrupt(key, format!("unknown compression {c}"))),
+    };
+    if raw.len() as u64 != raw_len {
+        return Err(corrupt(
+            key,
+            format!("body is {} bytes, header says {raw_len}", raw.len()),
+        ));
+    }
+    Ok(raw)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timeline claim
+
+/// A timeline claim: which database's history a timeline holds and where it branched from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimelineInfo {
+    /// Database id (the log's).
+    pub database_id: u128,
+    /// This timeline.
+    pub timeline: u64,
+    /// Timeline it branched from (0: none, a new database).
+    pub parent_timeline: u64,
+    /// Last LSN taken from the parent (0: none).
+    pub parent_lsn: Lsn,
+    /// When the claim was written, microseconds since the Unix epoch.
+    pub created_us: u64,
+    /// First LSN of this timeline's own history.
+    pub first_lsn: Lsn,
+}
+
+impl TimelineInfo {
+    /// Encode.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; TIMELINE_LEN];
+        b[..8].copy_from_slice(TIMELINE_MAGIC);
+        put_u16(&mut b, 8, VERSION);
+        put_u128(&mut b, 16, self.database_id);
+        put_u64(&mut b, 32, self.timeline);
+        put_u64(&mut b, 40, self.parent_timeline);
+        put_u64(&mut b, 48, self.parent_lsn);
+        put_u64(&mut b, 56, self.created_us);
+        put_u64(&mut b, 64, self.first_lsn);
+        seal_header(&mut b);
+        b
+    }
+
+    /// Decode and check.
+    pub fn decode(key: &str, b: &[u8]) -> Result<TimelineInfo> {
+        check_header(key, b, TIMELINE_MAGIC, TIMELINE_LEN)?;
+        Ok(TimelineInfo {
+            database_id: u128_at(b, 16),
+            timeline: u64_at(b, 32),
+            parent_timeline: u64_at(b, 40),
+            parent_lsn: u64_at(b, 48),
+            created_us: u64_at(b, 56),
+            first_lsn: u64_at(b, 64),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log batches
+
+/// One log record in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRecord {
+    /// LSN.
+    pub lsn: Lsn,
+    /// Commit timestamp, microseconds since the Unix epoch.
+    pub timestamp_us: u64,
+    /// Record kind (the VFS's transaction or checkpoint mark).
+    pub kind: u16,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+/// The header of a log batch: enough to place it without reading its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Database id.
+    pub database_id: u128,
+    /// Timeline.
+    pub timeline: u64,
+    /// First LSN.
+    pub first_lsn: Lsn,
+    /// Last LSN.
+    pub last_lsn: Lsn,
+    /// Timestamp of the first record.
+    pub first_ts_us: u64,
+    /// Timestamp of the last record.
+    pub last_ts_us: u64,
+    /// Number of records (`last_lsn - first_lsn + 1`).
+    pub records: u32,
+    /// Compression of the body.
+    pub compression: u16,
+    /// CRC32 of the stored (compressed) body.
+    pub body_crc: u32,
+    /// Length of the decompressed body.
+    pub raw_len: u64,
+    /// CRC32 of the last record's payload (identifies the history at `last_lsn`).
+    pub last_payload_crc: u32,
+}
+
+/// Accumulates records into one batch object.
+#[derive(Debug, Default)]
+pub struct BatchBuilder {
+    raw: Vec<u8>,
+    first: Option<(Lsn, u64)>,
+    last: Option<(Lsn, u64, u32)>,
+    records: u32,
+}
+
+impl BatchBuilder {
+    /// An empty batch.
+    pub fn new() -> BatchBuilder {
+        BatchBuilder::default()
+    }
+
+    /// Records added.
+    pub fn len(&self) -> u32 {
+        self.records
+    }
+
+    /// No record yet.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Uncompressed bytes so far.
+    pub fn raw_bytes(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Last LSN added.
+    pub fn last_lsn(&self) -> Option<Lsn> {
+        self.last.map(|l| l.0)
+    }
+
+    /// Add the next record; LSNs must be consecutive.
+    pub fn push(&mut self, lsn: Lsn, timestamp_us: u64, kind: u16, payload: &[u8]) -> Result<()> {
+        if let Some((last, ..)) = self.last
+            && lsn != last + 1
+        {
+            return Err(SnapshotError::Encode(format!(
+                "batch records must be consecutive: {lsn} after {last}"
+            )));
+        }
+        let crc = crc32fast::hash(payload);
+        let mut h = [0u8; BATCH_RECORD_HEADER_LEN];
+        put_u64(&mut h, 0, lsn);
+        put_u64(&mut h, 8, timestamp_us);
+        put_u16(&mut h, 16, kind);
+        put_u32(&mut h, 20, payload.len() as u32);
+        put_u32(&mut h, 24, crc);
+        self.raw.extend_from_slice(&h);
+        self.raw.extend_from_slice(payload);
+        if self.first.is_none() {
+            self.first = Some((lsn, timestamp_us));
+        }
+        self.last = Some((lsn, timestamp_us, crc));
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Encode the object (header + zstd body).
+    pub fn finish(&self, database_id: u128, timeline: u64) -> Result<(BatchHeader, Vec<u8>)> {
+        let (Some((first_lsn, first_ts)), Some((last_lsn, last_ts, last_crc))) =
+            (self.first, self.last)
+        else {
+            return Err(SnapshotError::Encode("empty batch".into()));
+        };
+        let body = compress(&self.raw)?;
+        let header = BatchHeader {
+            database_id,
+            timeline,
+            first_lsn,
+            last_lsn,
+            first_ts_us: first_ts,
+            last_ts_us: last_ts,
+            records: self.records,
+            compression: COMPRESSION_ZSTD,
+            body_crc: crc32fast::hash(&body),
+            raw_len: self.raw.len() as u64,
+            last_payload_crc: last_crc,
+        };
+        let mut out = vec![0u8; BATCH_HEADER_LEN];
+        out[..8].copy_from_slice(BATCH_MAGIC);
+        put_u16(&mut out, 8, VERSION);
+        put_u16(&mut out, 10, header.compression);
+        put_u128(&mut out, 16, database_id);
+        put_u64(&mut out, 32, timeline);
+        put_u64(&mut out, 40, first_lsn);
+        put_u64(&mut out, 48, last_lsn);
+        put_u64(&mut out, 56, first_ts);
+        put_u64(&mut out, 64, last_ts);
+        put_u32(&mut out, 72, self.records);
+        put_u32(&mut out, 76, header.body_crc);
+        put_u64(&mut out, 80, header.raw_len);
+        put_u32(&mut out, 88, last_crc);
+        seal_header(&mut out);
+        out.extend_from_slice(&body);
+        Ok((header, out))
+    }
+}
+
+impl BatchHeader {
+    /// Decode and check the header (the first [`BATCH_HEADER_LEN`] bytes of the object).
+    pub fn decode(key: &str, b: &[u8]) -> Result<BatchHeader> {
+        check_header(key, b, BATCH_MAGIC, BATCH_HEADER_LEN)?;
+        let h = BatchHeader {
+            compression: u16_at(b, 10),
+            database_id: u128_at(b, 16),
+            timeline: u64_at(b, 32),
+            first_lsn: u64_at(b, 40),
+            last_lsn: u64_at(b, 48),
+            first_ts_us: u64_at(b, 56),
+            last_ts_us: u64_at(b, 64),
+            records: u32_at(b, 72),
+            body_crc: u32_at(b, 76),
+            raw_len: u64_at(b, 80),
+            last_payload_crc: u32_at(b, 88),
+        };
+        if h.first_lsn == 0
+            || h.last_lsn < h.first_lsn
+            || h.last_lsn - h.first_lsn + 1 != h.records as u64
+        {
+            return Err(corrupt(
+                key,
+                format!(
+                    "inconsistent LSN range {}..={} for {} records",
+                    h.first_lsn, h.last_lsn, h.records
+                ),
+            ));
+        }
+        Ok(h)
+    }
+}
+
+/// Decode a whole batch object: check its header, body checksum, and every record (consecutive
+/// LSNs, payload checksums).
+pub fn decode_batch(key: &str, b: &[u8]) -> Result<(BatchHeader, Vec<BatchRecord>)> {
+    let h = BatchHeader::decode(key, b)?;
+    let body = &b[BATCH_HEADER_LEN..];
+    if crc32fast::hash(body) != h.body_crc {
+        return Err(corrupt(key, "body checksum mismatch (truncated or corrupt)"));
+    }
+    let raw = decompress(key, h.compression, body, h.raw_len)?;
+    let mut out = Vec::with_capacity(h.records.min(1 << 16) as usize);
+    let mut at = 0usize;
+    let mut expect = h.first_lsn;
+    while at < raw.len() {
+        if raw.len() - at < BATCH_RECORD_HEADER_LEN {
+            return Err(corrupt(key, format!("record header cut at byte {at}")));
+        }
+        let lsn = u64_at(&raw, at);
+        let ts = u64_at(&raw, at + 8);
+        let kind = u16_at(&raw, at + 16);
+        let len = u32_at(&raw, at + 20) as usize;
+        let crc = u32_at(&raw, at + 24);
+        let start = at + BATCH_RECORD_HEADER_LEN;
+        if raw.len() - start < len {
+            return Err(corrupt(key, format!("record {lsn} cut short")));
+        }
+        let payload = &raw[start..start + len];
+        if lsn != expect {
+            return Err(corrupt(key, format!("record {lsn} where {expect} was expected")));
+        }
+        if crc32fast::hash(payload) != crc {
+            return Err(corrupt(key, format!("record {lsn} checksum mismatch")));
+        }
+        out.push(BatchRecord {
+            lsn,
+            timestamp_us: ts,
+            kind,
+            payload: payload.to_vec(),
+        });
+        expect += 1;
+        at = start + len;
+    }
+    if out.len() as u64 != h.records as u64 {
+        return Err(corrupt(
+            key,
+            format!("{} records, header says {}", out.len(), h.records),
+        ));
+    }
+    if let Some(last) = out.last()
+        && crc32fast::hash(&last.payload) != h.last_payload_crc
+    {
+        return Err(corrupt(key, "last record does not match the header"));
+    }
+    Ok((h, out))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots
+
+/// A snapshot part's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartHeader {
+    /// Database id.
+    pub database_id: u128,
+    /// Snapshot LSN.
+    pub lsn: Lsn,
+    /// Timeline.
+    pub timeline: u64,
+    /// Page size.
+    pub page_size: u32,
+    /// First page number in the part.
+    pub first_pgno: u32,
+    /// Pages in the part.
+    pub pages: u32,
+    /// Compression.
+    pub compression: u16,
+    /// CRC32 of the stored body.
+    pub body_crc: u32,
+}
+
+/// Encode a snapshot part holding `pages` (whole pages, starting at `first_pgno`).
+pub fn encode_part(
+    database_id: u128,
+    timeline: u64,
+    lsn: Lsn,
+    page_size: u32,
+    first_pgno: u32,
+    pages: &[u8],
+) -> Result<Vec<u8>> {
+    let body = compress(pages)?;
+    let mut out = vec![0u8; PART_HEADER_LEN];
+    out[..8].copy_from_slice(PART_MAGIC);
+    put_u16(&mut out, 8, VERSION);
+    put_u16(&mut out, 10, COMPRESSION_ZSTD);
+    put_u128(&mut out, 16, database_id);
+    put_u64(&mut out, 32, lsn);
+    put_u32(&mut out, 40, page_size);
+    put_u32(&mut out, 44, first_pgno);
+    put_u32(&mut out, 48, (pages.len() / page_size as usize) as u32);
+    put_u32(&mut out, 52, crc32fast::hash(&body));
+    put_u64(&mut out, 56, timeline);
+    seal_header(&mut out);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// The body CRC recorded in an encoded part's header.
+pub fn part_body_crc(part: &[u8]) -> u32 {
+    u32_at(part, 52)
+}
+
+/// Decode a snapshot part: its header and its pages.
+pub fn decode_part(key: &str, b: &[u8]) -> Result<(PartHeader, Vec<u8>)> {
+    check_header(key, b, PART_MAGIC, PART_HEADER_LEN)?;
+    let h = PartHeader {
+        compression: u16_at(b, 10),
+        database_id: u128_at(b, 16),
+        lsn: u64_at(b, 32),
+        page_size: u32_at(b, 40),
+        first_pgno: u32_at(b, 44),
+        pages: u32_at(b, 48),
+        body_crc: u32_at(b, 52),
+        timeline: u64_at(b, 56),
+    };
+    if !pagelog_vfs::record::valid_page_size(h.page_size) || h.first_pgno == 0 {
+        return Err(corrupt(key, "invalid page size or first page"));
+    }
+    let body = &b[PART_HEADER_LEN..];
+    if crc32fast::hash(body) != h.body_crc {
+        return Err(corrupt(key, "body checksum mismatch (truncated or corrupt)"));
+    }
+    let raw_len = h.pages as u64 * h.page_size as u64;
+    let pages = decompress(key, h.compression, body, raw_len)?;
+    Ok((h, pages))
+}
+
+/// One part as the manifest lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManifestPart {
+    /// Stored size of the part object.
+    pub size: u64,
+    /// CRC32 of the part's stored body.
+    pub body_crc: u32,
+}
+
+/// A snapshot manifest: written after all parts, so a snapshot exists once its manifest does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// Database id.
+    pub database_id: u128,
+    /// Timeline.
+    pub timeline: u64,
+    /// The snapshot holds the database right after this LSN.
+    pub lsn: Lsn,
+    /// Commit timestamp of that LSN.
+    pub timestamp_us: u64,
+    /// Page size.
+    pub page_size: u32,
+    /// Database size in pages.
+    pub db_pages: u32,
+    /// Whole-database checksum (the VFS's) at `lsn`.
+    pub checksum: u64,
+    /// Pages per part (the last part may hold fewer).
+    pub pages_per_part: u32,
+    /// The parts, in page order.
+    pub parts: Vec<ManifestPart>,
+}
+
+impl Manifest {
+    /// Encode.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; MANIFEST_HEADER_LEN + self.parts.len() * MANIFEST_PART_LEN];
+        b[..8].copy_from_slice(MANIFEST_MAGIC);
+        put_u16(&mut b, 8, VERSION);
+        put_u128(&mut b, 16, self.database_id);
+        put_u64(&mut b, 32, self.timeline);
+        put_u64(&mut b, 40, self.lsn);
+        put_u64(&mut b, 48, self.timestamp_us);
+        put_u32(&mut b, 56, self.page_size);
+        put_u32(&mut b, 60, self.db_pages);
+        put_u64(&mut b, 64, self.checksum);
+        put_u32(&mut b, 72, self.parts.len() as u32);
+        put_u32(&mut b, 76, self.pages_per_part);
+        for (i, p) in self.parts.iter().enumerate() {
+            let at = MANIFEST_HEADER_LEN + i * MANIFEST_PART_LEN;
+            put_u64(&mut b, at, p.size);
+            put_u32(&mut b, at + 8, p.body_crc);
+        }
+        seal_header(&mut b);
+        b
+    }
+
+    /// Decode and check.
+    pub fn decode(key: &str, b: &[u8]) -> Result<Manifest> {
+        if b.len() < MANIFEST_HEADER_LEN {
+            return Err(corrupt(key, "truncated manifest"));
+        }
+        let n = u32_at(b, 72) as usize;
+        let len = MANIFEST_HEADER_LEN + n.saturating_mul(MANIFEST_PART_LEN);
+        if b.len() != len {
+            return Err(corrupt(
+                key,
+                format!("manifest is {} bytes, {n} parts need {len}", b.len()),
+            ));
+        }
+        check_header(key, b, MANIFEST_MAGIC, len)?;
+        let m = Manifest {
+            database_id: u128_at(b, 16),
+            timeline: u64_at(b, 32),
+            lsn: u64_at(b, 40),
+            timestamp_us: u64_at(b, 48),
+            page_size: u32_at(b, 56),
+            db_pages: u32_at(b, 60),
+            checksum: u64_at(b, 64),
+            pages_per_part: u32_at(b, 76),
+            parts: (0..n)
+                .map(|i| {
+                    let at = MANIFEST_HEADER_LEN + i * MANIFEST_PART_LEN;
+                    ManifestPart {
+                        size: u64_at(b, at),
+                        body_crc: u32_at(b, at + 8),
+                    }
+                })
+                .collect(),
+        };
+        let expected_parts = m.db_pages.div_ceil(m.pages_per_part.max(1)) as usize;
+        if !pagelog_vfs::record::valid_page_size(m.page_size)
+            || m.pages_per_part == 0
+            || expected_parts != m.parts.len()
+        {
+            return Err(corrupt(key, "inconsistent page size, part size or part count"));
+        }
+        Ok(m)
+    }
+
+    /// Page range `(first_pgno, pages)` of part `index`.
+    pub fn part_pages(&self, index: u32) -> (u32, u32) {
+        let first = index * self.pages_per_part + 1;
+        let n = self.pages_per_part.min(self.db_pages + 1 - first);
+        (first, n)
+    }
+
+    /// Total stored bytes of the snapshot (parts and manifest).
+    pub fn stored_bytes(&self) -> u64 {
+        self.parts.iter().map(|p| p.size).sum::<u64>()
+            + (MANIFEST_HEADER_LEN + self.parts.len() * MANIFEST_PART_LEN) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_sort_by_lsn() {
+        assert_eq!(
+            parse_key(&batch_key(3, 42)),
+            Some(KeyKind::Batch {
+                timeline: 3,
+                first_lsn: 42
+            })
+        );
+        assert_eq!(
+            parse_key(&part_key(1, 9, 2)),
+            Some(KeyKind::Part {
+                timeline: 1,
+                lsn: 9,
+                index: 2
+            })
+        );
+        assert_eq!(
+            parse_key(&manifest_key(1, 9)),
+            Some(KeyKind::Manifest { timeline: 1, lsn: 9 })
+        );
+        assert_eq!(
+            parse_key(&timeline_key(7)),
+            Some(KeyKind::Timeline { timeline: 7 })
+        );
+        for junk in ["x", "t1/log/1.plb", "t0000000001/log/1.plb", "t0000000001/other"] {
+            assert_eq!(parse_key(junk), None, "{junk}");
+        }
+        assert!(batch_key(1, 99) < batch_key(1, 100));
+        assert!(manifest_key(1, 99) < manifest_key(1, 100));
+    }
+
+    #[test]
+    fn batch_round_trip_and_corruption() {
+        let mut b = BatchBuilder::new();
+        for lsn in 5..10u64 {
+            b.push(lsn, 1000 + lsn, 1, &vec![lsn as u8; 300 * lsn as usize])
+                .unwrap();
+        }
+        assert!(b.push(11, 0, 1, b"gap").is_err());
+        let (h, obj) = b.finish(77, 2).unwrap();
+        assert_eq!((h.first_lsn, h.last_lsn, h.records), (5, 9, 5));
+        let (h2, recs) = decode_batch("k", &obj).unwrap();
+        assert_eq!(h, h2);
+        assert_eq!(recs.len(), 5);
+        assert_eq!(recs[4].payload, vec![9u8; 2700]);
+        assert_eq!(recs[0].timestamp_us, 1005);
+        // Every truncation and every single-byte flip is detected.
+        for cut in [0, 10, BATCH_HEADER_LEN - 1, BATCH_HEADER_LEN, obj.len() - 1] {
+            assert!(decode_batch("k", &obj[..cut]).is_err(), "cut {cut}");
+        }
+        for i in (0..obj.len()).step_by(7) {
+            let mut bad = obj.clone();
+            bad[i] ^= 0x40;
+            assert!(decode_batch("k", &bad).is_err(), "flip at {i}");
+        }
+        let e = decode_batch("t/log/x.plb", &obj[..50]).unwrap_err();
+        assert!(e.to_string().contains("t/log/x.plb"), "{e}");
+    }
+
+    #[test]
+    fn part_manifest_and_timeline_round_trip() {
+        let pages: Vec<u8> = (0..3 * 512).map(|i| (i % 251) as u8).collect();
+        let obj = encode_part(1, 1, 50, 512, 4, &pages).unwrap();
+        let (h, back) = decode_part("p", &obj).unwrap();
+        assert_eq!((h.first_pgno, h.pages, h.lsn), (4, 3, 50));
+        assert_eq!(back, pages);
+        let mut bad = obj.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(decode_part("p", &bad).is_err());
+
+        let m = Manifest {
+            database_id: 9,
+            timeline: 1,
+            lsn: 50,
+            timestamp_us: 123,
+            page_size: 512,
+            db_pages: 7,
+            checksum: 0xfeed,
+            pages_per_part: 3,
+            parts: vec![
+                ManifestPart {
+                    size: 10,
+                    body_crc: 1
+                };
+                3
+            ],
+        };
+        let enc = m.encode();
+        assert_eq!(Manifest::decode("m", &enc).unwrap(), m);
+        assert_eq!(m.part_pages(2), (7, 1));
+        assert!(Manifest::decode("m", &enc[..enc.len() - 1]).is_err());
+        let mut bad = enc.clone();
+        bad[60] ^= 1;
+        assert!(Manifest::decode("m", &bad).is_err());
+
+        let t = TimelineInfo {
+            database_id: u128::MAX - 5,
+            timeline: 2,
+            parent_timeline: 1,
+            parent_lsn: 40,
+            created_us: 5,
+            first_lsn: 41,
+        };
+        assert_eq!(TimelineInfo::decode("t", &t.encode()).unwrap(), t);
+        assert!(TimelineInfo::decode("t", &t.encode()[..71]).is_err());
+    }
+}

@@ -1,0 +1,855 @@
+//! The shipper: a background thread that uploads a database's durable log records to a store
+//! in batches, takes snapshots by policy, applies retention and drops the local log prefix
+//! once it is both checkpointed and shipped.
+//!
+//! - **Batches.** Durable records are gathered until `batch_bytes` (default 16 MiB) or
+//!   `batch_delay` (default 1 s) after the first one, whichever comes first; each batch is one
+//!   immutable object keyed by its first LSN, created with a conditional create. The keys
+//!   follow from LSNs, so steady-state shipping makes no LIST request.
+//! - **Store down.** A failed upload is retried with the same bytes under the same key
+//!   (exponential backoff with jitter, capped); commits are never blocked; the backlog stays in
+//!   the local log, bounded by `max_backlog_bytes` (see [`ShipperOptions::max_backlog_bytes`]).
+//! - **Fencing.** At start the shipper claims its timeline, checks the store's history against
+//!   the local log (stale copy, divergence, another database), and every upload is a
+//!   conditional create: if a key is taken by different bytes, another writer is shipping to
+//!   the same timeline and this shipper stops with [`SnapshotError::Fenced`].
+//! - **Snapshots.** When the log shipped since the last snapshot outgrows the database (so a
+//!   restore downloads at most about twice the database), at an optional interval, on demand,
+//!   and first of all when the store cannot otherwise restore what the local log continues.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use pagelog_log::Lsn;
+use pagelog_vfs::Database;
+use parking_lot::{Condvar, Mutex};
+
+use crate::catalog::Catalog;
+use crate::error::{Result, SnapshotError};
+use crate::format::{BatchBuilder, TimelineInfo, batch_key, timeline_key};
+use crate::retention::apply_retention;
+use crate::snapshot::{SnapshotInfo, SnapshotOptions, take_snapshot};
+use crate::store::{PutOutcome, StoreRef};
+use crate::upload::{Backoff, is_transient, put_immutable};
+
+/// How often the shipper looks for new durable records when idle.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Shipping, snapshot and retention policy.
+#[derive(Debug, Clone)]
+pub struct ShipperOptions {
+    /// Upload a batch once this many bytes of records are waiting. Default 16 MiB.
+    pub batch_bytes: usize,
+    /// Upload a batch this long after its first record became durable. Default 1 s.
+    pub batch_delay: Duration,
+    /// Take a snapshot when the log shipped since the last one is larger than the database.
+    /// Default true.
+    pub auto_snapshot: bool,
+    /// Also take a snapshot when the last one is older than this. Default none.
+    pub snapshot_interval: Option<Duration>,
+    /// Point-in-time window: objects no restore point inside it needs are deleted.
+    /// Default 7 days; `None` keeps everything.
+    pub retention: Option<Duration>,
+    /// How often retention runs (it lists the store). Default 1 h.
+    pub retention_check_interval: Duration,
+    /// Local log kept for shipping while the store is unreachable. Past this many bytes the
+    /// shipper stops holding the log for the store: the log prefix is dropped at checkpoints as
+    /// if shipped, and when the store returns a snapshot is uploaded first, so the store's
+    /// point-in-time history has a gap over that stretch (reported by restore, named by LSN);
+    /// nothing acknowledged is lost locally. Default 1 GiB.
+    pub max_backlog_bytes: u64,
+    /// Largest wait between retries while the store is down. Default 30 s.
+    pub max_retry_delay: Duration,
+    /// Drop the local log prefix once checkpointed and shipped. Default true.
+    pub truncate_local_log: bool,
+    /// How snapshots are cut and uploaded.
+    pub snapshot: SnapshotOptions,
+}
+
+impl Default for ShipperOptions {
+    fn default() -> Self {
+        ShipperOptions {
+            batch_bytes: 16 << 20,
+            batch_delay: Duration::from_secs(1),
+            auto_snapshot: true,
+            snapshot_interval: None,
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            retention_check_interval: Duration::from_secs(3600),
+            max_backlog_bytes: 1 << 30,
+            max_retry_delay: Duration::from_secs(30),
+            truncate_local_log: true,
+            snapshot: SnapshotOptions::default(),
+        }
+    }
+}
+
+/// A moment's view of the shipper.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShipperStatus {
+    /// Timeline shipped to.
+    pub timeline: u64,
+    /// Last durable local LSN.
+    pub durable_lsn: Lsn,
+    /// Everything up to this LSN is in the store.
+    pub replicated_lsn: Lsn,
+    /// LSN of the newest snapshot in the store (0: none).
+    pub snapshot_lsn: Lsn,
+    /// Durable records not yet in the store.
+    pub lag_records: u64,
+    /// How long the oldest unshipped durable record has waited, in seconds.
+    pub lag_seconds: f64,
+    /// Bytes the local log takes on disk (the backlog is part of it).
+    pub local_log_bytes: u64,
+    /// Whether the last store request succeeded.
+    pub store_available: bool,
+    /// The last transient error (the store being down), if the last request failed.
+    pub last_error: Option<String>,
+    /// Why the shipper stopped, if it did (fenced, closed, ...).
+    pub stopped: Option<String>,
+    /// Batches uploaded by this shipper.
+    pub batches_shipped: u64,
+    /// Stored bytes of those batches.
+    pub bytes_shipped: u64,
+    /// Snapshots uploaded by this shipper.
+    pub snapshots_taken: u64,
+}
+
+#[derive(Default)]
+struct State {
+    /// Stop once everything durable is shipped (close).
+    draining: bool,
+    /// Stop now.
+    abort: bool,
+    /// The thread has exited.
+    exited: bool,
+    /// Ship what is pending without waiting for the delay.
+    flush: bool,
+    /// Calls of `snapshot_now` so far.
+    snap_requested: u64,
+    /// Calls answered (every call up to this number).
+    snap_served: u64,
+    /// The answer to the calls up to `snap_served`.
+    snap_result: Option<std::result::Result<SnapshotInfo, String>>,
+    stopped: Option<String>,
+    last_error: Option<String>,
+    store_available: bool,
+    snapshot_lsn: Lsn,
+    pending_since: Option<Instant>,
+    batches_shipped: u64,
+    bytes_shipped: u64,
+    snapshots_taken: u64,
+    wakers: Vec<Waker>,
+}
+
+struct Shared {
+    db: Arc<Database>,
+    store: StoreRef,
+    opts: ShipperOptions,
+    timeline: u64,
+    replicated: AtomicU64,
+    state: Mutex<State>,
+    /// Wakes the shipper thread.
+    work: Condvar,
+    /// Wakes callers waiting for progress.
+    progress: Condvar,
+}
+
+impl Shared {
+    fn notify_progress(&self, st: &mut State) {
+        self.progress.notify_all();
+        for w in st.wakers.drain(..) {
+            w.wake();
+        }
+    }
+
+    fn set_replicated(&self, lsn: Lsn) {
+        let mut st = self.state.lock();
+        self.replicated.fetch_max(lsn, Ordering::AcqRel);
+        self.notify_progress(&mut st);
+    }
+
+    /// `Some(result)` once `lsn` is replicated or can never be.
+    fn check_replicated(&self, st: &State, lsn: Lsn) -> Option<Result<()>> {
+        if self.replicated.load(Ordering::Acquire) >= lsn {
+            return Some(Ok(()));
+        }
+        if let Some(why) = &st.stopped {
+            return Some(Err(SnapshotError::Stopped(why.clone())));
+        }
+        if st.exited {
+            return Some(Err(SnapshotError::Stopped("the shipper exited".into())));
+        }
+        if lsn > self.db.log().last_lsn() {
+            return Some(Err(SnapshotError::Config(format!(
+                "LSN {lsn} is beyond the last LSN {}",
+                self.db.log().last_lsn()
+            ))));
+        }
+        None
+    }
+}
+
+/// Where shipping starts, as found at attach.
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    next_lsn: Lsn,
+    replicated: Lsn,
+    need_base: bool,
+    snapshot_lsn: Lsn,
+    shipped_since_snapshot: u64,
+}
+
+/// Ships one database's log to a store. Dropping it stops the thread without waiting for the
+/// backlog; [`Shipper::close`] ships what is durable first.
+pub struct Shipper {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Shipper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shipper")
+            .field("store", &self.shared.store.describe())
+            .field("timeline", &self.shared.timeline)
+            .field("replicated_lsn", &self.replicated_lsn())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shipper {
+    /// Attach `db` to `store` and start shipping. Fails at once if the store holds another
+    /// database, a history this copy is behind ([`SnapshotError::StaleLocal`]) or one that
+    /// differs from it ([`SnapshotError::Diverged`]), or cannot be reached.
+    pub fn start(db: Arc<Database>, store: StoreRef, opts: ShipperOptions) -> Result<Shipper> {
+        if opts.batch_bytes == 0 {
+            return Err(SnapshotError::Config("batch_bytes must be > 0".into()));
+        }
+        let start = attach(&db, &*store)?;
+        let timeline = db.log().timeline();
+        tracing::info!(
+            store = %store.describe(),
+            timeline,
+            from_lsn = start.next_lsn,
+            needs_snapshot = start.need_base,
+            "shipper attached"
+        );
+        let shared = Arc::new(Shared {
+            db,
+            store,
+            opts,
+            timeline,
+            replicated: AtomicU64::new(start.replicated),
+            state: Mutex::new(State {
+                store_available: true,
+                snapshot_lsn: start.snapshot_lsn,
+                ..State::default()
+            }),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("pagelog-shipper".into())
+            .spawn(move || {
+                let mut worker = Worker::new(s.clone(), start);
+                let outcome = worker.run();
+                let mut st = s.state.lock();
+                if let Err(e) = outcome {
+                    tracing::error!(error = %e, "shipper stopped");
+                    st.stopped.get_or_insert(e.to_string());
+                }
+                st.exited = true;
+                s.notify_progress(&mut st);
+            })
+            .map_err(|e| SnapshotError::Io {
+                path: Default::default(),
+                context: "starting the shipper thread".into(),
+                source: e,
+            })?;
+        Ok(Shipper {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Every record up to this LSN is in the store.
+    pub fn replicated_lsn(&self) -> Lsn {
+        self.shared.replicated.load(Ordering::Acquire)
+    }
+
+    /// The timeline shipped to.
+    pub fn timeline(&self) -> u64 {
+        self.shared.timeline
+    }
+
+    /// Block until `lsn` is in the store, the shipper stops (an error), or `timeout` passes.
+    /// Shipping keeps its batching delay: expect up to about `batch_delay` plus an upload.
+    pub fn wait_replicated(&self, lsn: Lsn, timeout: Option<Duration>) -> Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.shared.state.lock();
+        loop {
+            if let Some(r) = self.shared.check_replicated(&st, lsn) {
+                return r;
+            }
+            match deadline {
+                Some(d) => {
+                    if self.shared.progress.wait_until(&mut st, d).timed_out()
+                        && self.shared.check_replicated(&st, lsn).is_none()
+                    {
+                        return Err(SnapshotError::Timeout {
+                            what: format!(
+                                "LSN {lsn} to be replicated (replicated: {})",
+                                self.replicated_lsn()
+                            ),
+                            secs: timeout.unwrap_or_default().as_secs_f64(),
+                        });
+                    }
+                }
+                None => self.shared.progress.wait(&mut st),
+            }
+        }
+    }
+
+    /// A future that resolves once `lsn` is in the store (or the shipper stops). Runtime
+    /// agnostic: it is woken by the shipper thread.
+    pub fn wait_replicated_async(&self, lsn: Lsn) -> ReplicatedFuture {
+        ReplicatedFuture {
+            shared: self.shared.clone(),
+            lsn,
+        }
+    }
+
+    /// Upload what is durable now, without waiting for the batching delay.
+    pub fn ship_now(&self) {
+        let mut st = self.shared.state.lock();
+        st.flush = true;
+        self.shared.work.notify_all();
+    }
+
+    /// Take a snapshot now (after shipping what is durable) and wait for it.
+    pub fn snapshot_now(&self) -> Result<SnapshotInfo> {
+        let mut st = self.shared.state.lock();
+        st.snap_requested += 1;
+        let me = st.snap_requested;
+        self.shared.work.notify_all();
+        loop {
+            if st.snap_served >= me
+                && let Some(r) = &st.snap_result
+            {
+                return r.clone().map_err(SnapshotError::Stopped);
+            }
+            if st.exited {
+                return Err(SnapshotError::Stopped(
+                    st.stopped.clone().unwrap_or_else(|| "exited".into()),
+                ));
+            }
+            self.shared.progress.wait(&mut st);
+        }
+    }
+
+    /// Where shipping stands.
+    pub fn status(&self) -> ShipperStatus {
+        let log = self.shared.db.log();
+        let stats = log.stats();
+        let st = self.shared.state.lock();
+        let replicated = self.replicated_lsn();
+        ShipperStatus {
+            timeline: self.shared.timeline,
+            durable_lsn: stats.durable_lsn,
+            replicated_lsn: replicated,
+            snapshot_lsn: st.snapshot_lsn,
+            lag_records: stats.durable_lsn.saturating_sub(replicated),
+            lag_seconds: match st.pending_since {
+                Some(t) if stats.durable_lsn > replicated => t.elapsed().as_secs_f64(),
+                _ => 0.0,
+            },
+            local_log_bytes: stats.disk_bytes,
+            store_available: st.store_available,
+            last_error: st.last_error.clone(),
+            stopped: st.stopped.clone(),
+            batches_shipped: st.batches_shipped,
+            bytes_shipped: st.bytes_shipped,
+            snapshots_taken: st.snapshots_taken,
+        }
+    }
+
+    /// Ship everything durable, then stop. Gives up after `timeout` (the store being down),
+    /// with [`SnapshotError::Timeout`] saying how far replication got; nothing is lost either
+    /// way — the next shipper resumes from the store's last LSN.
+    pub fn close(mut self, timeout: Duration) -> Result<()> {
+        let target = self.shared.db.log().durable_lsn();
+        {
+            let mut st = self.shared.state.lock();
+            st.draining = true;
+            st.flush = true;
+            self.shared.work.notify_all();
+        }
+        let waited = self.wait_replicated(target, Some(timeout));
+        self.stop_thread();
+        waited
+    }
+
+    fn stop_thread(&mut self) {
+        {
+            let mut st = self.shared.state.lock();
+            st.abort = true;
+            self.shared.work.notify_all();
+        }
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("the shipper thread panicked");
+        }
+    }
+}
+
+impl Drop for Shipper {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// Resolves when an LSN is replicated; see [`Shipper::wait_replicated_async`].
+pub struct ReplicatedFuture {
+    shared: Arc<Shared>,
+    lsn: Lsn,
+}
+
+impl Future for ReplicatedFuture {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let mut st = self.shared.state.lock();
+        if let Some(r) = self.shared.check_replicated(&st, self.lsn) {
+            return Poll::Ready(r);
+        }
+        // Registered under the state lock, which every notification takes: no lost wakeup.
+        if !st.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            st.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// Check the store against the local log and claim the timeline.
+fn attach(db: &Database, store: &dyn crate::store::ObjectStore) -> Result<Start> {
+    let log = db.log();
+    let (tl, id) = (log.timeline(), log.database_id());
+    let t = Catalog::load_timeline(store, tl)?;
+    let claim = match t.read_claim(store)? {
+        Some(c) => c,
+        None => {
+            let info = TimelineInfo {
+                database_id: id,
+                timeline: tl,
+                parent_timeline: 0,
+                parent_lsn: 0,
+                created_us: crate::time::now_us(),
+                first_lsn: log.first_lsn(),
+            };
+            let key = timeline_key(tl);
+            match store.put_if_absent(&key, &info.encode())? {
+                PutOutcome::Created => info,
+                PutOutcome::AlreadyExists => TimelineInfo::decode(&key, &store.get(&key)?)?,
+            }
+        }
+    };
+    if claim.database_id != id {
+        return Err(SnapshotError::WrongDatabase {
+            key: timeline_key(tl),
+            expected: id,
+            found: claim.database_id,
+        });
+    }
+    let (remote_last, last_header) = t.last_lsn(store)?;
+    let local_last = log.last_lsn();
+    if remote_last > local_last {
+        return Err(SnapshotError::StaleLocal {
+            store: store.describe(),
+            timeline: tl,
+            local_lsn: local_last,
+            remote_lsn: remote_last,
+        });
+    }
+    let diverged = |lsn| SnapshotError::Diverged {
+        store: store.describe(),
+        timeline: tl,
+        lsn,
+    };
+    if let Some(h) = last_header {
+        if h.database_id != id {
+            return Err(SnapshotError::WrongDatabase {
+                key: batch_key(tl, h.first_lsn),
+                expected: id,
+                found: h.database_id,
+            });
+        }
+        if h.last_lsn >= log.first_lsn() {
+            match log.reader(h.last_lsn)?.next() {
+                Some(rec) => {
+                    let rec = rec?;
+                    if crc32fast::hash(&rec.payload) != h.last_payload_crc
+                        || rec.timestamp_us != h.last_ts_us
+                    {
+                        return Err(diverged(h.last_lsn));
+                    }
+                }
+                None => return Err(diverged(h.last_lsn)),
+            }
+        }
+    }
+    let newest_snap = t.complete_snapshots().last();
+    if let Some(s) = newest_snap
+        && s.lsn > last_header.map(|h| h.last_lsn).unwrap_or(0)
+        && s.lsn >= log.first_lsn()
+    {
+        let m = t.manifest(store, s)?;
+        let same = match log.reader(s.lsn)?.next() {
+            Some(rec) => {
+                let rec = rec?;
+                pagelog_vfs::record::TxnRecord::decode(&rec.payload)
+                    .map(|txn| txn.checksum == m.checksum && txn.db_pages == m.db_pages)
+                    .unwrap_or(false)
+            }
+            None => false,
+        };
+        if !same {
+            return Err(diverged(s.lsn));
+        }
+    }
+    let snapshot_lsn = newest_snap.map(|s| s.lsn).unwrap_or(0);
+    let shipped_since_snapshot = t
+        .batches
+        .iter()
+        .filter(|b| b.first_lsn > snapshot_lsn)
+        .map(|b| b.size)
+        .sum();
+    let next_lsn = remote_last + 1;
+    let need_base = if remote_last == 0 {
+        log.first_lsn() > 1
+    } else {
+        next_lsn < log.first_lsn()
+    };
+    Ok(Start {
+        next_lsn,
+        replicated: remote_last,
+        need_base,
+        snapshot_lsn,
+        shipped_since_snapshot,
+    })
+}
+
+/// The shipper thread's own state.
+struct Worker {
+    shared: Arc<Shared>,
+    next_lsn: Lsn,
+    need_base: bool,
+    builder: BatchBuilder,
+    first_pending_at: Option<Instant>,
+    frozen: Option<(Lsn, Vec<u8>)>,
+    shipped_since_snapshot: u64,
+    last_snapshot_at: Instant,
+    last_retention_at: Option<Instant>,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+    backlog_released: bool,
+}
+
+impl Worker {
+    fn new(shared: Arc<Shared>, start: Start) -> Worker {
+        let cap = shared.opts.max_retry_delay;
+        Worker {
+            shared,
+            next_lsn: start.next_lsn,
+            need_base: start.need_base,
+            builder: BatchBuilder::new(),
+            first_pending_at: None,
+            frozen: None,
+            shipped_since_snapshot: start.shipped_since_snapshot,
+            last_snapshot_at: Instant::now(),
+            last_retention_at: None,
+            backoff: Backoff::new(Duration::from_millis(100), cap),
+            retry_at: None,
+            backlog_released: false,
+        }
+    }
+
+    fn run(&mut self) -> Result<()> {
+        loop {
+            let (abort, draining, flush, snapshot_wanted) = {
+                let st = self.shared.state.lock();
+                (
+                    st.abort,
+                    st.draining,
+                    st.flush,
+                    st.snap_requested > st.snap_served,
+                )
+            };
+            if abort {
+                return Ok(());
+            }
+            let durable = self.shared.db.log().durable_lsn();
+            let replicated = self.shared.replicated.load(Ordering::Acquire);
+            if draining && self.frozen.is_none() && self.builder.is_empty() && replicated >= durable
+            {
+                return Ok(());
+            }
+            // Respect the backoff while the store is down.
+            if let Some(at) = self.retry_at {
+                if Instant::now() < at {
+                    self.maintain_local_log(replicated)?;
+                    self.sleep_until(at);
+                    continue;
+                }
+                self.retry_at = None;
+            }
+            let step = self.step(durable, flush || draining, snapshot_wanted);
+            match step {
+                Ok(true) => {
+                    self.backoff.reset();
+                    let mut st = self.shared.state.lock();
+                    st.store_available = true;
+                    st.last_error = None;
+                }
+                Ok(false) => {
+                    let mut st = self.shared.state.lock();
+                    if !st.abort && !st.flush {
+                        self.shared.work.wait_for(&mut st, POLL);
+                    }
+                }
+                Err(e) if is_transient(&e) => {
+                    let delay = self.backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "store unavailable; will retry");
+                    {
+                        let mut st = self.shared.state.lock();
+                        st.store_available = false;
+                        st.last_error = Some(e.to_string());
+                    }
+                    self.retry_at = Some(Instant::now() + delay);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn sleep_until(&self, at: Instant) {
+        let mut st = self.shared.state.lock();
+        if !st.abort {
+            let _ = self.shared.work.wait_until(&mut st, at.min(Instant::now() + POLL * 5));
+        }
+    }
+
+    /// One unit of work; `Ok(true)` if something was uploaded, `Ok(false)` if idle.
+    fn step(&mut self, durable: Lsn, flush: bool, snapshot_wanted: bool) -> Result<bool> {
+        // A base snapshot comes before anything else when the store cannot restore without it.
+        if self.need_base {
+            self.snapshot(false)?;
+            return Ok(true);
+        }
+        if self.frozen.is_none() {
+            self.gather(durable)?;
+            if self.need_base {
+                return Ok(false);
+            }
+            let due = !self.builder.is_empty()
+                && (flush
+                    || self.builder.raw_bytes() >= self.shared.opts.batch_bytes
+                    || self
+                        .first_pending_at
+                        .is_some_and(|t| t.elapsed() >= self.shared.opts.batch_delay)
+                    || snapshot_wanted);
+            if due {
+                let (_, obj) = self
+                    .builder
+                    .finish(self.shared.db.log().database_id(), self.shared.timeline)?;
+                let first = self.next_lsn - self.builder.len() as u64;
+                self.frozen = Some((first, obj));
+                self.builder = BatchBuilder::new();
+            }
+        }
+        if let Some((first, obj)) = &self.frozen {
+            let key = batch_key(self.shared.timeline, *first);
+            put_immutable(&*self.shared.store, self.shared.timeline, &key, obj)?;
+            let last = self.next_lsn - 1;
+            let size = obj.len() as u64;
+            self.frozen = None;
+            self.first_pending_at = None;
+            self.shipped_since_snapshot += size;
+            {
+                let mut st = self.shared.state.lock();
+                st.batches_shipped += 1;
+                st.bytes_shipped += size;
+                if self.shared.replicated.load(Ordering::Acquire) >= durable
+                    || last >= durable
+                {
+                    st.flush = false;
+                }
+                st.pending_since = None;
+            }
+            self.shared.set_replicated(last);
+            tracing::debug!(key, last, bytes = size, "batch shipped");
+            self.backlog_released = false;
+            self.maintain_local_log(last)?;
+            if snapshot_wanted {
+                self.snapshot(true)?;
+            } else {
+                self.after_ship()?;
+            }
+            return Ok(true);
+        }
+        {
+            let mut st = self.shared.state.lock();
+            if self.builder.is_empty() {
+                st.flush = false;
+            }
+        }
+        if snapshot_wanted {
+            self.snapshot(true)?;
+            return Ok(true);
+        }
+        self.run_retention_if_due()?;
+        Ok(false)
+    }
+
+    /// Read durable records into the open batch, up to the batch size.
+    fn gather(&mut self, durable: Lsn) -> Result<()> {
+        if self.next_lsn > durable || self.builder.raw_bytes() >= self.shared.opts.batch_bytes {
+            return Ok(());
+        }
+        let log = self.shared.db.log();
+        if self.next_lsn < log.first_lsn() {
+            // The records after the store's last LSN are gone locally (backlog limit, or a log
+            // that started before the store was attached): continue from a snapshot.
+            tracing::warn!(
+                missing_from = self.next_lsn,
+                local_first = log.first_lsn(),
+                "the local log no longer holds the next records to ship; a snapshot will bridge the gap"
+            );
+            self.need_base = true;
+            return Ok(());
+        }
+        if self.first_pending_at.is_none() {
+            self.first_pending_at = Some(Instant::now());
+            self.shared
+                .state
+                .lock()
+                .pending_since
+                .get_or_insert_with(Instant::now);
+        }
+        for rec in log.reader(self.next_lsn)? {
+            let rec = rec?;
+            if rec.lsn > durable {
+                break;
+            }
+            self.builder
+                .push(rec.lsn, rec.timestamp_us, rec.kind, &rec.payload)?;
+            self.next_lsn = rec.lsn + 1;
+            if self.builder.raw_bytes() >= self.shared.opts.batch_bytes {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Take and upload a snapshot; `requested` answers a `snapshot_now` caller.
+    fn snapshot(&mut self, requested: bool) -> Result<()> {
+        let asked = self.shared.state.lock().snap_requested;
+        let r = take_snapshot(&self.shared.db, &*self.shared.store, &self.shared.opts.snapshot);
+        // A transient failure is retried (the request stays open); anything else answers it.
+        if requested && !matches!(&r, Err(e) if is_transient(e)) {
+            let mut st = self.shared.state.lock();
+            st.snap_served = asked;
+            st.snap_result = Some(r.as_ref().map(Clone::clone).map_err(ToString::to_string));
+            self.shared.notify_progress(&mut st);
+        }
+        let info = r?;
+        {
+            let mut st = self.shared.state.lock();
+            st.snapshot_lsn = info.lsn;
+            st.snapshots_taken += 1;
+        }
+        self.shipped_since_snapshot = 0;
+        self.last_snapshot_at = Instant::now();
+        if self.need_base {
+            // Everything up to the snapshot is in the store now; ship from the next record.
+            self.need_base = false;
+            self.builder = BatchBuilder::new();
+            self.frozen = None;
+            self.next_lsn = info.lsn + 1;
+        }
+        // The store holds the state at the snapshot's LSN.
+        self.shared.set_replicated(info.lsn);
+        self.maintain_local_log(self.shared.replicated.load(Ordering::Acquire))?;
+        self.run_retention(true)?;
+        Ok(())
+    }
+
+    fn after_ship(&mut self) -> Result<()> {
+        let o = &self.shared.opts;
+        let db_bytes = {
+            let (_, pages) = self.shared.db.checksum();
+            pages as u64 * self.shared.db.page_size() as u64
+        };
+        let by_size = o.auto_snapshot && self.shipped_since_snapshot > db_bytes;
+        let by_time = o
+            .snapshot_interval
+            .is_some_and(|i| self.last_snapshot_at.elapsed() >= i);
+        if by_size || by_time {
+            self.snapshot(false)?;
+        }
+        Ok(())
+    }
+
+    fn run_retention_if_due(&mut self) -> Result<()> {
+        self.run_retention(false)
+    }
+
+    fn run_retention(&mut self, after_snapshot: bool) -> Result<()> {
+        let Some(window) = self.shared.opts.retention else {
+            return Ok(());
+        };
+        let due = after_snapshot
+            || self
+                .last_retention_at
+                .is_none_or(|t| t.elapsed() >= self.shared.opts.retention_check_interval);
+        if !due {
+            return Ok(());
+        }
+        self.last_retention_at = Some(Instant::now());
+        apply_retention(&*self.shared.store, window, crate::time::now_us())?;
+        Ok(())
+    }
+
+    /// Drop the local log prefix that is both checkpointed and shipped — or, past the backlog
+    /// limit, only checkpointed.
+    fn maintain_local_log(&mut self, replicated: Lsn) -> Result<()> {
+        if !self.shared.opts.truncate_local_log {
+            return Ok(());
+        }
+        let log = self.shared.db.log();
+        // Keep the last checkpointed transaction and everything after it: recovery and
+        // snapshots start there.
+        let ckpt_floor = self.shared.db.checkpoint_lsn().saturating_sub(1);
+        let mut upto = ckpt_floor.min(replicated);
+        if upto < ckpt_floor && log.stats().disk_bytes > self.shared.opts.max_backlog_bytes {
+            if !self.backlog_released {
+                tracing::warn!(
+                    replicated,
+                    limit = self.shared.opts.max_backlog_bytes,
+                    "shipping backlog over its limit: dropping checkpointed records that were not shipped; the store's history will have a gap"
+                );
+                self.backlog_released = true;
+            }
+            upto = ckpt_floor;
+        }
+        if upto >= log.first_lsn() {
+            log.truncate_prefix(upto)?;
+        }
+        Ok(())
+    }
+}
