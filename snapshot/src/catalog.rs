@@ -105,10 +105,13 @@ impl TimelineCatalog {
 
     /// Read a snapshot's manifest.
     pub fn manifest(&self, store: &dyn ObjectStore, snap: &SnapshotEntry) -> Result<Manifest> {
-        let key = snap.manifest_key.as_deref().ok_or_else(|| SnapshotError::Corrupt {
-            key: format!("{}snap/{:020}", timeline_dir(self.timeline), snap.lsn),
-            reason: "snapshot has no manifest".into(),
-        })?;
+        let key = snap
+            .manifest_key
+            .as_deref()
+            .ok_or_else(|| SnapshotError::Corrupt {
+                key: format!("{}snap/{:020}", timeline_dir(self.timeline), snap.lsn),
+                reason: "snapshot has no manifest".into(),
+            })?;
         let m = Manifest::decode(key, &store.get(key)?)?;
         if m.lsn != snap.lsn || m.timeline != self.timeline {
             return Err(SnapshotError::Corrupt {

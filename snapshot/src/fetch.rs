@@ -118,7 +118,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(seen, (0..50).map(|i| (i, i * 2)).collect::<Vec<_>>());
-        assert!(max_ahead.load(Ordering::SeqCst) <= 3, "never more than the window ahead");
+        assert!(
+            max_ahead.load(Ordering::SeqCst) <= 3,
+            "never more than the window ahead"
+        );
 
         let mut n = 0;
         let err = fetch_ordered(

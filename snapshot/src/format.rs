@@ -187,14 +187,20 @@ fn seal_header(b: &mut [u8]) {
 
 fn check_header(key: &str, b: &[u8], magic: &[u8; 8], len: usize) -> Result<()> {
     if b.len() < len {
-        return Err(corrupt(key, format!("truncated: {} bytes, header needs {len}", b.len())));
+        return Err(corrupt(
+            key,
+            format!("truncated: {} bytes, header needs {len}", b.len()),
+        ));
     }
     if &b[..8] != magic {
         return Err(corrupt(key, "bad magic"));
     }
     let version = u16_at(b, 8);
     if version != VERSION {
-        return Err(corrupt(key, format!("unsupported format version {version}")));
+        return Err(corrupt(
+            key,
+            format!("unsupported format version {version}"),
+        ));
     }
     if header_crc(&b[..len]) != u32_at(b, 12) {
         return Err(corrupt(key, "header checksum mismatch"));
@@ -459,7 +465,10 @@ pub fn decode_batch(key: &str, b: &[u8]) -> Result<(BatchHeader, Vec<BatchRecord
     let h = BatchHeader::decode(key, b)?;
     let body = &b[BATCH_HEADER_LEN..];
     if crc32fast::hash(body) != h.body_crc {
-        return Err(corrupt(key, "body checksum mismatch (truncated or corrupt)"));
+        return Err(corrupt(
+            key,
+            "body checksum mismatch (truncated or corrupt)",
+        ));
     }
     let raw = decompress(key, h.compression, body, h.raw_len)?;
     let mut out = Vec::with_capacity(h.records.min(1 << 16) as usize);
@@ -480,7 +489,10 @@ pub fn decode_batch(key: &str, b: &[u8]) -> Result<(BatchHeader, Vec<BatchRecord
         }
         let payload = &raw[start..start + len];
         if lsn != expect {
-            return Err(corrupt(key, format!("record {lsn} where {expect} was expected")));
+            return Err(corrupt(
+                key,
+                format!("record {lsn} where {expect} was expected"),
+            ));
         }
         if crc32fast::hash(payload) != crc {
             return Err(corrupt(key, format!("record {lsn} checksum mismatch")));
@@ -581,7 +593,10 @@ pub fn decode_part(key: &str, b: &[u8]) -> Result<(PartHeader, Vec<u8>)> {
     }
     let body = &b[PART_HEADER_LEN..];
     if crc32fast::hash(body) != h.body_crc {
-        return Err(corrupt(key, "body checksum mismatch (truncated or corrupt)"));
+        return Err(corrupt(
+            key,
+            "body checksum mismatch (truncated or corrupt)",
+        ));
     }
     let raw_len = h.pages as u64 * h.page_size as u64;
     let pages = decompress(key, h.compression, body, raw_len)?;
@@ -682,7 +697,10 @@ impl Manifest {
             || m.pages_per_part == 0
             || expected_parts != m.parts.len()
         {
-            return Err(corrupt(key, "inconsistent page size, part size or part count"));
+            return Err(corrupt(
+                key,
+                "inconsistent page size, part size or part count",
+            ));
         }
         Ok(m)
     }
@@ -724,13 +742,21 @@ mod tests {
         );
         assert_eq!(
             parse_key(&manifest_key(1, 9)),
-            Some(KeyKind::Manifest { timeline: 1, lsn: 9 })
+            Some(KeyKind::Manifest {
+                timeline: 1,
+                lsn: 9
+            })
         );
         assert_eq!(
             parse_key(&timeline_key(7)),
             Some(KeyKind::Timeline { timeline: 7 })
         );
-        for junk in ["x", "t1/log/1.plb", "t0000000001/log/1.plb", "t0000000001/other"] {
+        for junk in [
+            "x",
+            "t1/log/1.plb",
+            "t0000000001/log/1.plb",
+            "t0000000001/other",
+        ] {
             assert_eq!(parse_key(junk), None, "{junk}");
         }
         assert!(batch_key(1, 99) < batch_key(1, 100));

@@ -298,14 +298,19 @@ pub fn restore(
 
     let catalog = Catalog::load(store)?;
     let t = match opts.timeline {
-        Some(n) => catalog.timelines.get(&n).ok_or_else(|| SnapshotError::Empty {
-            store: store.describe(),
-            detail: format!(" on timeline {n}"),
-        })?,
-        None => catalog.latest_timeline().ok_or_else(|| SnapshotError::Empty {
-            store: store.describe(),
-            detail: String::new(),
-        })?,
+        Some(n) => catalog
+            .timelines
+            .get(&n)
+            .ok_or_else(|| SnapshotError::Empty {
+                store: store.describe(),
+                detail: format!(" on timeline {n}"),
+            })?,
+        None => catalog
+            .latest_timeline()
+            .ok_or_else(|| SnapshotError::Empty {
+                store: store.describe(),
+                detail: String::new(),
+            })?,
     };
     let range = restorable_range(store, t)?;
     let target = resolve_target(store, t, &range, opts.target)?;
@@ -322,19 +327,24 @@ pub fn restore(
         .map(|c| c.database_id)
         .or(manifest.as_ref().map(|m| m.database_id));
     let batch_range = if target > base_lsn {
-        let first = t.batch_index_for(base_lsn + 1).ok_or_else(|| SnapshotError::Gap {
-            store: store.describe(),
-            timeline: t.timeline,
-            from: base_lsn + 1,
-            to: t.batches.first().map(|b| b.first_lsn - 1).unwrap_or(target),
-        })?;
+        let first = t
+            .batch_index_for(base_lsn + 1)
+            .ok_or_else(|| SnapshotError::Gap {
+                store: store.describe(),
+                timeline: t.timeline,
+                from: base_lsn + 1,
+                to: t.batches.first().map(|b| b.first_lsn - 1).unwrap_or(target),
+            })?;
         let last = t.batch_index_for(target).unwrap_or(first);
         first..last + 1
     } else {
         0..0
     };
     let planned: u64 = snapshot.map(|s| s.size).unwrap_or(0)
-        + t.batches[batch_range.clone()].iter().map(|b| b.size).sum::<u64>();
+        + t.batches[batch_range.clone()]
+            .iter()
+            .map(|b| b.size)
+            .sum::<u64>();
     let downloaded = AtomicU64::new(0);
     let note = |n: u64| {
         let d = downloaded.fetch_add(n, Ordering::Relaxed) + n;
@@ -408,12 +418,11 @@ pub fn restore(
                         return Ok(false);
                     }
                     if r.kind == KIND_TXN {
-                        let txn = TxnRecord::decode(&r.payload).map_err(|e| {
-                            SnapshotError::Corrupt {
+                        let txn =
+                            TxnRecord::decode(&r.payload).map_err(|e| SnapshotError::Corrupt {
                                 key: key.clone(),
                                 reason: format!("record {}: {e}", r.lsn),
-                            }
-                        })?;
+                            })?;
                         if state.page_size != 0 && txn.page_size != state.page_size {
                             return Err(SnapshotError::Corrupt {
                                 key: key.clone(),
@@ -452,7 +461,8 @@ pub fn restore(
         }
         // Cut to size and verify.
         let size = state.db_pages as u64 * state.page_size as u64;
-        file.set_len(size).map_err(|e| io_err(&tmp, "resizing", e))?;
+        file.set_len(size)
+            .map_err(|e| io_err(&tmp, "resizing", e))?;
         let hashes = pagelog_vfs::checksum::hash_file(&*file, state.page_size)
             .map_err(|e| io_err(&tmp, "hashing", e))?;
         if hashes.checksum() != state.checksum || hashes.pages() != state.db_pages {
@@ -608,7 +618,11 @@ fn branch(store: &dyn ObjectStore, catalog: &Catalog, r: &RestoreReport) -> Resu
             PutOutcome::AlreadyExists => timeline += 1,
         }
     }
-    let dir = PathBuf::from(format!("{}{}", r.path.display(), pagelog_vfs::LOG_DIR_SUFFIX));
+    let dir = PathBuf::from(format!(
+        "{}{}",
+        r.path.display(),
+        pagelog_vfs::LOG_DIR_SUFFIX
+    ));
     let log = Log::open(
         Arc::new(StdFs),
         &dir,
@@ -627,6 +641,11 @@ fn branch(store: &dyn ObjectStore, catalog: &Catalog, r: &RestoreReport) -> Resu
     finish_txn(&mut payload, r.checksum, 0);
     log.append_sync(KIND_TXN, &payload)?;
     log.close()?;
-    tracing::info!(timeline, parent = r.timeline, at = r.lsn, "claimed a new timeline");
+    tracing::info!(
+        timeline,
+        parent = r.timeline,
+        at = r.lsn,
+        "claimed a new timeline"
+    );
     Ok(timeline)
 }

@@ -640,7 +640,10 @@ impl Worker {
     fn sleep_until(&self, at: Instant) {
         let mut st = self.shared.state.lock();
         if !st.abort {
-            let _ = self.shared.work.wait_until(&mut st, at.min(Instant::now() + POLL * 5));
+            let _ = self
+                .shared
+                .work
+                .wait_until(&mut st, at.min(Instant::now() + POLL * 5));
         }
     }
 
@@ -684,9 +687,7 @@ impl Worker {
                 let mut st = self.shared.state.lock();
                 st.batches_shipped += 1;
                 st.bytes_shipped += size;
-                if self.shared.replicated.load(Ordering::Acquire) >= durable
-                    || last >= durable
-                {
+                if self.shared.replicated.load(Ordering::Acquire) >= durable || last >= durable {
                     st.flush = false;
                 }
                 st.pending_since = None;
@@ -759,7 +760,11 @@ impl Worker {
     /// Take and upload a snapshot; `requested` answers a `snapshot_now` caller.
     fn snapshot(&mut self, requested: bool) -> Result<()> {
         let asked = self.shared.state.lock().snap_requested;
-        let r = take_snapshot(&self.shared.db, &*self.shared.store, &self.shared.opts.snapshot);
+        let r = take_snapshot(
+            &self.shared.db,
+            &*self.shared.store,
+            &self.shared.opts.snapshot,
+        );
         // A transient failure is retried (the request stays open); anything else answers it.
         if requested && !matches!(&r, Err(e) if is_transient(e)) {
             let mut st = self.shared.state.lock();

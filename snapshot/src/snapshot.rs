@@ -126,13 +126,7 @@ fn build_and_upload(
     }
     let txn = TxnRecord::decode(&rec.payload)?;
     let page_size = txn.page_size;
-    pagelog_vfs::replay::replay_log(
-        log,
-        base.checkpoint_lsn + 1,
-        x,
-        &**file,
-        Some(page_size),
-    )?;
+    pagelog_vfs::replay::replay_log(log, base.checkpoint_lsn + 1, x, &**file, Some(page_size))?;
     file.set_len(txn.db_pages as u64 * page_size as u64)
         .map_err(|e| io_err(scratch, "resizing", e))?;
     let hashes = pagelog_vfs::checksum::hash_file(&**file, page_size)

@@ -9,12 +9,7 @@ use crate::store::{ObjectStore, PutOutcome};
 
 /// Create `key` with `data` unless it exists with the same bytes. Another writer's object
 /// under the key is a [`SnapshotError::Fenced`].
-pub fn put_immutable(
-    store: &dyn ObjectStore,
-    timeline: u64,
-    key: &str,
-    data: &[u8],
-) -> Result<()> {
+pub fn put_immutable(store: &dyn ObjectStore, timeline: u64, key: &str, data: &[u8]) -> Result<()> {
     match store.put_if_absent(key, data)? {
         PutOutcome::Created => Ok(()),
         PutOutcome::AlreadyExists => {
