@@ -35,7 +35,7 @@ use crate::format::{BatchBuilder, TimelineInfo, batch_key, timeline_key};
 use crate::retention::apply_retention;
 use crate::snapshot::{SnapshotInfo, SnapshotOptions, take_snapshot};
 use crate::store::{PutOutcome, StoreRef};
-use crate::upload::{Backoff, is_transient, put_immutable};
+use crate::upload::{Backoff, is_fatal, is_transient, put_immutable};
 
 /// How often the shipper looks for new durable records when idle.
 const POLL: Duration = Duration::from_millis(20);
@@ -622,12 +622,12 @@ impl Worker {
                         self.shared.work.wait_for(&mut st, POLL);
                     }
                 }
-                Err(e) if is_transient(&e) => {
+                Err(e) if !is_fatal(&e) => {
                     let delay = self.backoff.next_delay();
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "store unavailable; will retry");
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "shipping failed; will retry");
                     {
                         let mut st = self.shared.state.lock();
-                        st.store_available = false;
+                        st.store_available = !is_transient(&e);
                         st.last_error = Some(e.to_string());
                     }
                     self.retry_at = Some(Instant::now() + delay);
@@ -685,6 +685,8 @@ impl Worker {
             self.shipped_since_snapshot += size;
             {
                 let mut st = self.shared.state.lock();
+                st.store_available = true;
+                st.last_error = None;
                 st.batches_shipped += 1;
                 st.bytes_shipped += size;
                 if self.shared.replicated.load(Ordering::Acquire) >= durable || last >= durable {
@@ -765,8 +767,8 @@ impl Worker {
             &*self.shared.store,
             &self.shared.opts.snapshot,
         );
-        // A transient failure is retried (the request stays open); anything else answers it.
-        if requested && !matches!(&r, Err(e) if is_transient(e)) {
+        // The caller gets the outcome, failure included (it may call again).
+        if requested {
             let mut st = self.shared.state.lock();
             st.snap_served = asked;
             st.snap_result = Some(r.as_ref().map(Clone::clone).map_err(ToString::to_string));
@@ -775,6 +777,8 @@ impl Worker {
         let info = r?;
         {
             let mut st = self.shared.state.lock();
+            st.store_available = true;
+            st.last_error = None;
             st.snapshot_lsn = info.lsn;
             st.snapshots_taken += 1;
         }

@@ -10,7 +10,6 @@
 //! streamed up in parts (a few in flight, so memory stays bounded whatever the database size),
 //! and the manifest last: a snapshot exists once its manifest does.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -106,7 +105,7 @@ fn build_and_upload(
     store: &dyn ObjectStore,
     opts: &SnapshotOptions,
     file: &FileRef,
-    scratch: &PathBuf,
+    scratch: &std::path::Path,
     started: Instant,
 ) -> Result<SnapshotInfo> {
     let log = db.log();
@@ -114,6 +113,8 @@ fn build_and_upload(
     let base = db.copy_main_file(&**file)?;
     let copy_time = started.elapsed();
     let x = base.last_lsn;
+    // The image must not hold a transaction a crash could still lose (Gated mode).
+    db.wait_durable(x)?;
     // The record at X tells the size, checksum and time of the image.
     let rec = log
         .reader(x)?

@@ -37,6 +37,19 @@ pub fn is_transient(e: &SnapshotError) -> bool {
     }
 }
 
+/// Whether an error means this shipper must stop for good: another writer, another
+/// database, or a history that does not match. Other errors (the store down, a local I/O
+/// error) are retried.
+pub fn is_fatal(e: &SnapshotError) -> bool {
+    matches!(
+        e,
+        SnapshotError::Fenced { .. }
+            | SnapshotError::WrongDatabase { .. }
+            | SnapshotError::StaleLocal { .. }
+            | SnapshotError::Diverged { .. }
+    )
+}
+
 /// Exponential backoff with jitter: the n-th delay is uniform in [d/2, d], d = min(cap, base·2ⁿ).
 #[derive(Debug, Clone)]
 pub struct Backoff {

@@ -1,0 +1,754 @@
+//! Shipping, snapshots, restore, fencing, timelines and retention against the local directory
+//! store, checked against database images taken as the history was written (the oracle).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use pagelog_snapshot::{
+    Catalog, RestoreOptions, RestoreTarget, Shipper, ShipperOptions, SnapshotError, StoreRef,
+    restore,
+};
+use pagelog_vfs::Durability;
+use rand::Rng;
+
+const WAIT: Option<Duration> = Some(Duration::from_secs(30));
+
+fn restore_to(
+    store: &StoreRef,
+    out: &std::path::Path,
+    target: RestoreTarget,
+) -> pagelog_snapshot::RestoreReport {
+    restore(
+        &**store,
+        out,
+        &RestoreOptions {
+            target,
+            force: true,
+            integrity_check: true,
+            ..RestoreOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("restore {target}: {e}"))
+}
+
+#[test]
+fn restores_match_the_history_at_many_points() {
+    let mut rng = rng("restores_match_the_history_at_many_points");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    let conn2 = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let shipper = Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store_ref.clone(),
+        ShipperOptions {
+            batch_bytes: 64 << 10,
+            ..quick_opts()
+        },
+    )
+    .unwrap();
+    let mut images = BTreeMap::new();
+    let mut times = Vec::new();
+    for i in 0..160 {
+        let c = if i % 2 == 0 { &conn } else { &conn2 };
+        let lsn = step(c, &mut rng);
+        images.insert(lsn, image(&vfs, &path));
+        times.push((pagelog_snapshot::time::now_us(), lsn));
+        if i == 50 || i == 110 {
+            let s = shipper.snapshot_now().unwrap();
+            assert!(
+                s.lsn >= lsn,
+                "snapshot at {} taken after commit {lsn}",
+                s.lsn
+            );
+        }
+        if i % 40 == 39 {
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                .unwrap();
+        }
+    }
+    let last = *images.keys().last().unwrap();
+    shipper.ship_now();
+    shipper.wait_replicated(last, WAIT).unwrap();
+    let status = shipper.status();
+    assert_eq!(status.replicated_lsn, shipper.replicated_lsn());
+    assert!(status.replicated_lsn >= last && status.snapshots_taken == 2);
+    assert_eq!(check_contiguous(&*store_ref, 1), status.replicated_lsn);
+
+    let out = dir.path().join("restored.db");
+    // Latest.
+    let r = restore_to(&store_ref, &out, RestoreTarget::Latest);
+    assert_eq!(r.lsn, status.replicated_lsn);
+    assert_eq!(file_bytes(&out), images[&last]);
+    // Many LSNs, before, at and after the snapshots.
+    let lsns: Vec<u64> = images.keys().copied().collect();
+    for _ in 0..25 {
+        let lsn = lsns[rng.random_range(0..lsns.len())];
+        let r = restore_to(&store_ref, &out, RestoreTarget::Lsn(lsn));
+        assert_eq!(r.lsn, lsn);
+        assert!(
+            file_bytes(&out) == images[&lsn],
+            "restore at LSN {lsn} differs"
+        );
+    }
+    // Points in time: just after a commit returned, the restore holds that commit.
+    for _ in 0..8 {
+        let (at, lsn) = times[rng.random_range(0..times.len())];
+        let r = restore_to(&store_ref, &out, RestoreTarget::TimeUs(at));
+        let got = *images.range(..=r.lsn).next_back().unwrap().0;
+        assert_eq!(got, lsn, "restore at time {at} gave LSN {}", r.lsn);
+        assert!(file_bytes(&out) == images[&lsn]);
+    }
+    // Out of range: named with the range.
+    let e = restore(
+        &*store_ref,
+        &out,
+        &RestoreOptions {
+            target: RestoreTarget::Lsn(last + 1000),
+            force: true,
+            ..RestoreOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, SnapshotError::OutOfRange { .. }), "{e}");
+    assert!(e.to_string().contains("LSN 1..="), "{e}");
+    // An existing file is not overwritten without force.
+    let e = restore(&*store_ref, &out, &RestoreOptions::default()).unwrap_err();
+    assert!(matches!(e, SnapshotError::Exists { .. }), "{e}");
+    shipper.close(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn restart_resumes_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Gated);
+    for round in 0..3 {
+        let conn = vfs.connect(&path).unwrap();
+        schema(&conn);
+        let db = vfs.open_database(&path).unwrap();
+        let shipper = Shipper::start(db.clone(), store_ref.clone(), quick_opts()).unwrap();
+        let mut last = 0;
+        for i in 0..20 {
+            last = insert(&conn, 3, round * 100 + i);
+        }
+        db.wait_durable(last).unwrap();
+        // Close waits for what is durable.
+        shipper.close(Duration::from_secs(10)).unwrap();
+        assert!(check_contiguous(&*store_ref, 1) >= last);
+        let img = image(&vfs, &path);
+        drop(conn);
+        drop(db);
+        let out = dir.path().join(format!("r{round}.db"));
+        let r = restore_to(&store_ref, &out, RestoreTarget::Latest);
+        assert!(r.lsn >= last);
+        assert!(file_bytes(&out) == img, "round {round}");
+    }
+}
+
+#[test]
+fn store_outage_does_not_block_commits_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let db = vfs.open_database(&path).unwrap();
+    let shipper = Shipper::start(db.clone(), store_ref.clone(), quick_opts()).unwrap();
+    let first = insert(&conn, 5, 0);
+    shipper.wait_replicated(first, WAIT).unwrap();
+
+    store.set_down(true);
+    let mut last = first;
+    for i in 0..40 {
+        last = insert(&conn, 5, i);
+        assert_eq!(db.durable_lsn(), db.last_lsn(), "commits stay durable");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let s = shipper.status();
+    assert!(!s.store_available, "{s:?}");
+    assert!(
+        s.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("unavailable"),
+        "{s:?}"
+    );
+    assert!(s.lag_records > 0 && s.replicated_lsn < last, "{s:?}");
+    assert!(s.lag_seconds > 0.0, "{s:?}");
+    let e = shipper
+        .wait_replicated(last, Some(Duration::from_millis(100)))
+        .unwrap_err();
+    assert!(matches!(e, SnapshotError::Timeout { .. }), "{e}");
+
+    store.set_down(false);
+    shipper.wait_replicated(last, WAIT).unwrap();
+    let s = shipper.status();
+    assert!(s.store_available && s.last_error.is_none(), "{s:?}");
+    assert_eq!(check_contiguous(&*store_ref, 1), s.replicated_lsn);
+    let out = dir.path().join("r.db");
+    restore_to(&store_ref, &out, RestoreTarget::Latest);
+    assert!(file_bytes(&out) == image(&vfs, &path));
+    shipper.close(Duration::from_secs(10)).unwrap();
+}
+
+/// Copy a closed database (file and log) to a new path: a cloned disk.
+fn clone_db(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::copy(from, to).unwrap();
+    let (fl, tl) = (
+        format!("{}-pagelog", from.display()),
+        format!("{}-pagelog", to.display()),
+    );
+    std::fs::create_dir_all(&tl).unwrap();
+    for e in std::fs::read_dir(&fl).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), std::path::Path::new(&tl).join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn second_writer_and_stale_copies_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        dir.path().join("a.db"),
+        dir.path().join("b.db"),
+        dir.path().join("c.db"),
+    );
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    {
+        let conn = vfs.connect(&a).unwrap();
+        schema(&conn);
+        insert(&conn, 5, 1);
+        let sh = Shipper::start(
+            vfs.open_database(&a).unwrap(),
+            store_ref.clone(),
+            quick_opts(),
+        )
+        .unwrap();
+        sh.close(Duration::from_secs(10)).unwrap();
+    }
+    clone_db(&a, &b);
+    clone_db(&a, &c);
+
+    // A and B both attach at the same point, then write different histories: the first to
+    // ship a key wins; the other is fenced when its conditional create finds the key taken.
+    // (Opening each copy already logs a checkpoint mark, so they differ from the first record.)
+    let (ca, cb) = (vfs.connect(&a).unwrap(), vfs.connect(&b).unwrap());
+    let (da, dbb) = (
+        vfs.open_database(&a).unwrap(),
+        vfs.open_database(&b).unwrap(),
+    );
+    let sa = Shipper::start(da.clone(), store_ref.clone(), quick_opts()).unwrap();
+    let sb = Shipper::start(dbb.clone(), store_ref.clone(), quick_opts()).unwrap();
+    let la = insert(&ca, 3, 10);
+    let lb = insert(&cb, 7, 20);
+    sa.ship_now();
+    sb.ship_now();
+    let ra = sa.wait_replicated(la, WAIT);
+    let rb = sb.wait_replicated(lb, WAIT);
+    assert!(
+        ra.is_ok() != rb.is_ok(),
+        "exactly one writer wins: {ra:?} {rb:?}"
+    );
+    let (winner, wconn, wpath, loser, ldb, lconn, lpath) = if ra.is_ok() {
+        (sa, &ca, &a, sb, dbb, &cb, &b)
+    } else {
+        (sb, &cb, &b, sa, da, &ca, &a)
+    };
+    let stopped = loser.status().stopped.unwrap_or_default();
+    assert!(stopped.contains("another writer"), "{stopped}");
+    // The winner goes on; the store holds the winner's history only.
+    let lw = insert(wconn, 2, 11);
+    winner.wait_replicated(lw, WAIT).unwrap();
+    let out = dir.path().join("r.db");
+    restore_to(&store_ref, &out, RestoreTarget::Latest);
+    assert!(
+        file_bytes(&out) == image(&vfs, wpath),
+        "the store holds the winner's history"
+    );
+    drop(loser);
+    let _ = lpath;
+
+    // The loser, now behind the store with a different history, cannot even attach.
+    let e = Shipper::start(ldb.clone(), store_ref.clone(), quick_opts()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SnapshotError::StaleLocal { .. } | SnapshotError::Diverged { .. }
+        ),
+        "{e}"
+    );
+    // A stale copy (C: the disk as it was before A's last writes) is refused, naming both LSNs.
+    let cc = vfs.connect(&c).unwrap();
+    let dc = vfs.open_database(&c).unwrap();
+    let e = Shipper::start(dc.clone(), store_ref.clone(), quick_opts()).unwrap_err();
+    match &e {
+        SnapshotError::StaleLocal {
+            local_lsn,
+            remote_lsn,
+            ..
+        } => {
+            assert_eq!(*local_lsn, dc.log().last_lsn());
+            assert!(*remote_lsn >= lw);
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&local_lsn.to_string()) && msg.contains(&remote_lsn.to_string()),
+                "{msg}"
+            );
+        }
+        e => panic!("expected StaleLocal, got {e}"),
+    }
+    // The loser with more records than the store, but a different record at the store's
+    // last LSN.
+    for i in 0..10 {
+        insert(lconn, 1, 30 + i);
+    }
+    let e = Shipper::start(ldb.clone(), store_ref.clone(), quick_opts()).unwrap_err();
+    assert!(matches!(e, SnapshotError::Diverged { .. }), "{e}");
+    drop((cc, dc));
+    winner.close(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn another_database_on_the_prefix_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let ca = vfs.connect(&a).unwrap();
+    schema(&ca);
+    let sa = Shipper::start(
+        vfs.open_database(&a).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    )
+    .unwrap();
+    let cb = vfs.connect(&b).unwrap();
+    schema(&cb);
+    let e = Shipper::start(
+        vfs.open_database(&b).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, SnapshotError::WrongDatabase { .. }), "{e}");
+    assert!(e.to_string().contains("t0000000001/timeline.plt"), "{e}");
+    sa.close(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_restored_database_continues_on_a_new_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let sh = Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    )
+    .unwrap();
+    let mut images = BTreeMap::new();
+    for i in 0..20 {
+        let l = insert(&conn, 4, i);
+        images.insert(l, image(&vfs, &path));
+    }
+    let mid = *images.keys().nth(9).unwrap();
+    let last = *images.keys().last().unwrap();
+    sh.close(Duration::from_secs(10)).unwrap();
+
+    // Restore the middle of the history and continue from there.
+    let branch = dir.path().join("branch.db");
+    let r = restore(
+        &*store_ref,
+        &branch,
+        &RestoreOptions {
+            target: RestoreTarget::Lsn(mid),
+            new_timeline: true,
+            ..RestoreOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(r.new_timeline, Some(2));
+    let bconn = vfs.connect(&branch).unwrap();
+    let n: i64 = bconn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 40, "10 transactions of 4 rows");
+    let bdb = vfs.open_database(&branch).unwrap();
+    assert_eq!(bdb.log().timeline(), 2);
+    let bsh = Shipper::start(bdb.clone(), store_ref.clone(), quick_opts()).unwrap();
+    let bl = insert(&bconn, 50, 99);
+    bsh.wait_replicated(bl, WAIT).unwrap();
+    assert!(
+        bsh.status().snapshots_taken >= 1,
+        "a new timeline starts from a snapshot"
+    );
+    let out = dir.path().join("out.db");
+    let r = restore_to(&store_ref, &out, RestoreTarget::Latest);
+    assert_eq!((r.timeline, r.lsn), (2, bl));
+    assert!(file_bytes(&out) == image(&vfs, &branch));
+    // The old timeline stays restorable.
+    let r = restore(
+        &*store_ref,
+        &out,
+        &RestoreOptions {
+            timeline: Some(1),
+            force: true,
+            ..RestoreOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(r.lsn, last);
+    assert!(file_bytes(&out) == images[&last]);
+    bsh.close(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn retention_deletes_only_what_no_restore_point_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    // A zero window: only the newest snapshot and what follows it are needed.
+    let sh = Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store_ref.clone(),
+        ShipperOptions {
+            retention: Some(Duration::ZERO),
+            ..quick_opts()
+        },
+    )
+    .unwrap();
+    let mut before = 0;
+    for i in 0..10 {
+        before = insert(&conn, 20, i);
+    }
+    sh.snapshot_now().unwrap();
+    for i in 0..10 {
+        insert(&conn, 20, i);
+    }
+    let s2 = sh.snapshot_now().unwrap();
+    let mut last = 0;
+    for i in 0..5 {
+        last = insert(&conn, 20, i);
+    }
+    sh.wait_replicated(last, WAIT).unwrap();
+    let cat = Catalog::load(&*store_ref).unwrap();
+    let t = &cat.timelines[&1];
+    let snaps: Vec<u64> = t.complete_snapshots().map(|s| s.lsn).collect();
+    assert_eq!(snaps, vec![s2.lsn], "older snapshot deleted");
+    assert!(
+        t.batches
+            .iter()
+            .all(|b| b.first_lsn <= s2.lsn + 1 || b.first_lsn > s2.lsn)
+    );
+    assert!(
+        t.batches[0].first_lsn <= s2.lsn + 1,
+        "the batch after the snapshot is kept"
+    );
+    let out = dir.path().join("r.db");
+    restore_to(&store_ref, &out, RestoreTarget::Latest);
+    assert!(file_bytes(&out) == image(&vfs, &path));
+    let e = restore(
+        &*store_ref,
+        &out,
+        &RestoreOptions {
+            target: RestoreTarget::Lsn(before),
+            force: true,
+            ..RestoreOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, SnapshotError::OutOfRange { .. }), "{e}");
+    sh.close(Duration::from_secs(10)).unwrap();
+
+    // A week-long window deletes nothing.
+    let before = Catalog::load(&*store_ref).unwrap().bytes();
+    let rep = pagelog_snapshot::apply_retention(
+        &*store_ref,
+        Duration::from_secs(7 * 86400),
+        pagelog_snapshot::time::now_us(),
+    )
+    .unwrap();
+    assert_eq!(rep, Default::default());
+    assert_eq!(Catalog::load(&*store_ref).unwrap().bytes(), before);
+}
+
+#[test]
+fn local_log_is_dropped_once_checkpointed_and_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let db = vfs.open_database(&path).unwrap();
+    let sh = Shipper::start(db.clone(), store_ref.clone(), quick_opts()).unwrap();
+    store.set_down(true);
+    let mut last = 0;
+    for i in 0..60 {
+        last = insert(&conn, 30, i);
+    }
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    insert(&conn, 1, 0);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(db.log().first_lsn(), 1, "not shipped: kept");
+    store.set_down(false);
+    sh.wait_replicated(last, WAIT).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while db.log().first_lsn() == 1 && std::time::Instant::now() < deadline {
+        insert(&conn, 1, 0);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        db.log().first_lsn() > 1,
+        "shipped and checkpointed: dropped"
+    );
+    assert!(db.log().first_lsn() <= db.checkpoint_lsn());
+    sh.close(Duration::from_secs(10)).unwrap();
+    // Recovery still works on the truncated log.
+    let img = image(&vfs, &path);
+    drop(conn);
+    drop(db);
+    let _conn = vfs.connect(&path).unwrap();
+    assert!(image(&vfs, &path) == img);
+}
+
+#[test]
+fn backlog_limit_drops_unshipped_log_and_bridges_with_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let db = vfs.open_database(&path).unwrap();
+    let sh = Shipper::start(
+        db.clone(),
+        store_ref.clone(),
+        ShipperOptions {
+            max_backlog_bytes: 600 << 10,
+            ..quick_opts()
+        },
+    )
+    .unwrap();
+    let first = insert(&conn, 5, 0);
+    sh.wait_replicated(first, WAIT).unwrap();
+    store.set_down(true);
+    let mut lost_from = 0;
+    for i in 0..200 {
+        let l = insert(&conn, 30, i);
+        if lost_from == 0 {
+            lost_from = l;
+        }
+        if i % 20 == 19 {
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                .unwrap();
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while db.log().first_lsn() <= lost_from && std::time::Instant::now() < deadline {
+        insert(&conn, 1, 0);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        db.log().first_lsn() > lost_from,
+        "over the limit, unshipped records are dropped at checkpoints"
+    );
+    let last = insert(&conn, 1, 1);
+    store.set_down(false);
+    sh.wait_replicated(last, WAIT).unwrap();
+    assert!(
+        sh.status().snapshots_taken >= 1,
+        "a snapshot bridged the gap"
+    );
+    // Shipping goes on after the snapshot.
+    let after = insert(&conn, 1, 2);
+    sh.wait_replicated(after, WAIT).unwrap();
+    let out = dir.path().join("r.db");
+    restore_to(&store_ref, &out, RestoreTarget::Latest);
+    assert!(file_bytes(&out) == image(&vfs, &path));
+    // The store's history has a gap where records were dropped unshipped; a restore inside it
+    // names the missing LSNs.
+    let t = Catalog::load_timeline(&*store_ref, 1).unwrap();
+    let mut gap = None;
+    for i in 0..t.batches.len() - 1 {
+        let h = t.batch_header(&*store_ref, i).unwrap();
+        if h.last_lsn + 1 != t.batches[i + 1].first_lsn {
+            gap = Some((h.last_lsn + 1, t.batches[i + 1].first_lsn - 1));
+        }
+    }
+    let (from, to) = gap.expect("a gap in the shipped log");
+    assert!(from >= lost_from);
+    let snap = t.complete_snapshots().last().unwrap().lsn;
+    assert!(
+        snap >= to,
+        "the snapshot at {snap} covers the gap {from}..={to}"
+    );
+    let e = restore(
+        &*store_ref,
+        &out,
+        &RestoreOptions {
+            target: RestoreTarget::Lsn(from),
+            force: true,
+            ..RestoreOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, SnapshotError::Gap { .. }), "{e}");
+    assert!(e.to_string().contains(&from.to_string()), "{e}");
+    sh.close(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn corrupt_truncated_and_missing_objects_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let root = dir.path().join("store");
+    let store = FlakyStore::new(&root);
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let sh = Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    )
+    .unwrap();
+    let mut last = 0;
+    for i in 0..6 {
+        last = insert(&conn, 10, i);
+        sh.ship_now();
+        sh.wait_replicated(last, WAIT).unwrap();
+    }
+    sh.close(Duration::from_secs(10)).unwrap();
+    let t = Catalog::load_timeline(&*store_ref, 1).unwrap();
+    assert!(t.batches.len() >= 4, "{} batches", t.batches.len());
+    let victim = t.batches[2].key.clone();
+    let file = root.join(&victim);
+    let good = std::fs::read(&file).unwrap();
+    let out = dir.path().join("r.db");
+    let attempt = || {
+        restore(
+            &*store_ref,
+            &out,
+            &RestoreOptions {
+                target: RestoreTarget::Lsn(last),
+                force: true,
+                ..RestoreOptions::default()
+            },
+        )
+    };
+    // A flipped byte in the body.
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n - 3] ^= 0x55;
+    std::fs::write(&file, &bad).unwrap();
+    let e = attempt().unwrap_err();
+    assert!(
+        matches!(e, SnapshotError::Corrupt { .. }) && e.to_string().contains(&victim),
+        "{e}"
+    );
+    // Truncated.
+    std::fs::write(&file, &good[..good.len() / 2]).unwrap();
+    let e = attempt().unwrap_err();
+    assert!(e.to_string().contains(&victim), "{e}");
+    // Missing: a gap named by LSNs.
+    std::fs::remove_file(&file).unwrap();
+    let e = attempt().unwrap_err();
+    assert!(matches!(e, SnapshotError::Gap { .. }), "{e}");
+    assert!(!out.exists(), "a failed restore leaves no file");
+    std::fs::write(&file, &good).unwrap();
+    attempt().unwrap();
+}
+
+#[test]
+fn snapshots_by_policy_and_async_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Gated);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let sh = Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store_ref.clone(),
+        ShipperOptions {
+            auto_snapshot: true,
+            ..quick_opts()
+        },
+    )
+    .unwrap();
+    // Rewrite the same rows: the log grows, the database does not.
+    insert(&conn, 200, 1);
+    let mut last = 0;
+    for _ in 0..60 {
+        conn.execute("UPDATE t SET v = randomblob(100)", [])
+            .unwrap();
+        last = pagelog_vfs::connection_last_lsn(&conn).unwrap();
+    }
+    block_on(sh.wait_replicated_async(last)).unwrap();
+    assert!(sh.replicated_lsn() >= last);
+    let puts_before = store.puts.load(std::sync::atomic::Ordering::SeqCst);
+    let lists_before = store.lists.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sh.status().snapshots_taken >= 1, "{:?}", sh.status());
+    // Steady-state shipping makes no LIST request (retention is off here).
+    for i in 0..5 {
+        let l = insert(&conn, 1, i);
+        sh.wait_replicated(l, WAIT).unwrap();
+    }
+    assert!(store.puts.load(std::sync::atomic::Ordering::SeqCst) > puts_before);
+    assert_eq!(
+        store.lists.load(std::sync::atomic::Ordering::SeqCst),
+        lists_before
+    );
+    // Beyond the last LSN: an error, not a hang.
+    assert!(block_on(sh.wait_replicated_async(last + 10_000)).is_err());
+    sh.close(Duration::from_secs(10)).unwrap();
+}
+
+/// A minimal executor: park the thread until the waker fires.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+}
