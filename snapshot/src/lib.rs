@@ -30,6 +30,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod bookmark;
 pub mod catalog;
 pub mod error;
 pub mod fetch;
@@ -41,13 +42,18 @@ pub mod snapshot;
 pub mod store;
 pub mod time;
 pub mod upload;
+pub mod verify;
 
+pub use bookmark::{BadBookmark, Bookmark};
 pub use catalog::Catalog;
 pub use error::{Result, SnapshotError};
-pub use restore::{RestorableRange, RestoreOptions, RestoreReport, RestoreTarget, restore};
+pub use restore::{
+    RestorableRange, RestoreOptions, RestoreReport, RestoreTarget, restorable_range, restore,
+};
 pub use retention::{RetentionReport, apply_retention};
 pub use shipper::{ReplicatedFuture, Shipper, ShipperOptions, ShipperStatus};
 pub use snapshot::{SnapshotInfo, SnapshotOptions, take_snapshot};
 pub use store::{
     ObjectMeta, ObjectStore, PutOutcome, StoreError, StoreOptions, StoreRef, StoreUrl, open_store,
 };
+pub use verify::{Problem, VerifyReport, verify};

@@ -120,6 +120,11 @@ fn restores_match_the_history_at_many_points() {
     .unwrap_err();
     assert!(matches!(e, SnapshotError::OutOfRange { .. }), "{e}");
     assert!(e.to_string().contains("LSN 1..="), "{e}");
+    // The whole store verifies, snapshots included.
+    let v = pagelog_snapshot::verify(&*store_ref).unwrap();
+    assert!(v.is_ok(), "{:?}", v.problems);
+    assert_eq!(v.snapshots, 2);
+    assert!(v.records >= last);
     // An existing file is not overwritten without force.
     let e = restore(&*store_ref, &out, &RestoreOptions::default()).unwrap_err();
     assert!(matches!(e, SnapshotError::Exists { .. }), "{e}");
@@ -684,6 +689,12 @@ fn corrupt_truncated_and_missing_objects_are_named() {
     let e = attempt().unwrap_err();
     assert!(matches!(e, SnapshotError::Gap { .. }), "{e}");
     assert!(!out.exists(), "a failed restore leaves no file");
+    let v = pagelog_snapshot::verify(&*store_ref).unwrap();
+    assert!(
+        v.problems.len() == 1 && v.problems[0].message.contains("gap"),
+        "{:?}",
+        v.problems
+    );
     std::fs::write(&file, &good).unwrap();
     attempt().unwrap();
 }
