@@ -68,7 +68,7 @@ mod tests {
         let b = Bookmark::new(1, 1234);
         assert_eq!(b.to_string(), "00000001-00000000000004d2");
         assert_eq!(b.to_string().parse::<Bookmark>().unwrap(), b);
-        let mut pairs = vec![
+        let mut pairs = [
             (1u64, 9u64),
             (1, 10),
             (1, 255),
