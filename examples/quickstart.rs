@@ -1,21 +1,78 @@
-//! Quickstart: `cargo run --release --example quickstart [DIR]` (DIR defaults to
-//! `./pagelog-quickstart`).
+//! Quickstart — the project's main job: `cargo run --release --example quickstart [DIR]`
+//! (DIR defaults to `./pagelog-quickstart`).
 //!
-//! Writes a small shop workload into `DIR/app.db` through the pagelog VFS from several
-//! connections (Sync commits, and Gated commits released in groups after one fsync), reopens the
-//! database as after a restart, rebuilds a copy from the log alone (`DIR/restored.db`) and
-//! verifies it page for page, with SQLite's integrity check and the whole-database checksum.
-//! Running it twice continues the same history.
-//!
-//! Shipping the log to object storage and restoring from there arrive with the object storage
-//! issue; today the restore is rebuilt from the local log.
+//! Opens `DIR/app.db` with the local directory store `DIR/store`, in Gated mode: a small shop
+//! workload runs on several threads, each with its own connection, and every "request" is
+//! answered only once its writes are durable (output gating with bookmarks). It then waits for
+//! replication, takes a snapshot, restores the latest state and an earlier bookmark from the
+//! store into new files, verifies both (byte for byte against the live database, the recorded
+//! contents at the bookmark, SQLite's integrity check, the whole-database checksum), and prints
+//! a short report. Running it again continues the same history; the store it leaves can be
+//! restored with `pagelog restore DIR/store -o OUT`.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use pagelog::log::fs::{Fs, OpenOptions, StdFs};
-use pagelog::vfs::checksum::PageHashes;
-use pagelog::vfs::{Durability, PagelogVfs, VfsOptions, replay::replay_log};
+use pagelog::{Config, Database, Durability, RestoreOptions, RestoreTarget};
+
+const THREADS: usize = 4;
+const REQUESTS_PER_THREAD: usize = 300;
+
+/// Row count and total of the orders table.
+fn totals(conn: &rusqlite::Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row(
+        "SELECT count(*), coalesce(sum(total), 0) FROM orders",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
+/// One phase of the workload: THREADS threads, each answering REQUESTS_PER_THREAD requests.
+fn run_requests(db: &Arc<Database>, phase: usize) -> Result<Duration, Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    std::thread::scope(|s| -> Result<(), Box<dyn std::error::Error>> {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let db = db.clone();
+                s.spawn(move || -> Result<(), String> {
+                    let conn = db.connect().map_err(|e| e.to_string())?;
+                    for i in 0..REQUESTS_PER_THREAD {
+                        let item = ((t * 7 + i) % 20) as i64;
+                        let qty = 1 + (i % 3) as i64;
+                        conn.execute_batch("BEGIN IMMEDIATE")
+                            .map_err(|e| e.to_string())?;
+                        conn.execute(
+                            "INSERT INTO orders(item, qty, total, note) \
+                             VALUES (?1, ?2, ?2 * (SELECT price FROM items WHERE id = ?1), ?3)",
+                            rusqlite::params![
+                                item,
+                                qty,
+                                format!("phase {phase} thread {t} request {i}")
+                            ],
+                        )
+                        .map_err(|e| e.to_string())?;
+                        conn.execute(
+                            "UPDATE items SET stock = stock - ?2 WHERE id = ?1",
+                            [item, qty],
+                        )
+                        .map_err(|e| e.to_string())?;
+                        conn.execute_batch("COMMIT").map_err(|e| e.to_string())?;
+                        // Output gating: the response leaves only once its writes are durable.
+                        let mark = db.commit_bookmark(&conn).map_err(|e| e.to_string())?;
+                        db.wait_durable(&mark).map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "a worker panicked")??;
+        }
+        Ok(())
+    })?;
+    Ok(started.elapsed())
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
@@ -23,143 +80,151 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("pagelog-quickstart"));
     std::fs::create_dir_all(&dir)?;
-    let db_path = std::path::absolute(dir.join("app.db"))?;
+    let db_path = dir.join("app.db");
+    let store_dir = dir.join("store");
+    let store_url = store_dir.to_str().ok_or("DIR must be valid UTF-8")?;
 
-    let sync_vfs = PagelogVfs::register("quickstart-sync", VfsOptions::new(Durability::Sync))?;
-    let gated_vfs = PagelogVfs::register("quickstart-gated", VfsOptions::new(Durability::Gated))?;
-
-    // 1. Sync commits: each returns once durable.
-    let db = sync_vfs.open_database(&db_path)?;
+    let t0 = Instant::now();
+    let db = Arc::new(Database::open(
+        &db_path,
+        Config::new()
+            .durability(Durability::Gated)
+            .store_url(store_url)
+            .batch_delay(Duration::from_millis(200)),
+    )?);
+    let opened = db.stats();
     println!(
-        "opened {} (created: {}, replayed {} transactions, last LSN {})",
-        db_path.display(),
-        db.open_report().created,
-        db.open_report().replayed,
-        db.last_lsn()
+        "opened {} on timeline {} at LSN {} (store: {})",
+        db.path().display(),
+        opened.timeline,
+        opened.current_lsn,
+        store_dir.display()
     );
-    let conn = sync_vfs.connect(&db_path)?;
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS orders(
-             id INTEGER PRIMARY KEY, customer TEXT NOT NULL, amount INTEGER NOT NULL, note BLOB);
-         CREATE INDEX IF NOT EXISTS orders_by_customer ON orders(customer);",
-    )?;
-    let started = Instant::now();
-    let before = db.log().stats();
-    for i in 0..200 {
-        conn.execute(
-            "INSERT INTO orders(customer, amount, note) VALUES (?1, ?2, randomblob(200))",
-            (format!("customer-{}", i % 17), i * 3 % 101),
+    {
+        let conn = db.connect()?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS items(id INTEGER PRIMARY KEY, name TEXT, price INTEGER, stock INTEGER);
+             CREATE TABLE IF NOT EXISTS orders(id INTEGER PRIMARY KEY, item INTEGER, qty INTEGER, total INTEGER, note TEXT);
+             CREATE INDEX IF NOT EXISTS orders_item ON orders(item);",
         )?;
+        let tx = conn.unchecked_transaction()?;
+        for id in 0..20i64 {
+            tx.execute(
+                "INSERT OR IGNORE INTO items VALUES (?1, 'item ' || ?1, 100 + ?1 * 5, 1000000)",
+                [id],
+            )?;
+        }
+        tx.commit()?;
     }
-    let sync_time = started.elapsed();
-    let after = db.log().stats();
-    println!(
-        "Sync:  200 commits in {sync_time:.2?}, {} log fsyncs, every commit durable on return",
-        after.syncs - before.syncs
-    );
-    drop(conn);
-    drop(db);
 
-    // 2. Gated commits from four connections: commits return at once; results are released
-    //    after wait_durable, and many commits share one fsync.
-    let db = gated_vfs.open_database(&db_path)?;
-    let before = db.log().stats();
-    let started = Instant::now();
-    let threads: Vec<_> = (0..4)
-        .map(|t| {
-            let vfs = gated_vfs.clone();
-            let db = db.clone();
-            let path = db_path.clone();
-            std::thread::spawn(move || -> Result<u64, String> {
-                let conn = vfs.connect(&path).map_err(|e| e.to_string())?;
-                conn.busy_timeout(std::time::Duration::from_secs(10))
-                    .map_err(|e| e.to_string())?;
-                let mut released = 0;
-                for i in 0..100 {
-                    conn.execute(
-                        "INSERT INTO orders(customer, amount, note) VALUES (?1, ?2, randomblob(100))",
-                        (format!("gated-{t}"), i),
-                    )
-                    .map_err(|e| e.to_string())?;
-                    let lsn = pagelog::vfs::last_commit_lsn().ok_or("no commit LSN")?;
-                    if i % 10 == 9 {
-                        // Output gating: answer the last ten requests once durable.
-                        db.wait_durable(lsn).map_err(|e| e.to_string())?;
-                        released += 10;
-                    }
-                }
-                Ok(released)
-            })
-        })
-        .collect();
-    let mut released = 0;
-    for t in threads {
-        released += t.join().map_err(|_| "writer panicked")??;
-    }
-    let gated_time = started.elapsed();
-    let after = db.log().stats();
+    // Phase 1, then a bookmark of the state in between, then phase 2.
+    let phase1 = run_requests(&db, 1)?;
+    let mid = db.bookmark();
+    let mid_totals = totals(&db.connect()?)?;
+    let phase2 = run_requests(&db, 2)?;
+    let requests = 2 * THREADS * REQUESTS_PER_THREAD;
+    let write_time = phase1 + phase2;
     println!(
-        "Gated: 400 commits from 4 connections in {gated_time:.2?}, {} log fsyncs, {released} results released after durability",
-        after.syncs - before.syncs
+        "answered {requests} requests on {THREADS} connections in {:.2} s ({:.0} durable requests/s); bookmark between the phases: {mid}",
+        write_time.as_secs_f64(),
+        requests as f64 / write_time.as_secs_f64()
     );
-    drop(db);
 
-    // 3. Reopen (recovery runs at every open) and rebuild a copy from the log alone.
-    let db = sync_vfs.open_database(&db_path)?;
-    let conn = sync_vfs.connect(&db_path)?;
-    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
-    let (orders, total): (i64, i64) =
-        conn.query_row("SELECT count(*), sum(amount) FROM orders", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-    let restored_path = dir.join("restored.db");
-    let _ = std::fs::remove_file(&restored_path);
-    let fs = StdFs;
-    let target = fs.open(&restored_path, OpenOptions::create_new())?;
-    let started = Instant::now();
-    let replayed = replay_log(
-        db.log(),
-        db.log().first_lsn(),
-        db.last_lsn(),
-        &*target,
-        None,
+    // Replication, then a snapshot.
+    let latest = db.bookmark();
+    let t = Instant::now();
+    db.ship_now()?;
+    db.wait_replicated(&latest, Some(Duration::from_secs(60)))?;
+    println!(
+        "replicated up to LSN {} in {:.0} ms after the last commit",
+        latest.lsn,
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    let snap = db.snapshot_now()?;
+    println!(
+        "snapshot at LSN {}: {} pages in {} parts, {} bytes stored, checkpoints held {:.1} ms, {:.0} ms in all",
+        snap.lsn,
+        snap.db_pages,
+        snap.parts,
+        snap.stored_bytes,
+        snap.copy_time.as_secs_f64() * 1000.0,
+        snap.elapsed.as_secs_f64() * 1000.0
+    );
+    let live_totals = totals(&db.connect()?)?;
+    let live_image = db.connect()?.serialize(rusqlite::MAIN_DB)?.to_vec();
+    let stats = db.stats();
+
+    // Restore the latest state and the bookmark into new files, and verify both.
+    let store = db.store().ok_or("no store")?.clone();
+    let latest_out = dir.join("restored-latest.db");
+    let r1 = pagelog::restore(
+        &*store,
+        &latest_out,
+        &RestoreOptions {
+            target: RestoreTarget::Latest,
+            force: true,
+            integrity_check: true,
+            ..RestoreOptions::default()
+        },
     )?;
-    target.sync_data()?;
-    let restore_time = started.elapsed();
-
-    // 4. Verify: byte-identical to the live database, same checksum, integrity ok in stock SQLite.
-    let live = std::fs::read(&db_path)?;
-    let restored = std::fs::read(&restored_path)?;
-    if live != restored {
-        return Err("restored database differs from the live one".into());
+    if std::fs::read(&latest_out)? != live_image {
+        return Err("the restored latest state differs from the live database".into());
     }
-    let mut hashes = PageHashes::new(db.page_size());
-    hashes.resize(replayed.db_pages);
-    for (i, page) in restored.chunks(db.page_size() as usize).enumerate() {
-        hashes.set(i as u32 + 1, page);
-    }
-    if hashes.checksum() != db.checksum().0 || replayed.checksum != db.checksum().0 {
-        return Err("checksum mismatch".into());
-    }
-    let plain = rusqlite::Connection::open_with_flags(
-        &restored_path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    let mid_out = dir.join("restored-bookmark.db");
+    let r2 = pagelog::restore(
+        &*store,
+        &mid_out,
+        &RestoreOptions {
+            force: true,
+            integrity_check: true,
+            ..RestoreOptions::at_bookmark(mid)
+        },
     )?;
-    let check: String = plain.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-    let restored_orders: i64 = plain.query_row("SELECT count(*) FROM orders", [], |r| r.get(0))?;
-    if check != "ok" || restored_orders != orders {
-        return Err(format!("restored copy: integrity {check}, {restored_orders} orders").into());
+    let restored_mid = totals(&rusqlite::Connection::open(&mid_out)?)?;
+    if restored_mid != mid_totals {
+        return Err(format!(
+            "the restored bookmark holds {restored_mid:?}, the database held {mid_totals:?} at it"
+        )
+        .into());
+    }
+    for (what, r) in [("latest", &r1), ("bookmark", &r2)] {
+        println!(
+            "restored {what:8} -> {}: LSN {}, {} pages, {} transactions replayed on snapshot {:?}, {} bytes downloaded, {:.0} ms, checksum {:016x} verified",
+            r.path.display(),
+            r.lsn,
+            r.db_pages,
+            r.transactions,
+            r.snapshot_lsn,
+            r.bytes_downloaded,
+            r.elapsed.as_secs_f64() * 1000.0,
+            r.checksum
+        );
     }
     println!(
-        "restored {} transactions (LSN 1..={}) from the log into {} in {restore_time:.2?}",
-        replayed.transactions,
-        replayed.last_lsn,
-        restored_path.display()
+        "verified: latest restore is byte-identical to the live database ({} orders, total {}); bookmark restore holds {} orders, total {}",
+        live_totals.0, live_totals.1, restored_mid.0, restored_mid.1
     );
     println!(
-        "verified: {orders} orders (sum {total}), {} pages byte-identical, checksum {:016x}, integrity_check ok",
-        replayed.db_pages,
-        hashes.checksum()
+        "LSNs: current {}, durable {}, replicated {:?}, snapshot {:?}, checkpoint {}; local log {} bytes; shipped {} batches, {} bytes",
+        stats.current_lsn,
+        stats.durable_lsn,
+        stats.replicated_lsn,
+        stats.snapshot_lsn,
+        stats.checkpoint_lsn,
+        stats.log_bytes,
+        stats
+            .shipper
+            .as_ref()
+            .map(|s| s.batches_shipped)
+            .unwrap_or(0),
+        stats.shipper.as_ref().map(|s| s.bytes_shipped).unwrap_or(0),
+    );
+    Arc::try_unwrap(db)
+        .map_err(|_| "database still shared")?
+        .close()?;
+    println!(
+        "done in {:.2} s; run again to continue the history",
+        t0.elapsed().as_secs_f64()
     );
     Ok(())
 }

@@ -74,6 +74,17 @@ pub struct RestoreOptions {
     pub progress: Option<Progress>,
 }
 
+impl RestoreOptions {
+    /// Restore the state a bookmark names (its timeline and LSN).
+    pub fn at_bookmark(b: crate::Bookmark) -> RestoreOptions {
+        RestoreOptions {
+            target: RestoreTarget::Lsn(b.lsn),
+            timeline: Some(b.timeline),
+            ..RestoreOptions::default()
+        }
+    }
+}
+
 impl std::fmt::Debug for RestoreOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RestoreOptions")

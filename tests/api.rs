@@ -1,0 +1,177 @@
+//! The facade API: bookmarks, durability and replication waits (blocking and async), stats,
+//! snapshots, close and reopen, typed errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pagelog::{Bookmark, Config, Database, Durability, Error, RestoreOptions};
+
+/// A minimal executor: park the thread until the waker fires.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+}
+
+fn config(store: &std::path::Path, durability: Durability) -> Config {
+    Config::new()
+        .durability(durability)
+        .store_url(store.to_str().unwrap())
+        .batch_delay(Duration::from_millis(20))
+}
+
+#[test]
+fn gated_writes_bookmarks_and_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let db = Database::open(dir.path().join("a.db"), config(&store, Durability::Gated)).unwrap();
+    let conn = db.connect().unwrap();
+    conn.execute_batch("CREATE TABLE t(x)").unwrap();
+    let mut marks = Vec::new();
+    for i in 0..50 {
+        conn.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        marks.push(db.commit_bookmark(&conn).unwrap());
+    }
+    // Bookmarks sort as strings in commit order and parse back.
+    let strs: Vec<String> = marks.iter().map(|m| m.to_string()).collect();
+    let mut sorted = strs.clone();
+    sorted.sort();
+    assert_eq!(strs, sorted);
+    assert_eq!(strs[7].parse::<Bookmark>().unwrap(), marks[7]);
+    // Async durability for many requests at once, then blocking.
+    let futures: Vec<_> = marks
+        .iter()
+        .map(|m| db.wait_durable_async(m).unwrap())
+        .collect();
+    for f in futures {
+        block_on(f).unwrap();
+    }
+    let last = *marks.last().unwrap();
+    assert!(db.stats().durable_lsn >= last.lsn);
+    db.wait_durable(&last).unwrap();
+    block_on(db.wait_replicated_async(&last).unwrap()).unwrap();
+    let s = db.stats();
+    assert!(s.replicated_lsn.unwrap() >= last.lsn, "{s:?}");
+    assert_eq!(s.current_lsn, db.bookmark().lsn);
+    // A bookmark of another timeline is refused by name.
+    let other = Bookmark::new(9, 1);
+    assert!(matches!(
+        db.wait_durable(&other),
+        Err(Error::WrongTimeline { current: 1, .. })
+    ));
+    // Restore at a bookmark gives exactly the rows committed up to it.
+    let snap = db.snapshot_now().unwrap();
+    assert!(snap.lsn >= last.lsn);
+    db.close().unwrap();
+    let store = pagelog::open_store(store.to_str().unwrap(), &Default::default()).unwrap();
+    let out = dir.path().join("r.db");
+    pagelog::restore(&*store, &out, &RestoreOptions::at_bookmark(marks[19])).unwrap();
+    let n: i64 = rusqlite::Connection::open(&out)
+        .unwrap()
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 20);
+}
+
+#[test]
+fn reopen_continues_and_second_owner_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let path = dir.path().join("a.db");
+    let db = Database::open(&path, config(&store, Durability::Sync)).unwrap();
+    let conn = db.connect().unwrap();
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let m = db.commit_bookmark(&conn).unwrap();
+    // Sync mode: durable on return.
+    assert!(db.stats().durable_lsn >= m.lsn);
+    drop(conn);
+    db.close().unwrap();
+
+    let db = Database::open(&path, config(&store, Durability::Sync)).unwrap();
+    let conn = db.connect().unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
+    let m2 = db.commit_bookmark(&conn).unwrap();
+    assert!(m2 > m);
+    db.wait_replicated(&m2, Some(Duration::from_secs(30)))
+        .unwrap();
+    // Dropping without close keeps what was committed (and the next open ships the rest).
+    drop(conn);
+    drop(db);
+    let db = Database::open(&path, Config::new()).unwrap();
+    let n: i64 = db
+        .connect()
+        .unwrap()
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
+    // Without a store, replication is a typed error.
+    assert!(matches!(
+        db.wait_replicated(&db.bookmark(), None),
+        Err(Error::NoStore(_))
+    ));
+    assert!(db.stats().replicated_lsn.is_none());
+}
+
+#[test]
+fn another_process_owning_the_database_is_refused() {
+    // The owner is a child process holding the database open.
+    if std::env::var("PAGELOG_API_CHILD").is_ok() {
+        let path = std::env::var("PAGELOG_API_DB").unwrap();
+        let db = Database::open(&path, Config::new()).unwrap();
+        db.connect()
+            .unwrap()
+            .execute_batch("CREATE TABLE IF NOT EXISTS t(x)")
+            .unwrap();
+        println!("ready");
+        std::thread::sleep(Duration::from_secs(30));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("owned.db");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "another_process_owning_the_database_is_refused",
+            "--nocapture",
+        ])
+        .env("PAGELOG_API_CHILD", "1")
+        .env("PAGELOG_API_DB", &path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        use std::io::BufRead;
+        assert!(out.read_line(&mut line).unwrap() > 0, "child exited early");
+        if line.contains("ready") {
+            break;
+        }
+    }
+    let e = Database::open(&path, Config::new()).unwrap_err();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        matches!(e, Error::Vfs(pagelog::vfs::VfsError::Owned { .. })),
+        "{e}"
+    );
+    assert!(e.to_string().contains("pid"), "{e}");
+}
