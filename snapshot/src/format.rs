@@ -322,6 +322,44 @@ pub struct BatchHeader {
     pub raw_len: u64,
     /// CRC32 of the last record's payload (identifies the history at `last_lsn`).
     pub last_payload_crc: u32,
+    /// Flags ([`BATCH_FLAG_GAP`]).
+    pub flags: u32,
+}
+
+/// Batch flag: a recorded gap — the records `first_lsn..=last_lsn` are not in the store (they
+/// were dropped locally before they could be shipped; a snapshot at `last_lsn` follows). Such
+/// a batch has no records; its key fences the range like any batch.
+pub const BATCH_FLAG_GAP: u32 = 1;
+
+impl BatchHeader {
+    /// Whether this batch records a gap rather than holding records.
+    pub fn is_gap(&self) -> bool {
+        self.flags & BATCH_FLAG_GAP != 0
+    }
+}
+
+/// Encode a gap batch for `first_lsn..=last_lsn` (see [`BATCH_FLAG_GAP`]).
+pub fn encode_gap_batch(
+    database_id: u128,
+    timeline: u64,
+    first_lsn: Lsn,
+    last_lsn: Lsn,
+    timestamp_us: u64,
+) -> Vec<u8> {
+    let mut out = vec![0u8; BATCH_HEADER_LEN];
+    out[..8].copy_from_slice(BATCH_MAGIC);
+    put_u16(&mut out, 8, VERSION);
+    put_u16(&mut out, 10, COMPRESSION_NONE);
+    put_u128(&mut out, 16, database_id);
+    put_u64(&mut out, 32, timeline);
+    put_u64(&mut out, 40, first_lsn);
+    put_u64(&mut out, 48, last_lsn);
+    put_u64(&mut out, 56, timestamp_us);
+    put_u64(&mut out, 64, timestamp_us);
+    put_u32(&mut out, 76, crc32fast::hash(&[]));
+    put_u32(&mut out, 92, BATCH_FLAG_GAP);
+    seal_header(&mut out);
+    out
 }
 
 /// Accumulates records into one batch object.
@@ -405,6 +443,7 @@ impl BatchBuilder {
             body_crc: crc32fast::hash(&body),
             raw_len: self.raw.len() as u64,
             last_payload_crc: last_crc,
+            flags: 0,
         };
         let mut out = vec![0u8; BATCH_HEADER_LEN];
         out[..8].copy_from_slice(BATCH_MAGIC);
@@ -442,11 +481,14 @@ impl BatchHeader {
             body_crc: u32_at(b, 76),
             raw_len: u64_at(b, 80),
             last_payload_crc: u32_at(b, 88),
+            flags: u32_at(b, 92),
         };
-        if h.first_lsn == 0
-            || h.last_lsn < h.first_lsn
-            || h.last_lsn - h.first_lsn + 1 != h.records as u64
-        {
+        let count_ok = if h.is_gap() {
+            h.records == 0 && h.raw_len == 0
+        } else {
+            h.last_lsn.checked_sub(h.first_lsn).map(|d| d + 1) == Some(h.records as u64)
+        };
+        if h.first_lsn == 0 || h.last_lsn < h.first_lsn || !count_ok {
             return Err(corrupt(
                 key,
                 format!(
@@ -512,7 +554,8 @@ pub fn decode_batch(key: &str, b: &[u8]) -> Result<(BatchHeader, Vec<BatchRecord
             format!("{} records, header says {}", out.len(), h.records),
         ));
     }
-    if let Some(last) = out.last()
+    if !h.is_gap()
+        && let Some(last) = out.last()
         && crc32fast::hash(&last.payload) != h.last_payload_crc
     {
         return Err(corrupt(key, "last record does not match the header"));
@@ -788,6 +831,17 @@ mod tests {
             assert!(decode_batch("k", &bad).is_err(), "flip at {i}");
         }
         let e = decode_batch("t/log/x.plb", &obj[..50]).unwrap_err();
+        assert!(e.to_string().contains("t/log/x.plb"), "{e}");
+        // A gap batch: no records, a range.
+        let gap = encode_gap_batch(77, 2, 10, 20, 5);
+        let (h, recs) = decode_batch("g", &gap).unwrap();
+        assert!(h.is_gap() && recs.is_empty() && (h.first_lsn, h.last_lsn) == (10, 20));
+        let mut bad = gap.clone();
+        bad[92] = 0;
+        assert!(
+            decode_batch("g", &bad).is_err(),
+            "flag is covered by the header CRC"
+        );
         assert!(e.to_string().contains("t/log/x.plb"), "{e}");
     }
 

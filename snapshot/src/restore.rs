@@ -200,7 +200,7 @@ pub fn restorable_range(store: &dyn ObjectStore, t: &TimelineCatalog) -> Result<
         None => None,
     };
     let (first_lsn, first_time_us) = match (first_batch, first_snap) {
-        (Some(h), _) if h.first_lsn == 1 => (1, h.first_ts_us),
+        (Some(h), _) if h.first_lsn == 1 && !h.is_gap() => (1, h.first_ts_us),
         (_, Some(s)) => (s.lsn, t.manifest(store, s)?.timestamp_us),
         _ => return Err(empty()),
     };
@@ -419,6 +419,17 @@ pub fn restore(
                         timeline: t.timeline,
                         from: expect,
                         to: h.first_lsn - 1,
+                    });
+                }
+                if h.is_gap() && h.last_lsn >= expect {
+                    if target < h.first_lsn.max(expect) {
+                        return Ok(false);
+                    }
+                    return Err(SnapshotError::Gap {
+                        store: store.describe(),
+                        timeline: t.timeline,
+                        from: h.first_lsn.max(expect),
+                        to: h.last_lsn.min(target),
                     });
                 }
                 for r in records {

@@ -31,9 +31,9 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::catalog::Catalog;
 use crate::error::{Result, SnapshotError};
-use crate::format::{BatchBuilder, TimelineInfo, batch_key, timeline_key};
+use crate::format::{BatchBuilder, TimelineInfo, batch_key, encode_gap_batch, timeline_key};
 use crate::retention::apply_retention;
-use crate::snapshot::{SnapshotInfo, SnapshotOptions, take_snapshot};
+use crate::snapshot::{SnapshotInfo, SnapshotOptions, take_snapshot_with};
 use crate::store::{PutOutcome, StoreRef};
 use crate::upload::{Backoff, is_fatal, is_transient, put_immutable};
 
@@ -489,7 +489,7 @@ fn attach(db: &Database, store: &dyn crate::store::ObjectStore) -> Result<Start>
                 found: h.database_id,
             });
         }
-        if h.last_lsn >= log.first_lsn() {
+        if !h.is_gap() && h.last_lsn >= log.first_lsn() {
             match log.reader(h.last_lsn)?.next() {
                 Some(rec) => {
                     let rec = rec?;
@@ -505,8 +505,8 @@ fn attach(db: &Database, store: &dyn crate::store::ObjectStore) -> Result<Start>
     }
     let newest_snap = t.complete_snapshots().last();
     if let Some(s) = newest_snap
-        && s.lsn > last_header.map(|h| h.last_lsn).unwrap_or(0)
         && s.lsn >= log.first_lsn()
+        && s.lsn <= log.last_lsn()
     {
         let m = t.manifest(store, s)?;
         let same = match log.reader(s.lsn)?.next() {
@@ -529,7 +529,11 @@ fn attach(db: &Database, store: &dyn crate::store::ObjectStore) -> Result<Start>
         .filter(|b| b.first_lsn > snapshot_lsn)
         .map(|b| b.size)
         .sum();
-    let next_lsn = remote_last + 1;
+    let next_lsn = if remote_last == 0 {
+        claim.first_lsn.max(1)
+    } else {
+        remote_last + 1
+    };
     let need_base = if remote_last == 0 {
         log.first_lsn() > 1
     } else {
@@ -759,13 +763,33 @@ impl Worker {
         Ok(())
     }
 
-    /// Take and upload a snapshot; `requested` answers a `snapshot_now` caller.
+    /// Take and upload a snapshot; `requested` answers a `snapshot_now` caller. A base snapshot
+    /// (the store cannot continue from its last record) first records the skipped range as a
+    /// gap batch at the next key: like any batch, it is a conditional create, so a second
+    /// writer continuing the same timeline is fenced before any snapshot object is written.
     fn snapshot(&mut self, requested: bool) -> Result<()> {
         let asked = self.shared.state.lock().snap_requested;
-        let r = take_snapshot(
+        let (need_base, from) = (self.need_base, self.next_lsn);
+        let shared = &self.shared;
+        let fence = move |x: Lsn, ts: u64| -> Result<()> {
+            if !need_base || x < from {
+                return Ok(());
+            }
+            let key = batch_key(shared.timeline, from);
+            let gap = encode_gap_batch(shared.db.log().database_id(), shared.timeline, from, x, ts);
+            put_immutable(&*shared.store, shared.timeline, &key, &gap)?;
+            tracing::warn!(
+                from,
+                to = x,
+                "recorded a gap in the store's log; a snapshot follows"
+            );
+            Ok(())
+        };
+        let r = take_snapshot_with(
             &self.shared.db,
             &*self.shared.store,
             &self.shared.opts.snapshot,
+            &fence,
         );
         // The caller gets the outcome, failure included (it may call again).
         if requested {

@@ -78,11 +78,26 @@ fn io_err(path: &std::path::Path, context: &str, source: std::io::Error) -> Snap
     }
 }
 
+/// Called with the snapshot's LSN after the image is built and before anything is uploaded;
+/// an error aborts the snapshot. The shipper uses it to fence the LSN range a base snapshot
+/// stands for.
+pub type BeforeUpload<'a> = &'a dyn Fn(Lsn, u64) -> Result<()>;
+
 /// Take a snapshot of `db` at its last committed transaction and upload it to `store`.
 pub fn take_snapshot(
     db: &Database,
     store: &dyn ObjectStore,
     opts: &SnapshotOptions,
+) -> Result<SnapshotInfo> {
+    take_snapshot_with(db, store, opts, &|_, _| Ok(()))
+}
+
+/// [`take_snapshot`], calling `before_upload(lsn, timestamp_us)` once the image is ready.
+pub fn take_snapshot_with(
+    db: &Database,
+    store: &dyn ObjectStore,
+    opts: &SnapshotOptions,
+    before_upload: BeforeUpload<'_>,
 ) -> Result<SnapshotInfo> {
     let started = Instant::now();
     let log = db.log();
@@ -92,7 +107,7 @@ pub fn take_snapshot(
     let file = fs
         .open(&scratch, OpenOptions::create())
         .map_err(|e| io_err(&scratch, "creating", e))?;
-    let result = build_and_upload(db, store, opts, &file, &scratch, started);
+    let result = build_and_upload(db, store, opts, &file, &scratch, started, before_upload);
     drop(file);
     if let Err(e) = fs.remove(&scratch) {
         tracing::warn!(path = %scratch.display(), error = %e, "cannot remove snapshot scratch file");
@@ -107,6 +122,7 @@ fn build_and_upload(
     file: &FileRef,
     scratch: &std::path::Path,
     started: Instant,
+    before_upload: BeforeUpload<'_>,
 ) -> Result<SnapshotInfo> {
     let log = db.log();
     let (timeline, database_id) = (log.timeline(), log.database_id());
@@ -139,6 +155,8 @@ fn build_and_upload(
             found: hashes.checksum(),
         });
     }
+
+    before_upload(x, rec.timestamp_us)?;
 
     // Upload the parts, a few at a time.
     let pages_per_part = ((opts.part_bytes / page_size as usize).max(1)) as u32;

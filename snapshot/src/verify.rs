@@ -31,6 +31,9 @@ pub struct VerifyReport {
     pub records: u64,
     /// Complete snapshots checked.
     pub snapshots: usize,
+    /// Recorded gaps (timeline, first LSN, last LSN): records dropped locally before they
+    /// could be shipped, bridged by a snapshot; not restorable, not a fault of the store.
+    pub gaps: Vec<(u64, u64, u64)>,
     /// Problems, in key order.
     pub problems: Vec<Problem>,
 }
@@ -121,6 +124,9 @@ pub fn verify(store: &dyn ObjectStore) -> Result<VerifyReport> {
                 );
             }
             expect = Some(h.last_lsn + 1);
+            if h.is_gap() {
+                r.gaps.push((t.timeline, h.first_lsn, h.last_lsn));
+            }
             for rec in &records {
                 r.records += 1;
                 let ok = match rec.kind {

@@ -598,16 +598,20 @@ fn backlog_limit_drops_unshipped_log_and_bridges_with_a_snapshot() {
     let out = dir.path().join("r.db");
     restore_to(&store_ref, &out, RestoreTarget::Latest);
     assert!(file_bytes(&out) == image(&vfs, &path));
-    // The store's history has a gap where records were dropped unshipped; a restore inside it
-    // names the missing LSNs.
+    // The store's history records a gap where records were dropped unshipped (a gap batch,
+    // which fences the range like any batch); a restore inside it names the missing LSNs.
+    assert_eq!(check_contiguous(&*store_ref, 1), sh.replicated_lsn());
     let t = Catalog::load_timeline(&*store_ref, 1).unwrap();
     let mut gap = None;
-    for i in 0..t.batches.len() - 1 {
+    for i in 0..t.batches.len() {
         let h = t.batch_header(&*store_ref, i).unwrap();
-        if h.last_lsn + 1 != t.batches[i + 1].first_lsn {
-            gap = Some((h.last_lsn + 1, t.batches[i + 1].first_lsn - 1));
+        if h.is_gap() {
+            gap = Some((h.first_lsn, h.last_lsn));
         }
     }
+    let v = pagelog_snapshot::verify(&*store_ref).unwrap();
+    assert!(v.is_ok(), "{:?}", v.problems);
+    assert_eq!(v.gaps.len(), 1);
     let (from, to) = gap.expect("a gap in the shipped log");
     assert!(from >= lost_from);
     let snap = t.complete_snapshots().last().unwrap().lsn;
@@ -762,4 +766,91 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         }
         std::thread::park_timeout(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn two_copies_of_a_branch_cannot_both_continue_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    {
+        let conn = vfs.connect(&path).unwrap();
+        schema(&conn);
+        insert(&conn, 10, 1);
+        let sh = Shipper::start(
+            vfs.open_database(&path).unwrap(),
+            store_ref.clone(),
+            quick_opts(),
+        )
+        .unwrap();
+        sh.close(Duration::from_secs(10)).unwrap();
+    }
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    restore(
+        &*store_ref,
+        &a,
+        &RestoreOptions {
+            new_timeline: true,
+            ..RestoreOptions::default()
+        },
+    )
+    .unwrap();
+    clone_db(&a, &b);
+    let (ca, cb) = (vfs.connect(&a).unwrap(), vfs.connect(&b).unwrap());
+    let la = insert(&ca, 1, 100);
+    let lb = insert(&cb, 2, 200);
+    // Both copies need a base snapshot on the new timeline: the range it stands for is fenced
+    // by a gap batch at the timeline's first key, so only one can proceed.
+    let sa = Shipper::start(
+        vfs.open_database(&a).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    )
+    .unwrap();
+    let sb = Shipper::start(
+        vfs.open_database(&b).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    );
+    let ra = sa.wait_replicated(la, WAIT);
+    let winner_path = match sb {
+        Err(e) => {
+            eprintln!("the second copy was refused at attach: {e}");
+            assert!(
+                matches!(
+                    e,
+                    SnapshotError::Diverged { .. } | SnapshotError::StaleLocal { .. }
+                ),
+                "{e}"
+            );
+            ra.unwrap();
+            &a
+        }
+        Ok(sb) => {
+            let rb = sb.wait_replicated(lb, WAIT);
+            assert!(
+                ra.is_ok() != rb.is_ok(),
+                "exactly one copy continues: {ra:?} {rb:?}"
+            );
+            let loser = if ra.is_ok() { &sb } else { &sa };
+            eprintln!("fenced: {:?}", loser.status().stopped);
+            assert!(
+                loser
+                    .status()
+                    .stopped
+                    .unwrap_or_default()
+                    .contains("another writer")
+            );
+            if ra.is_ok() { &a } else { &b }
+        }
+    };
+    let out = dir.path().join("r.db");
+    let r = restore_to(&store_ref, &out, RestoreTarget::Latest);
+    assert_eq!(r.timeline, 2);
+    assert!(
+        file_bytes(&out) == image(&vfs, winner_path),
+        "the store holds one copy's history"
+    );
 }
