@@ -229,24 +229,28 @@ impl Shipper {
         if opts.batch_bytes == 0 {
             return Err(SnapshotError::Config("batch_bytes must be > 0".into()));
         }
-        let start = attach(&db, &*store)?;
+        // Attach now, so that another database, a stale copy or a diverged history is refused
+        // at once; if the store is unreachable, start anyway (commits never wait for the
+        // store) and attach when it returns.
+        let (start, unreachable) = match attach(&db, &*store) {
+            Ok(start) => (Some(start), None),
+            Err(e) if is_transient(&e) => {
+                tracing::warn!(error = %e, "store unreachable at start; will attach when it returns");
+                (None, Some(e.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
         let timeline = db.log().timeline();
-        tracing::info!(
-            store = %store.describe(),
-            timeline,
-            from_lsn = start.next_lsn,
-            needs_snapshot = start.need_base,
-            "shipper attached"
-        );
         let shared = Arc::new(Shared {
             db,
             store,
             opts,
             timeline,
-            replicated: AtomicU64::new(start.replicated),
+            replicated: AtomicU64::new(start.map(|s| s.replicated).unwrap_or(0)),
             state: Mutex::new(State {
-                store_available: true,
-                snapshot_lsn: start.snapshot_lsn,
+                store_available: unreachable.is_none(),
+                last_error: unreachable,
+                snapshot_lsn: start.map(|s| s.snapshot_lsn).unwrap_or(0),
                 ..State::default()
             }),
             work: Condvar::new(),
@@ -551,6 +555,8 @@ fn attach(db: &Database, store: &dyn crate::store::ObjectStore) -> Result<Start>
 /// The shipper thread's own state.
 struct Worker {
     shared: Arc<Shared>,
+    /// The store was checked and the starting point found.
+    attached: bool,
     next_lsn: Lsn,
     need_base: bool,
     builder: BatchBuilder,
@@ -565,16 +571,26 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(shared: Arc<Shared>, start: Start) -> Worker {
+    fn new(shared: Arc<Shared>, start: Option<Start>) -> Worker {
         let cap = shared.opts.max_retry_delay;
+        if let Some(s) = &start {
+            tracing::info!(
+                store = %shared.store.describe(),
+                timeline = shared.timeline,
+                from_lsn = s.next_lsn,
+                needs_snapshot = s.need_base,
+                "shipper attached"
+            );
+        }
         Worker {
             shared,
-            next_lsn: start.next_lsn,
-            need_base: start.need_base,
+            attached: start.is_some(),
+            next_lsn: start.map(|s| s.next_lsn).unwrap_or(0),
+            need_base: start.is_some_and(|s| s.need_base),
             builder: BatchBuilder::new(),
             first_pending_at: None,
             frozen: None,
-            shipped_since_snapshot: start.shipped_since_snapshot,
+            shipped_since_snapshot: start.map(|s| s.shipped_since_snapshot).unwrap_or(0),
             last_snapshot_at: Instant::now(),
             last_retention_at: None,
             backoff: Backoff::new(Duration::from_millis(100), cap),
@@ -653,6 +669,20 @@ impl Worker {
 
     /// One unit of work; `Ok(true)` if something was uploaded, `Ok(false)` if idle.
     fn step(&mut self, durable: Lsn, flush: bool, snapshot_wanted: bool) -> Result<bool> {
+        if !self.attached {
+            let start = attach(&self.shared.db, &*self.shared.store)?;
+            tracing::info!(
+                from_lsn = start.next_lsn,
+                "shipper attached after the store returned"
+            );
+            self.attached = true;
+            self.next_lsn = start.next_lsn;
+            self.need_base = start.need_base;
+            self.shipped_since_snapshot = start.shipped_since_snapshot;
+            self.shared.state.lock().snapshot_lsn = start.snapshot_lsn;
+            self.shared.set_replicated(start.replicated);
+            return Ok(true);
+        }
         // A base snapshot comes before anything else when the store cannot restore without it.
         if self.need_base {
             self.snapshot(false)?;

@@ -854,3 +854,35 @@ fn two_copies_of_a_branch_cannot_both_continue_it() {
         "the store holds one copy's history"
     );
 }
+
+#[test]
+fn a_store_down_at_start_does_not_stop_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    store.set_down(true);
+    let sh = Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    )
+    .unwrap();
+    let s = sh.status();
+    assert!(!s.store_available && s.last_error.is_some(), "{s:?}");
+    let mut last = 0;
+    for i in 0..10 {
+        last = insert(&conn, 2, i);
+    }
+    assert_eq!(sh.replicated_lsn(), 0);
+    store.set_down(false);
+    sh.wait_replicated(last, WAIT).unwrap();
+    assert_eq!(check_contiguous(&*store_ref, 1), sh.replicated_lsn());
+    let out = dir.path().join("r.db");
+    restore_to(&store_ref, &out, RestoreTarget::Latest);
+    assert!(file_bytes(&out) == image(&vfs, &path));
+    sh.close(Duration::from_secs(10)).unwrap();
+}
