@@ -284,19 +284,6 @@ impl TimelineInfo {
 // ---------------------------------------------------------------------------------------------
 // Log batches
 
-/// One log record in a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchRecord {
-    /// LSN.
-    pub lsn: Lsn,
-    /// Commit timestamp, microseconds since the Unix epoch.
-    pub timestamp_us: u64,
-    /// Record kind (the VFS's transaction or checkpoint mark).
-    pub kind: u16,
-    /// Payload.
-    pub payload: Vec<u8>,
-}
-
 /// The header of a log batch: enough to place it without reading its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
@@ -501,9 +488,64 @@ impl BatchHeader {
     }
 }
 
+/// Where one record lies in a decoded batch body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RecordSpan {
+    lsn: Lsn,
+    timestamp_us: u64,
+    kind: u16,
+    start: usize,
+    len: usize,
+}
+
+/// One record of a decoded batch, borrowed from its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// LSN.
+    pub lsn: Lsn,
+    /// Commit timestamp, microseconds since the Unix epoch.
+    pub timestamp_us: u64,
+    /// Record kind (the VFS's transaction or checkpoint mark).
+    pub kind: u16,
+    /// Payload.
+    pub payload: &'a [u8],
+}
+
+/// A checked, decompressed batch: its header and its records (borrowed from one buffer, so
+/// decoding copies no payload).
+#[derive(Debug, Clone)]
+pub struct DecodedBatch {
+    /// The header.
+    pub header: BatchHeader,
+    raw: Vec<u8>,
+    spans: Vec<RecordSpan>,
+}
+
+impl DecodedBatch {
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// No records (a gap batch).
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The records, in LSN order.
+    pub fn records(&self) -> impl Iterator<Item = RecordRef<'_>> + '_ {
+        self.spans.iter().map(|s| RecordRef {
+            lsn: s.lsn,
+            timestamp_us: s.timestamp_us,
+            kind: s.kind,
+            payload: &self.raw[s.start..s.start + s.len],
+        })
+    }
+}
+
 /// Decode a whole batch object: check its header, body checksum, and every record (consecutive
 /// LSNs, payload checksums).
-pub fn decode_batch(key: &str, b: &[u8]) -> Result<(BatchHeader, Vec<BatchRecord>)> {
+pub fn decode_batch(key: &str, b: &[u8]) -> Result<DecodedBatch> {
     let h = BatchHeader::decode(key, b)?;
     let body = &b[BATCH_HEADER_LEN..];
     if crc32fast::hash(body) != h.body_crc {
@@ -513,9 +555,10 @@ pub fn decode_batch(key: &str, b: &[u8]) -> Result<(BatchHeader, Vec<BatchRecord
         ));
     }
     let raw = decompress(key, h.compression, body, h.raw_len)?;
-    let mut out = Vec::with_capacity(h.records.min(1 << 16) as usize);
+    let mut spans = Vec::with_capacity(h.records.min(1 << 16) as usize);
     let mut at = 0usize;
     let mut expect = h.first_lsn;
+    let mut last_crc = None;
     while at < raw.len() {
         if raw.len() - at < BATCH_RECORD_HEADER_LEN {
             return Err(corrupt(key, format!("record header cut at byte {at}")));
@@ -529,38 +572,40 @@ pub fn decode_batch(key: &str, b: &[u8]) -> Result<(BatchHeader, Vec<BatchRecord
         if raw.len() - start < len {
             return Err(corrupt(key, format!("record {lsn} cut short")));
         }
-        let payload = &raw[start..start + len];
         if lsn != expect {
             return Err(corrupt(
                 key,
                 format!("record {lsn} where {expect} was expected"),
             ));
         }
-        if crc32fast::hash(payload) != crc {
+        if crc32fast::hash(&raw[start..start + len]) != crc {
             return Err(corrupt(key, format!("record {lsn} checksum mismatch")));
         }
-        out.push(BatchRecord {
+        spans.push(RecordSpan {
             lsn,
             timestamp_us: ts,
             kind,
-            payload: payload.to_vec(),
+            start,
+            len,
         });
+        last_crc = Some(crc);
         expect += 1;
         at = start + len;
     }
-    if out.len() as u64 != h.records as u64 {
+    if spans.len() as u64 != h.records as u64 {
         return Err(corrupt(
             key,
-            format!("{} records, header says {}", out.len(), h.records),
+            format!("{} records, header says {}", spans.len(), h.records),
         ));
     }
-    if !h.is_gap()
-        && let Some(last) = out.last()
-        && crc32fast::hash(&last.payload) != h.last_payload_crc
-    {
+    if !h.is_gap() && last_crc != Some(h.last_payload_crc) {
         return Err(corrupt(key, "last record does not match the header"));
     }
-    Ok((h, out))
+    Ok(DecodedBatch {
+        header: h,
+        raw,
+        spans,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -816,10 +861,11 @@ mod tests {
         assert!(b.push(11, 0, 1, b"gap").is_err());
         let (h, obj) = b.finish(77, 2).unwrap();
         assert_eq!((h.first_lsn, h.last_lsn, h.records), (5, 9, 5));
-        let (h2, recs) = decode_batch("k", &obj).unwrap();
-        assert_eq!(h, h2);
+        let d = decode_batch("k", &obj).unwrap();
+        assert_eq!(h, d.header);
+        let recs: Vec<_> = d.records().collect();
         assert_eq!(recs.len(), 5);
-        assert_eq!(recs[4].payload, vec![9u8; 2700]);
+        assert_eq!(recs[4].payload, &[9u8; 2700][..]);
         assert_eq!(recs[0].timestamp_us, 1005);
         // Every truncation and every single-byte flip is detected.
         for cut in [0, 10, BATCH_HEADER_LEN - 1, BATCH_HEADER_LEN, obj.len() - 1] {
@@ -834,8 +880,9 @@ mod tests {
         assert!(e.to_string().contains("t/log/x.plb"), "{e}");
         // A gap batch: no records, a range.
         let gap = encode_gap_batch(77, 2, 10, 20, 5);
-        let (h, recs) = decode_batch("g", &gap).unwrap();
-        assert!(h.is_gap() && recs.is_empty() && (h.first_lsn, h.last_lsn) == (10, 20));
+        let d = decode_batch("g", &gap).unwrap();
+        let h = d.header;
+        assert!(h.is_gap() && d.is_empty() && (h.first_lsn, h.last_lsn) == (10, 20));
         let mut bad = gap.clone();
         bad[92] = 0;
         assert!(

@@ -16,15 +16,14 @@ use std::time::{Duration, Instant};
 
 use pagelog_log::fs::{FileRef, FsRef, OpenOptions, StdFs};
 use pagelog_log::{Log, LogOptions, Lsn};
+use pagelog_vfs::checksum::page_hash;
 use pagelog_vfs::record::{KIND_TXN, TxnRecord, begin_txn, finish_txn};
-use pagelog_vfs::replay::apply_txn;
 
 use crate::catalog::{Catalog, TimelineCatalog};
 use crate::error::{Result, SnapshotError};
 use crate::fetch::fetch_ordered;
 use crate::format::{
-    BatchHeader, BatchRecord, Manifest, TimelineInfo, decode_batch, decode_part, part_key,
-    timeline_key,
+    DecodedBatch, Manifest, TimelineInfo, decode_batch, decode_part, part_key, timeline_key,
 };
 use crate::store::{ObjectStore, PutOutcome};
 
@@ -252,9 +251,9 @@ fn resolve_target(
                 let from_batches = match lo.checked_sub(1) {
                     Some(i) => {
                         let key = &t.batches[i].key;
-                        let (_, records) = decode_batch(key, &store.get(key)?)?;
-                        records
-                            .iter()
+                        let batch = decode_batch(key, &store.get(key)?)?;
+                        batch
+                            .records()
                             .take_while(|r| r.timestamp_us <= at)
                             .last()
                             .map(|r| r.lsn)
@@ -372,8 +371,19 @@ pub fn restore(
         .map_err(|e| io_err(&tmp, "creating", e))?;
     let result = (|| -> Result<RestoreReport> {
         let mut state = AppliedState::default();
+        // Each page's hash as written, for the whole-database checksum at the end.
+        let mut hashes = PageHashTable::default();
         if let Some(m) = &manifest {
-            lay_down_snapshot(store, t.timeline, m, &file, &tmp, opts.concurrency, &note)?;
+            lay_down_snapshot(
+                store,
+                t.timeline,
+                m,
+                &file,
+                &tmp,
+                opts.concurrency,
+                &note,
+                &mut hashes,
+            )?;
             state = AppliedState {
                 lsn: m.lsn,
                 page_size: m.page_size,
@@ -385,6 +395,7 @@ pub fn restore(
         }
         let batches = &t.batches[batch_range.clone()];
         let mut expect = base_lsn + 1;
+        let mut scratch = Vec::new();
         fetch_ordered(
             batches.len(),
             opts.concurrency.max(1),
@@ -395,8 +406,9 @@ pub fn restore(
                 note(bytes.len() as u64);
                 decode_batch(key, &bytes)
             },
-            |i, (h, records): (BatchHeader, Vec<BatchRecord>)| {
+            |i, batch: DecodedBatch| {
                 let key = &batches[i].key;
+                let h = batch.header;
                 if h.timeline != t.timeline || h.first_lsn != batches[i].first_lsn {
                     return Err(SnapshotError::Corrupt {
                         key: key.clone(),
@@ -432,16 +444,20 @@ pub fn restore(
                         to: h.last_lsn.min(target),
                     });
                 }
-                for r in records {
+                // Only the last image of each page in the batch is written, in page order.
+                let mut pages = PageSet::default();
+                let mut more = true;
+                for r in batch.records() {
                     if r.lsn < expect {
                         continue;
                     }
                     if r.lsn > target {
-                        return Ok(false);
+                        more = false;
+                        break;
                     }
                     if r.kind == KIND_TXN {
                         let txn =
-                            TxnRecord::decode(&r.payload).map_err(|e| SnapshotError::Corrupt {
+                            TxnRecord::decode(r.payload).map_err(|e| SnapshotError::Corrupt {
                                 key: key.clone(),
                                 reason: format!("record {}: {e}", r.lsn),
                             })?;
@@ -454,8 +470,20 @@ pub fn restore(
                                 ),
                             });
                         }
-                        apply_txn(&*file, &txn).map_err(|e| io_err(&tmp, "writing", e))?;
                         state.page_size = txn.page_size;
+                        if txn.db_pages < state.db_pages {
+                            // The database shrank: cut the file now, so that pages beyond the
+                            // new end read as zeros if it grows again.
+                            pages
+                                .flush(&*file, state.page_size, &mut scratch, &mut hashes)
+                                .map_err(|e| io_err(&tmp, "writing", e))?;
+                            file.set_len(txn.db_pages as u64 * txn.page_size as u64)
+                                .map_err(|e| io_err(&tmp, "resizing", e))?;
+                            hashes.resize(txn.db_pages);
+                        }
+                        for (pgno, data) in txn.pages() {
+                            pages.set(pgno, data);
+                        }
                         state.db_pages = txn.db_pages;
                         state.checksum = txn.checksum;
                         state.transactions += 1;
@@ -464,7 +492,10 @@ pub fn restore(
                     state.timestamp_us = r.timestamp_us;
                     expect = r.lsn + 1;
                 }
-                Ok(true)
+                pages
+                    .flush(&*file, state.page_size, &mut scratch, &mut hashes)
+                    .map_err(|e| io_err(&tmp, "writing", e))?;
+                Ok(more)
             },
         )?;
         if state.lsn < target {
@@ -485,13 +516,13 @@ pub fn restore(
         let size = state.db_pages as u64 * state.page_size as u64;
         file.set_len(size)
             .map_err(|e| io_err(&tmp, "resizing", e))?;
-        let hashes = pagelog_vfs::checksum::hash_file(&*file, state.page_size)
-            .map_err(|e| io_err(&tmp, "hashing", e))?;
-        if hashes.checksum() != state.checksum || hashes.pages() != state.db_pages {
+        hashes.resize(state.db_pages);
+        let found = hashes.checksum(state.page_size);
+        if found != state.checksum {
             return Err(SnapshotError::ChecksumMismatch {
                 lsn: target,
                 expected: state.checksum,
-                found: hashes.checksum(),
+                found,
             });
         }
         file.sync_data().map_err(|e| io_err(&tmp, "syncing", e))?;
@@ -549,6 +580,83 @@ pub fn restore(
     Ok(report)
 }
 
+/// The last image of each page written by a run of transactions, borrowed from their batch.
+#[derive(Default)]
+struct PageSet<'a> {
+    pages: std::collections::BTreeMap<u32, &'a [u8]>,
+}
+
+impl<'a> PageSet<'a> {
+    fn set(&mut self, pgno: u32, data: &'a [u8]) {
+        self.pages.insert(pgno, data);
+    }
+
+    /// Write the pages at their offsets, runs of adjacent pages (up to 1 MiB) in one call, and
+    /// record their hashes.
+    fn flush(
+        &mut self,
+        file: &dyn pagelog_log::fs::FsFile,
+        page_size: u32,
+        scratch: &mut Vec<u8>,
+        hashes: &mut PageHashTable,
+    ) -> std::io::Result<()> {
+        let ps = page_size as u64;
+        let max_run = ((1usize << 20) / page_size as usize).max(1);
+        let mut run_start = 0u32;
+        let mut run_len = 0usize;
+        scratch.clear();
+        for (&pgno, data) in &self.pages {
+            hashes.set(pgno, page_hash(pgno, data));
+            if run_len > 0 && (pgno != run_start + run_len as u32 || run_len == max_run) {
+                file.write_all_at(scratch, (run_start as u64 - 1) * ps)?;
+                scratch.clear();
+                run_len = 0;
+            }
+            if run_len == 0 {
+                run_start = pgno;
+            }
+            scratch.extend_from_slice(data);
+            run_len += 1;
+        }
+        if run_len > 0 {
+            file.write_all_at(scratch, (run_start as u64 - 1) * ps)?;
+        }
+        self.pages.clear();
+        Ok(())
+    }
+}
+
+/// The hash of every page as restore wrote it; pages never written (after the database grew)
+/// hash as zeros, as in the VFS's checksum.
+#[derive(Debug, Default)]
+struct PageHashTable {
+    hashes: Vec<Option<u64>>,
+}
+
+impl PageHashTable {
+    fn resize(&mut self, pages: u32) {
+        self.hashes.resize(pages as usize, None);
+    }
+
+    fn set(&mut self, pgno: u32, hash: u64) {
+        let i = pgno as usize - 1;
+        if self.hashes.len() <= i {
+            self.hashes.resize(i + 1, None);
+        }
+        self.hashes[i] = Some(hash);
+    }
+
+    /// The whole-database checksum (XOR of the page hashes).
+    fn checksum(&self, page_size: u32) -> u64 {
+        let zeros = vec![0u8; page_size as usize];
+        self.hashes
+            .iter()
+            .enumerate()
+            .map(|(i, h)| h.unwrap_or_else(|| page_hash(i as u32 + 1, &zeros)))
+            .fold(0, |a, h| a ^ h)
+    }
+}
+
 #[derive(Debug, Default)]
 struct AppliedState {
     lsn: Lsn,
@@ -567,9 +675,12 @@ fn lay_down_snapshot(
     tmp: &Path,
     concurrency: usize,
     note: &(dyn Fn(u64) + Sync),
+    hashes: &mut PageHashTable,
 ) -> Result<()> {
     file.set_len(m.db_pages as u64 * m.page_size as u64)
         .map_err(|e| io_err(tmp, "sizing", e))?;
+    hashes.resize(m.db_pages);
+    let table = parking_lot::Mutex::new(hashes);
     fetch_ordered(
         m.parts.len(),
         concurrency.max(1),
@@ -595,6 +706,15 @@ fn lay_down_snapshot(
             // Parts cover disjoint pages: write from the fetching thread.
             file.write_all_at(&pages, (first as u64 - 1) * m.page_size as u64)
                 .map_err(|e| io_err(tmp, "writing", e))?;
+            let hs: Vec<u64> = pages
+                .chunks_exact(m.page_size as usize)
+                .enumerate()
+                .map(|(j, p)| page_hash(first + j as u32, p))
+                .collect();
+            let mut t = table.lock();
+            for (j, h) in hs.into_iter().enumerate() {
+                t.set(first + j as u32, h);
+            }
             Ok(())
         },
         |_, ()| Ok(true),

@@ -83,7 +83,7 @@ pub fn verify(store: &dyn ObjectStore) -> Result<VerifyReport> {
                 }
             };
             r.bytes += bytes.len() as u64;
-            let (h, records) = match decode_batch(&b.key, &bytes) {
+            let batch = match decode_batch(&b.key, &bytes) {
                 Ok(x) => x,
                 Err(e) => {
                     problem(&b.key, e.to_string());
@@ -91,6 +91,7 @@ pub fn verify(store: &dyn ObjectStore) -> Result<VerifyReport> {
                     continue;
                 }
             };
+            let h = batch.header;
             if h.first_lsn != b.first_lsn || h.timeline != t.timeline {
                 problem(&b.key, "header does not match the key".into());
             }
@@ -127,13 +128,13 @@ pub fn verify(store: &dyn ObjectStore) -> Result<VerifyReport> {
             if h.is_gap() {
                 r.gaps.push((t.timeline, h.first_lsn, h.last_lsn));
             }
-            for rec in &records {
+            for rec in batch.records() {
                 r.records += 1;
                 let ok = match rec.kind {
-                    KIND_TXN => TxnRecord::decode(&rec.payload)
+                    KIND_TXN => TxnRecord::decode(rec.payload)
                         .map(|_| ())
                         .map_err(|e| e.to_string()),
-                    KIND_CHECKPOINT => pagelog_vfs::record::CheckpointMark::decode(&rec.payload)
+                    KIND_CHECKPOINT => pagelog_vfs::record::CheckpointMark::decode(rec.payload)
                         .map(|_| ())
                         .map_err(|e| e.to_string()),
                     k => Err(format!("unknown record kind {k}")),
