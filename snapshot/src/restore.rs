@@ -374,16 +374,7 @@ pub fn restore(
         // Each page's hash as written, for the whole-database checksum at the end.
         let mut hashes = PageHashTable::default();
         if let Some(m) = &manifest {
-            lay_down_snapshot(
-                store,
-                t.timeline,
-                m,
-                &file,
-                &tmp,
-                opts.concurrency,
-                &note,
-                &mut hashes,
-            )?;
+            lay_down_snapshot(store, m, &file, &tmp, opts.concurrency, &note, &mut hashes)?;
             state = AppliedState {
                 lsn: m.lsn,
                 page_size: m.page_size,
@@ -669,7 +660,6 @@ struct AppliedState {
 
 fn lay_down_snapshot(
     store: &dyn ObjectStore,
-    timeline: u64,
     m: &Manifest,
     file: &FileRef,
     tmp: &Path,
@@ -686,7 +676,7 @@ fn lay_down_snapshot(
         concurrency.max(1),
         concurrency.max(1) * 2,
         |i| {
-            let key = part_key(timeline, m.lsn, i as u32);
+            let key = part_key(m.timeline, m.lsn, i as u32);
             let bytes = store.get(&key)?;
             note(bytes.len() as u64);
             let (h, pages) = decode_part(&key, &bytes)?;
