@@ -46,7 +46,7 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
         out.json(&to_json(&name, &report))?;
     } else {
         for p in &report.problems {
-            out.line(format!("{}: {}", p.key, p.message))?;
+            out.line(format!("{}: {}", p.key, without_key(&p.key, &p.message)))?;
         }
         out.line(format!(
             "{}: {} ({}), {}, {} checked; {}",
@@ -70,7 +70,7 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
                 "{} in {name}; first: {}: {}",
                 output::count(n as u64, "problem"),
                 report.problems[0].key,
-                report.problems[0].message
+                without_key(&report.problems[0].key, &report.problems[0].message)
             ),
         ));
     }
@@ -83,6 +83,15 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The message without a leading "corrupt object KEY: " (the line starts with the key).
+fn without_key<'a>(key: &str, message: &'a str) -> &'a str {
+    message
+        .strip_prefix("corrupt object ")
+        .and_then(|m| m.strip_prefix(key))
+        .and_then(|m| m.strip_prefix(": "))
+        .unwrap_or(message)
+}
+
 fn to_json(store: &str, r: &VerifyReport) -> serde_json::Value {
     json!({
         "store": store,
@@ -93,4 +102,22 @@ fn to_json(store: &str, r: &VerifyReport) -> serde_json::Value {
         "snapshots": r.snapshots,
         "problems": r.problems.iter().map(|p| json!({"key": p.key, "message": p.message})).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_not_repeated() {
+        assert_eq!(without_key("k/1", "corrupt object k/1: bad CRC"), "bad CRC");
+        assert_eq!(
+            without_key("k/1", "gap: records 3..=4"),
+            "gap: records 3..=4"
+        );
+        assert_eq!(
+            without_key("k/1", "corrupt object k/2: x"),
+            "corrupt object k/2: x"
+        );
+    }
 }
