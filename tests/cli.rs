@@ -391,6 +391,51 @@ fn restore_out_of_range_names_the_range() {
 }
 
 #[test]
+fn restore_on_a_new_timeline_is_listed_as_a_branch() {
+    let h = history();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    copy_dir(&h.store, &store);
+    let out = dir.path().join("branch.db");
+    let at = h.snapshot_lsn + 3;
+    let r = json(&[
+        "restore",
+        s(&store),
+        "-o",
+        s(&out),
+        "--lsn",
+        &at.to_string(),
+        "--new-timeline",
+        "--json",
+    ]);
+    assert_eq!(r["new_timeline"], 2);
+    assert_eq!(r["lsn"], at);
+    assert!(std::fs::read(&out).unwrap() == h.image_at(at));
+    assert!(PathBuf::from(format!("{}-pagelog", out.display())).is_dir());
+    // Its local log continues the new timeline from the branch point.
+    let v = json(&["log", "dump", s(&out), "--json"]);
+    assert_eq!(v["log"]["timeline"], 2);
+    assert_eq!(v["log"]["first_lsn"], at + 1);
+
+    let v = json(&["ls", s(&store), "--json"]);
+    assert_eq!(v["timeline_count"], 2);
+    assert_eq!(v["latest_timeline"], 1, "the branch has no content yet");
+    let t2 = &v["timelines"][1];
+    assert_eq!(t2["timeline"], 2);
+    assert_eq!(t2["parent_timeline"], 1);
+    assert_eq!(t2["parent_lsn"], at);
+    assert_eq!(t2["first_lsn"], at + 1);
+    assert_eq!(t2["restorable"], Value::Null);
+    assert_eq!(t2["batches"]["count"], 0);
+    let text = ok(&["ls", s(&store)]);
+    assert!(
+        text.contains(&format!("timeline 2: branched from timeline 1 at LSN {at}")),
+        "{text}"
+    );
+    assert!(text.contains("restorable  nothing yet"), "{text}");
+}
+
+#[test]
 fn ls_reports_timelines_snapshots_batches_and_range() {
     let h = history();
     let v = json(&["ls", s(&h.store), "--json"]);
@@ -684,6 +729,7 @@ fn bad_inputs_get_the_documented_exit_codes() {
     let o = run(&["log", "dump", s(&dir.path().join("nothing.db"))]);
     assert_eq!(code(&o), 5, "{}", stderr(&o));
     assert!(stderr(&o).contains("no pagelog log"), "{}", stderr(&o));
+    assert!(!dir.path().join("nothing.db-pagelog").exists());
 }
 
 #[test]
