@@ -64,7 +64,19 @@ fn history() -> &'static History {
 }
 
 fn build_history() -> History {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-history");
+    // A directory per test process (a static is never dropped, so it outlives the tests);
+    // those of earlier runs are removed once an hour old.
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    for e in std::fs::read_dir(&tmp).unwrap().flatten() {
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|a| a > Duration::from_secs(3600)));
+        if stale && e.file_name().to_string_lossy().starts_with("cli-history-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let root = tmp.join(format!("cli-history-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     let db = root.join("app.db");
