@@ -372,6 +372,14 @@ fn restore_refuses_to_overwrite_without_force() {
     assert_eq!(std::fs::read(&out).unwrap(), b"precious");
     ok(&["restore", s(&h.store), "-o", s(&out), "--force"]);
     assert_eq!(std::fs::read(&out).unwrap(), h.image_at(h.replicated));
+    // A directory is never replaced, --force or not.
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("keep"), b"x").unwrap();
+    let o = run(&["restore", s(&h.store), "-o", s(&sub), "--force"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+    assert!(sub.join("keep").exists());
 }
 
 #[test]

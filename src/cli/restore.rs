@@ -28,9 +28,9 @@ Examples:
   pagelog restore /backups/app -o app.db --bookmark 00000001-00000000000004d2 --force
   pagelog restore /backups/app -o app.db --new-timeline   # then open and write app.db
 
-Exit codes: 0 restored; 3 corrupt object, checksum mismatch or failed integrity check;
-4 target out of range or records missing; 5 empty store or no such timeline;
-6 output exists (no --force); 1 other errors.";
+Exit codes: 0 restored; 2 bad arguments (or -o names a directory); 3 corrupt object,
+checksum mismatch or failed integrity check; 4 target out of range or records missing;
+5 empty store or no such timeline; 6 output exists (no --force); 1 other errors.";
 
 /// Arguments of `pagelog restore`.
 #[derive(Debug, Args)]
@@ -101,6 +101,16 @@ impl RestoreArgs {
 
 /// Run `pagelog restore`.
 pub fn run(ctx: &Context, args: RestoreArgs) -> Result<(), CliError> {
+    // --force replaces the output whatever it is; never a directory (`-o ~ --force`).
+    if args.output.is_dir() {
+        return Err(CliError::new(
+            Exit::Usage,
+            format!(
+                "{} is a directory; -o names the database file to write",
+                args.output.display()
+            ),
+        ));
+    }
     let store = super::store::open(&args.store_url, &ctx.store)?;
     let mut opts = args.options();
     let bar = progress::bytes_bar(ctx.progress, "downloading");
