@@ -949,3 +949,28 @@ fn a_store_down_at_start_does_not_stop_the_database() {
     assert!(file_bytes(&out) == image(&vfs, &path));
     sh.close(Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn a_hanging_store_does_not_block_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let db = vfs.open_database(&path).unwrap();
+    let sh = Shipper::start(db.clone(), store_ref.clone(), quick_opts()).unwrap();
+    store.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The shipper is stuck inside an upload; commits (durable on return) go on regardless.
+    let mut last = 0;
+    for i in 0..50 {
+        last = insert(&conn, 2, i);
+        assert!(db.durable_lsn() >= last);
+    }
+    assert!(sh.replicated_lsn() < last);
+    store.hang.store(false, std::sync::atomic::Ordering::SeqCst);
+    sh.wait_replicated(last, WAIT).unwrap();
+    assert_eq!(check_contiguous(&*store_ref, 1), sh.replicated_lsn());
+    sh.close(Duration::from_secs(10)).unwrap();
+}
