@@ -208,27 +208,46 @@ fn check_header(key: &str, b: &[u8], magic: &[u8; 8], len: usize) -> Result<()> 
     Ok(())
 }
 
-fn compress(raw: &[u8]) -> Result<Vec<u8>> {
-    zstd::bulk::compress(raw, ZSTD_LEVEL).map_err(|e| SnapshotError::Encode(e.to_string()))
+/// Compress with zstd, or keep the bytes as they are when that does not make them smaller
+/// (random data): returns the compression used and the body.
+fn compress(raw: &[u8]) -> Result<(u16, Vec<u8>)> {
+    let z =
+        zstd::bulk::compress(raw, ZSTD_LEVEL).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+    if z.len() < raw.len() {
+        Ok((COMPRESSION_ZSTD, z))
+    } else {
+        Ok((COMPRESSION_NONE, raw.to_vec()))
+    }
 }
 
-fn decompress(key: &str, compression: u16, body: &[u8], raw_len: u64) -> Result<Vec<u8>> {
+/// The decompressed body of `object` (whose body starts at `start`), as a buffer and the
+/// offset where the body begins in it: an uncompressed body is used in place, not copied.
+fn decompress(
+    key: &str,
+    compression: u16,
+    object: Vec<u8>,
+    start: usize,
+    raw_len: u64,
+) -> Result<(Vec<u8>, usize)> {
     if raw_len > MAX_BODY {
         return Err(corrupt(key, format!("body length {raw_len} too large")));
     }
-    let raw = match compression {
-        COMPRESSION_NONE => body.to_vec(),
-        COMPRESSION_ZSTD => zstd::bulk::decompress(body, raw_len as usize)
-            .map_err(|e| corrupt(key, format!("zstd: {e}")))?,
+    let (buf, at) = match compression {
+        COMPRESSION_NONE => (object, start),
+        COMPRESSION_ZSTD => (
+            zstd::bulk::decompress(&object[start..], raw_len as usize)
+                .map_err(|e| corrupt(key, format!("zstd: {e}")))?,
+            0,
+        ),
         c => return Err(corrupt(key, format!("unknown compression {c}"))),
     };
-    if raw.len() as u64 != raw_len {
+    if (buf.len() - at) as u64 != raw_len {
         return Err(corrupt(
             key,
-            format!("body is {} bytes, header says {raw_len}", raw.len()),
+            format!("body is {} bytes, header says {raw_len}", buf.len() - at),
         ));
     }
-    Ok(raw)
+    Ok((buf, at))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -417,7 +436,7 @@ impl BatchBuilder {
         else {
             return Err(SnapshotError::Encode("empty batch".into()));
         };
-        let body = compress(&self.raw)?;
+        let (compression, body) = compress(&self.raw)?;
         let header = BatchHeader {
             database_id,
             timeline,
@@ -426,7 +445,7 @@ impl BatchBuilder {
             first_ts_us: first_ts,
             last_ts_us: last_ts,
             records: self.records,
-            compression: COMPRESSION_ZSTD,
+            compression,
             body_crc: crc32fast::hash(&body),
             raw_len: self.raw.len() as u64,
             last_payload_crc: last_crc,
@@ -545,18 +564,16 @@ impl DecodedBatch {
 
 /// Decode a whole batch object: check its header, body checksum, and every record (consecutive
 /// LSNs, payload checksums).
-pub fn decode_batch(key: &str, b: &[u8]) -> Result<DecodedBatch> {
-    let h = BatchHeader::decode(key, b)?;
-    let body = &b[BATCH_HEADER_LEN..];
-    if crc32fast::hash(body) != h.body_crc {
+pub fn decode_batch(key: &str, b: Vec<u8>) -> Result<DecodedBatch> {
+    let h = BatchHeader::decode(key, &b)?;
+    if crc32fast::hash(&b[BATCH_HEADER_LEN..]) != h.body_crc {
         return Err(corrupt(
             key,
             "body checksum mismatch (truncated or corrupt)",
         ));
     }
-    let raw = decompress(key, h.compression, body, h.raw_len)?;
+    let (raw, mut at) = decompress(key, h.compression, b, BATCH_HEADER_LEN, h.raw_len)?;
     let mut spans = Vec::with_capacity(h.records.min(1 << 16) as usize);
-    let mut at = 0usize;
     let mut expect = h.first_lsn;
     let mut last_crc = None;
     while at < raw.len() {
@@ -641,11 +658,11 @@ pub fn encode_part(
     first_pgno: u32,
     pages: &[u8],
 ) -> Result<Vec<u8>> {
-    let body = compress(pages)?;
+    let (compression, body) = compress(pages)?;
     let mut out = vec![0u8; PART_HEADER_LEN];
     out[..8].copy_from_slice(PART_MAGIC);
     put_u16(&mut out, 8, VERSION);
-    put_u16(&mut out, 10, COMPRESSION_ZSTD);
+    put_u16(&mut out, 10, compression);
     put_u128(&mut out, 16, database_id);
     put_u64(&mut out, 32, lsn);
     put_u32(&mut out, 40, page_size);
@@ -663,32 +680,52 @@ pub fn part_body_crc(part: &[u8]) -> u32 {
     u32_at(part, 52)
 }
 
+/// A decoded snapshot part: its header and its pages (in place in the object when stored
+/// uncompressed).
+#[derive(Debug, Clone)]
+pub struct PartPages {
+    /// The header.
+    pub header: PartHeader,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl PartPages {
+    /// The pages, concatenated.
+    pub fn pages(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
 /// Decode a snapshot part: its header and its pages.
-pub fn decode_part(key: &str, b: &[u8]) -> Result<(PartHeader, Vec<u8>)> {
-    check_header(key, b, PART_MAGIC, PART_HEADER_LEN)?;
+pub fn decode_part(key: &str, b: Vec<u8>) -> Result<PartPages> {
+    check_header(key, &b, PART_MAGIC, PART_HEADER_LEN)?;
     let h = PartHeader {
-        compression: u16_at(b, 10),
-        database_id: u128_at(b, 16),
-        lsn: u64_at(b, 32),
-        page_size: u32_at(b, 40),
-        first_pgno: u32_at(b, 44),
-        pages: u32_at(b, 48),
-        body_crc: u32_at(b, 52),
-        timeline: u64_at(b, 56),
+        compression: u16_at(&b, 10),
+        database_id: u128_at(&b, 16),
+        lsn: u64_at(&b, 32),
+        page_size: u32_at(&b, 40),
+        first_pgno: u32_at(&b, 44),
+        pages: u32_at(&b, 48),
+        body_crc: u32_at(&b, 52),
+        timeline: u64_at(&b, 56),
     };
     if !pagelog_vfs::record::valid_page_size(h.page_size) || h.first_pgno == 0 {
         return Err(corrupt(key, "invalid page size or first page"));
     }
-    let body = &b[PART_HEADER_LEN..];
-    if crc32fast::hash(body) != h.body_crc {
+    if crc32fast::hash(&b[PART_HEADER_LEN..]) != h.body_crc {
         return Err(corrupt(
             key,
             "body checksum mismatch (truncated or corrupt)",
         ));
     }
     let raw_len = h.pages as u64 * h.page_size as u64;
-    let pages = decompress(key, h.compression, body, raw_len)?;
-    Ok((h, pages))
+    let (buf, start) = decompress(key, h.compression, b, PART_HEADER_LEN, raw_len)?;
+    Ok(PartPages {
+        header: h,
+        buf,
+        start,
+    })
 }
 
 /// One part as the manifest lists it.
@@ -861,7 +898,7 @@ mod tests {
         assert!(b.push(11, 0, 1, b"gap").is_err());
         let (h, obj) = b.finish(77, 2).unwrap();
         assert_eq!((h.first_lsn, h.last_lsn, h.records), (5, 9, 5));
-        let d = decode_batch("k", &obj).unwrap();
+        let d = decode_batch("k", obj.clone()).unwrap();
         assert_eq!(h, d.header);
         let recs: Vec<_> = d.records().collect();
         assert_eq!(recs.len(), 5);
@@ -869,24 +906,24 @@ mod tests {
         assert_eq!(recs[0].timestamp_us, 1005);
         // Every truncation and every single-byte flip is detected.
         for cut in [0, 10, BATCH_HEADER_LEN - 1, BATCH_HEADER_LEN, obj.len() - 1] {
-            assert!(decode_batch("k", &obj[..cut]).is_err(), "cut {cut}");
+            assert!(decode_batch("k", obj[..cut].to_vec()).is_err(), "cut {cut}");
         }
         for i in (0..obj.len()).step_by(7) {
             let mut bad = obj.clone();
             bad[i] ^= 0x40;
-            assert!(decode_batch("k", &bad).is_err(), "flip at {i}");
+            assert!(decode_batch("k", bad).is_err(), "flip at {i}");
         }
-        let e = decode_batch("t/log/x.plb", &obj[..50]).unwrap_err();
+        let e = decode_batch("t/log/x.plb", obj[..50].to_vec()).unwrap_err();
         assert!(e.to_string().contains("t/log/x.plb"), "{e}");
         // A gap batch: no records, a range.
         let gap = encode_gap_batch(77, 2, 10, 20, 5);
-        let d = decode_batch("g", &gap).unwrap();
+        let d = decode_batch("g", gap.clone()).unwrap();
         let h = d.header;
         assert!(h.is_gap() && d.is_empty() && (h.first_lsn, h.last_lsn) == (10, 20));
         let mut bad = gap.clone();
         bad[92] = 0;
         assert!(
-            decode_batch("g", &bad).is_err(),
+            decode_batch("g", bad).is_err(),
             "flag is covered by the header CRC"
         );
         assert!(e.to_string().contains("t/log/x.plb"), "{e}");
@@ -896,13 +933,22 @@ mod tests {
     fn part_manifest_and_timeline_round_trip() {
         let pages: Vec<u8> = (0..3 * 512).map(|i| (i % 251) as u8).collect();
         let obj = encode_part(1, 1, 50, 512, 4, &pages).unwrap();
-        let (h, back) = decode_part("p", &obj).unwrap();
+        let p = decode_part("p", obj.clone()).unwrap();
+        let h = p.header;
         assert_eq!((h.first_pgno, h.pages, h.lsn), (4, 3, 50));
-        assert_eq!(back, pages);
+        assert_eq!(p.pages(), &pages[..]);
+        assert_eq!(h.compression, COMPRESSION_ZSTD, "patterned pages compress");
+        // Random pages are stored as they are, and read back the same.
+        let random: Vec<u8> = (0..2 * 512u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let obj2 = encode_part(1, 1, 50, 512, 1, &random).unwrap();
+        let p2 = decode_part("p2", obj2).unwrap();
+        assert_eq!(p2.pages(), &random[..]);
         let mut bad = obj.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(decode_part("p", &bad).is_err());
+        assert!(decode_part("p", bad).is_err());
 
         let m = Manifest {
             database_id: 9,

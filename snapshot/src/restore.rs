@@ -251,7 +251,7 @@ fn resolve_target(
                 let from_batches = match lo.checked_sub(1) {
                     Some(i) => {
                         let key = &t.batches[i].key;
-                        let batch = decode_batch(key, &store.get(key)?)?;
+                        let batch = decode_batch(key, store.get(key)?)?;
                         batch
                             .records()
                             .take_while(|r| r.timestamp_us <= at)
@@ -384,7 +384,6 @@ pub fn restore(
         // Each page's hash as written, for the whole-database checksum at the end.
         let mut hashes = PageHashTable::default();
         if let Some(m) = &manifest {
-            lay_down_snapshot(store, m, &file, &tmp, opts.concurrency, &note, &mut hashes)?;
             state = AppliedState {
                 lsn: m.lsn,
                 page_size: m.page_size,
@@ -397,108 +396,128 @@ pub fn restore(
         let batches = &t.batches[batch_range.clone()];
         let mut expect = base_lsn + 1;
         let mut scratch = Vec::new();
-        fetch_ordered(
-            batches.len(),
-            opts.concurrency.max(1),
-            opts.concurrency.max(1),
-            |i| {
-                let key = &batches[i].key;
-                let bytes = store.get(key)?;
-                note(bytes.len() as u64);
-                decode_batch(key, &bytes)
-            },
-            |i, batch: DecodedBatch| {
-                let key = &batches[i].key;
-                let h = batch.header;
-                if h.timeline != t.timeline || h.first_lsn != batches[i].first_lsn {
-                    return Err(SnapshotError::Corrupt {
-                        key: key.clone(),
-                        reason: "header does not match the key".into(),
-                    });
+        // The snapshot is laid down on its own threads while the first batches download and
+        // decode; batches are applied once it is done.
+        std::thread::scope(|scope| -> Result<()> {
+            let mut laying = manifest.as_ref().map(|m| {
+                let (file, tmp, note) = (&file, &tmp, &note);
+                scope.spawn(move || lay_down_snapshot(store, m, file, tmp, opts.concurrency, note))
+            });
+            let mut laid = |hashes: &mut PageHashTable| -> Result<()> {
+                if let Some(h) = laying.take() {
+                    *hashes = h.join().map_err(|_| {
+                        SnapshotError::Encode("the snapshot download thread panicked".into())
+                    })??;
                 }
-                match database_id {
-                    Some(id) if id != h.database_id => {
-                        return Err(SnapshotError::WrongDatabase {
+                Ok(())
+            };
+            let batch_threads = opts.concurrency.clamp(1, 4);
+            fetch_ordered(
+                batches.len(),
+                batch_threads,
+                batch_threads,
+                |i| {
+                    let key = &batches[i].key;
+                    let bytes = store.get(key)?;
+                    note(bytes.len() as u64);
+                    decode_batch(key, bytes)
+                },
+                |i, batch: DecodedBatch| {
+                    laid(&mut hashes)?;
+                    let key = &batches[i].key;
+                    let h = batch.header;
+                    if h.timeline != t.timeline || h.first_lsn != batches[i].first_lsn {
+                        return Err(SnapshotError::Corrupt {
                             key: key.clone(),
-                            expected: id,
-                            found: h.database_id,
+                            reason: "header does not match the key".into(),
                         });
                     }
-                    _ => database_id = Some(h.database_id),
-                }
-                if h.first_lsn > expect {
-                    return Err(SnapshotError::Gap {
-                        store: store.describe(),
-                        timeline: t.timeline,
-                        from: expect,
-                        to: h.first_lsn - 1,
-                    });
-                }
-                if h.is_gap() && h.last_lsn >= expect {
-                    if target < h.first_lsn.max(expect) {
-                        return Ok(false);
-                    }
-                    return Err(SnapshotError::Gap {
-                        store: store.describe(),
-                        timeline: t.timeline,
-                        from: h.first_lsn.max(expect),
-                        to: h.last_lsn.min(target),
-                    });
-                }
-                // Only the last image of each page in the batch is written, in page order.
-                let mut pages = PageSet::default();
-                let mut more = true;
-                for r in batch.records() {
-                    if r.lsn < expect {
-                        continue;
-                    }
-                    if r.lsn > target {
-                        more = false;
-                        break;
-                    }
-                    if r.kind == KIND_TXN {
-                        let txn =
-                            TxnRecord::decode(r.payload).map_err(|e| SnapshotError::Corrupt {
+                    match database_id {
+                        Some(id) if id != h.database_id => {
+                            return Err(SnapshotError::WrongDatabase {
                                 key: key.clone(),
-                                reason: format!("record {}: {e}", r.lsn),
-                            })?;
-                        if state.page_size != 0 && txn.page_size != state.page_size {
-                            return Err(SnapshotError::Corrupt {
-                                key: key.clone(),
-                                reason: format!(
-                                    "record {} changes the page size to {}",
-                                    r.lsn, txn.page_size
-                                ),
+                                expected: id,
+                                found: h.database_id,
                             });
                         }
-                        state.page_size = txn.page_size;
-                        if txn.db_pages < state.db_pages {
-                            // The database shrank: cut the file now, so that pages beyond the
-                            // new end read as zeros if it grows again.
-                            pages
-                                .flush(&*file, state.page_size, &mut scratch, &mut hashes)
-                                .map_err(|e| io_err(&tmp, "writing", e))?;
-                            file.set_len(txn.db_pages as u64 * txn.page_size as u64)
-                                .map_err(|e| io_err(&tmp, "resizing", e))?;
-                            hashes.resize(txn.db_pages);
-                        }
-                        for (pgno, data) in txn.pages() {
-                            pages.set(pgno, data);
-                        }
-                        state.db_pages = txn.db_pages;
-                        state.checksum = txn.checksum;
-                        state.transactions += 1;
+                        _ => database_id = Some(h.database_id),
                     }
-                    state.lsn = r.lsn;
-                    state.timestamp_us = r.timestamp_us;
-                    expect = r.lsn + 1;
-                }
-                pages
-                    .flush(&*file, state.page_size, &mut scratch, &mut hashes)
-                    .map_err(|e| io_err(&tmp, "writing", e))?;
-                Ok(more)
-            },
-        )?;
+                    if h.first_lsn > expect {
+                        return Err(SnapshotError::Gap {
+                            store: store.describe(),
+                            timeline: t.timeline,
+                            from: expect,
+                            to: h.first_lsn - 1,
+                        });
+                    }
+                    if h.is_gap() && h.last_lsn >= expect {
+                        if target < h.first_lsn.max(expect) {
+                            return Ok(false);
+                        }
+                        return Err(SnapshotError::Gap {
+                            store: store.describe(),
+                            timeline: t.timeline,
+                            from: h.first_lsn.max(expect),
+                            to: h.last_lsn.min(target),
+                        });
+                    }
+                    // Only the last image of each page in the batch is written, in page order.
+                    let mut pages = PageSet::default();
+                    let mut more = true;
+                    for r in batch.records() {
+                        if r.lsn < expect {
+                            continue;
+                        }
+                        if r.lsn > target {
+                            more = false;
+                            break;
+                        }
+                        if r.kind == KIND_TXN {
+                            let txn = TxnRecord::decode(r.payload).map_err(|e| {
+                                SnapshotError::Corrupt {
+                                    key: key.clone(),
+                                    reason: format!("record {}: {e}", r.lsn),
+                                }
+                            })?;
+                            if state.page_size != 0 && txn.page_size != state.page_size {
+                                return Err(SnapshotError::Corrupt {
+                                    key: key.clone(),
+                                    reason: format!(
+                                        "record {} changes the page size to {}",
+                                        r.lsn, txn.page_size
+                                    ),
+                                });
+                            }
+                            state.page_size = txn.page_size;
+                            if txn.db_pages < state.db_pages {
+                                // The database shrank: cut the file now, so that pages beyond the
+                                // new end read as zeros if it grows again.
+                                pages
+                                    .flush(&*file, state.page_size, &mut scratch, &mut hashes)
+                                    .map_err(|e| io_err(&tmp, "writing", e))?;
+                                file.set_len(txn.db_pages as u64 * txn.page_size as u64)
+                                    .map_err(|e| io_err(&tmp, "resizing", e))?;
+                                hashes.resize(txn.db_pages);
+                            }
+                            for (pgno, data) in txn.pages() {
+                                pages.set(pgno, data);
+                            }
+                            state.db_pages = txn.db_pages;
+                            state.checksum = txn.checksum;
+                            state.transactions += 1;
+                        }
+                        state.lsn = r.lsn;
+                        state.timestamp_us = r.timestamp_us;
+                        expect = r.lsn + 1;
+                    }
+                    pages
+                        .flush(&*file, state.page_size, &mut scratch, &mut hashes)
+                        .map_err(|e| io_err(&tmp, "writing", e))?;
+                    Ok(more)
+                },
+            )?;
+            laid(&mut hashes)
+        })?;
         if state.lsn < target {
             return Err(SnapshotError::Gap {
                 store: store.describe(),
@@ -681,10 +700,10 @@ fn lay_down_snapshot(
     tmp: &Path,
     concurrency: usize,
     note: &(dyn Fn(u64) + Sync),
-    hashes: &mut PageHashTable,
-) -> Result<()> {
+) -> Result<PageHashTable> {
     file.set_len(m.db_pages as u64 * m.page_size as u64)
         .map_err(|e| io_err(tmp, "sizing", e))?;
+    let mut hashes = PageHashTable::default();
     hashes.resize(m.db_pages);
     let table = parking_lot::Mutex::new(hashes);
     fetch_ordered(
@@ -695,7 +714,8 @@ fn lay_down_snapshot(
             let key = part_key(m.timeline, m.lsn, i as u32);
             let bytes = store.get(&key)?;
             note(bytes.len() as u64);
-            let (h, pages) = decode_part(&key, &bytes)?;
+            let part = decode_part(&key, bytes)?;
+            let (h, pages) = (part.header, part.pages());
             let (first, n) = m.part_pages(i as u32);
             if h.lsn != m.lsn
                 || h.database_id != m.database_id
@@ -710,7 +730,7 @@ fn lay_down_snapshot(
                 });
             }
             // Parts cover disjoint pages: write from the fetching thread.
-            file.write_all_at(&pages, (first as u64 - 1) * m.page_size as u64)
+            file.write_all_at(pages, (first as u64 - 1) * m.page_size as u64)
                 .map_err(|e| io_err(tmp, "writing", e))?;
             let hs: Vec<u64> = pages
                 .chunks_exact(m.page_size as usize)
@@ -724,7 +744,8 @@ fn lay_down_snapshot(
             Ok(())
         },
         |_, ()| Ok(true),
-    )
+    )?;
+    Ok(table.into_inner())
 }
 
 /// Open the file with stock SQLite and run `PRAGMA integrity_check`.

@@ -83,7 +83,7 @@ pub fn verify(store: &dyn ObjectStore) -> Result<VerifyReport> {
                 }
             };
             r.bytes += bytes.len() as u64;
-            let batch = match decode_batch(&b.key, &bytes) {
+            let batch = match decode_batch(&b.key, bytes) {
                 Ok(x) => x,
                 Err(e) => {
                     problem(&b.key, e.to_string());
@@ -181,8 +181,9 @@ pub fn verify(store: &dyn ObjectStore) -> Result<VerifyReport> {
                     }
                 };
                 r.bytes += bytes.len() as u64;
-                match decode_part(&key, &bytes) {
-                    Ok((h, pages)) => {
+                match decode_part(&key, bytes) {
+                    Ok(part) => {
+                        let (h, pages) = (part.header, part.pages());
                         let (first, n) = m.part_pages(i);
                         if h.first_pgno != first
                             || h.pages != n
