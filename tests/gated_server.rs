@@ -198,9 +198,13 @@ fn gated_responses_are_released_durable_many_per_fsync() {
         "{WRITES} writes, {READS} reads, {waited} writes waited for an fsync, {syncs} fsyncs ({:.1} writes per fsync)",
         WRITES as f64 / syncs.max(1) as f64
     );
+    // Optimized, a commit costs a small fraction of an fsync and 65-270 writes shared each
+    // fsync here under load; unoptimized, a commit costs about half an fsync (3-4 per fsync
+    // here), and on a faster disk it could cost more than one, so only require sharing.
+    let min_per_sync = if cfg!(debug_assertions) { 1 } else { 4 };
     assert!(
-        syncs * 4 <= WRITES as u64,
-        "{syncs} fsyncs for {WRITES} gated writes: expected at least 4 writes per fsync"
+        syncs * min_per_sync < WRITES as u64,
+        "{syncs} fsyncs for {WRITES} gated writes: expected more than {min_per_sync} writes per fsync"
     );
     drop(reader);
     Arc::try_unwrap(db).unwrap().close().unwrap();
