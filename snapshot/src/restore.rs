@@ -305,6 +305,16 @@ pub fn restore(
     {
         return Err(SnapshotError::Exists { path: p.clone() });
     }
+    // Even with force, only replace what a database leaves: files, and a log directory.
+    for p in &existing {
+        let is_log_dir = p.to_string_lossy().ends_with(pagelog_vfs::LOG_DIR_SUFFIX);
+        if p.is_dir() != is_log_dir {
+            return Err(SnapshotError::Config(format!(
+                "{} is not what a database leaves there; not replacing it",
+                p.display()
+            )));
+        }
+    }
 
     let catalog = Catalog::load(store)?;
     let t = match opts.timeline {
@@ -542,19 +552,25 @@ pub fn restore(
             return Err(e);
         }
     };
-    if opts.integrity_check {
-        integrity_check(&tmp)?;
+    let placed = (|| -> Result<()> {
+        if opts.integrity_check {
+            integrity_check(&tmp)?;
+        }
+        // Put it in place.
+        for p in &existing {
+            let r = if p.is_dir() {
+                std::fs::remove_dir_all(p)
+            } else {
+                std::fs::remove_file(p)
+            };
+            r.map_err(|e| io_err(p, "removing (force)", e))?;
+        }
+        std::fs::rename(&tmp, out).map_err(|e| io_err(out, "renaming into place", e))
+    })();
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    // Put it in place.
-    for p in existing {
-        let r = if p.is_dir() {
-            std::fs::remove_dir_all(&p)
-        } else {
-            std::fs::remove_file(&p)
-        };
-        r.map_err(|e| io_err(&p, "removing (force)", e))?;
-    }
-    std::fs::rename(&tmp, out).map_err(|e| io_err(out, "renaming into place", e))?;
     let dir = pagelog_log::fs::parent_dir(out);
     fs.sync_dir(&dir).map_err(|e| io_err(&dir, "syncing", e))?;
     if opts.new_timeline {

@@ -888,12 +888,26 @@ impl Worker {
         Ok(())
     }
 
+    /// The last LSN whose record is in a batch in the store (or in the base snapshot the
+    /// batches continue from). A snapshot can make `replicated` run ahead of it.
+    fn shipped_lsn(&self) -> Lsn {
+        if !self.attached {
+            return 0;
+        }
+        match &self.frozen {
+            Some((first, _)) => first.saturating_sub(1),
+            None => self.next_lsn.saturating_sub(1 + self.builder.len() as u64),
+        }
+    }
+
     /// Drop the local log prefix that is both checkpointed and shipped — or, past the backlog
     /// limit, only checkpointed.
     fn maintain_local_log(&mut self, replicated: Lsn) -> Result<()> {
         if !self.shared.opts.truncate_local_log {
             return Ok(());
         }
+        // Records a snapshot covers but no batch holds yet are still to ship: keep them.
+        let replicated = replicated.min(self.shipped_lsn());
         let log = self.shared.db.log();
         // Keep the last checkpointed transaction and everything after it: recovery and
         // snapshots start there.

@@ -544,6 +544,69 @@ fn local_log_is_dropped_once_checkpointed_and_shipped() {
 }
 
 #[test]
+fn a_requested_snapshot_keeps_unshipped_records_for_their_batches() {
+    // Records checkpointed but not yet in a batch when a snapshot is taken: the snapshot
+    // covers their state, but point-in-time restore needs them in batches, so the local log
+    // must keep them until they ship (no gap, no bridging snapshot).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let db = vfs.open_database(&path).unwrap();
+    let sh = Shipper::start(
+        db.clone(),
+        store_ref.clone(),
+        ShipperOptions {
+            batch_bytes: 64 << 10,
+            ..quick_opts()
+        },
+    )
+    .unwrap();
+    store.set_down(true);
+    let mut images = BTreeMap::new();
+    // Several segments of records wait while the store is down.
+    for i in 0..60 {
+        let lsn = insert(&conn, 30, i);
+        images.insert(lsn, image(&vfs, &path));
+    }
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    store.set_down(false);
+    let snap = sh.snapshot_now().unwrap();
+    let mut last = 0;
+    for i in 0..5 {
+        last = insert(&conn, 1, i);
+        images.insert(last, image(&vfs, &path));
+    }
+    sh.ship_now();
+    sh.wait_replicated(last, WAIT).unwrap();
+    assert_eq!(sh.status().snapshots_taken, 1, "no bridging snapshot");
+    assert!(check_contiguous(&*store_ref, 1) >= last);
+    assert!(
+        db.log().first_lsn() > 1,
+        "shipped and checkpointed: dropped"
+    );
+    sh.close(Duration::from_secs(10)).unwrap();
+    let out = dir.path().join("restored.db");
+    let before_snapshot: Vec<u64> = images.keys().copied().filter(|l| *l < snap.lsn).collect();
+    for lsn in [
+        before_snapshot[0],
+        before_snapshot[30],
+        *before_snapshot.last().unwrap(),
+        last,
+    ] {
+        restore_to(&store_ref, &out, RestoreTarget::Lsn(lsn));
+        assert!(
+            file_bytes(&out) == images[&lsn],
+            "restore at LSN {lsn} differs"
+        );
+    }
+}
+
+#[test]
 fn backlog_limit_drops_unshipped_log_and_bridges_with_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("app.db");
@@ -884,5 +947,30 @@ fn a_store_down_at_start_does_not_stop_the_database() {
     let out = dir.path().join("r.db");
     restore_to(&store_ref, &out, RestoreTarget::Latest);
     assert!(file_bytes(&out) == image(&vfs, &path));
+    sh.close(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_hanging_store_does_not_block_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let db = vfs.open_database(&path).unwrap();
+    let sh = Shipper::start(db.clone(), store_ref.clone(), quick_opts()).unwrap();
+    store.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The shipper is stuck inside an upload; commits (durable on return) go on regardless.
+    let mut last = 0;
+    for i in 0..50 {
+        last = insert(&conn, 2, i);
+        assert!(db.durable_lsn() >= last);
+    }
+    assert!(sh.replicated_lsn() < last);
+    store.hang.store(false, std::sync::atomic::Ordering::SeqCst);
+    sh.wait_replicated(last, WAIT).unwrap();
+    assert_eq!(check_contiguous(&*store_ref, 1), sh.replicated_lsn());
     sh.close(Duration::from_secs(10)).unwrap();
 }

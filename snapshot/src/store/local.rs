@@ -5,7 +5,8 @@
 //! `.tmp-`, never listed) which is fsynced, then hard-linked to the object's name — `link(2)`
 //! fails if the name exists, so two writers can never both create one key — and the directory
 //! is fsynced. A crash leaves either no object or the whole object (and perhaps a stray
-//! temporary file, removed by the next open).
+//! temporary file, removed by a later open once it is an hour old — younger ones may belong
+//! to an upload in progress in another process).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
@@ -16,6 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::{ObjectMeta, ObjectStore, PutOutcome, StoreError, StoreResult, validate_key};
 
 const TMP_PREFIX: &str = ".tmp-";
+
+/// Temporary files older than this are leftovers of a crash.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A store in a local directory.
 #[derive(Debug)]
@@ -60,7 +64,13 @@ impl LocalStore {
             let path = entry.path();
             if entry.file_type()?.is_dir() {
                 self.remove_temporaries(&path)?;
-            } else if name.to_string_lossy().starts_with(TMP_PREFIX) {
+            } else if name.to_string_lossy().starts_with(TMP_PREFIX)
+                && entry
+                    .metadata()?
+                    .modified()?
+                    .elapsed()
+                    .is_ok_and(|age| age > STALE_TMP)
+            {
                 fs::remove_file(&path)?;
             }
         }
@@ -243,12 +253,23 @@ mod tests {
         s.delete("a/b/1").unwrap();
         assert!(matches!(s.get("a/b/1"), Err(StoreError::NotFound { .. })));
         assert!(s.put_if_absent("../escape", b"x").is_err());
-        // A crash's temporary file is never listed and is removed on open.
-        std::fs::write(dir.path().join("a/.tmp-1-1"), b"junk").unwrap();
+        // A temporary file is never listed; an open removes it once it is old (a young one
+        // may be another process's upload in progress).
+        let tmp = dir.path().join("a/.tmp-1-1");
+        std::fs::write(&tmp, b"junk").unwrap();
         assert_eq!(s.list("a/").unwrap().len(), 1);
         drop(s);
+        LocalStore::open(dir.path()).unwrap();
+        assert!(tmp.exists(), "a young temporary file is left alone");
+        let old = std::time::SystemTime::now() - 2 * STALE_TMP;
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let s = LocalStore::open(dir.path()).unwrap();
-        assert!(!dir.path().join("a/.tmp-1-1").exists());
+        assert!(!tmp.exists());
         assert_eq!(s.list("").unwrap().len(), 2);
     }
 

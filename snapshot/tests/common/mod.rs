@@ -145,6 +145,8 @@ pub fn db_path(dir: &Path, name: &str) -> PathBuf {
 pub struct FlakyStore {
     pub inner: LocalStore,
     pub down: AtomicBool,
+    /// While set, uploads hang (a store that accepts connections but never answers).
+    pub hang: AtomicBool,
     pub puts: AtomicU64,
     pub lists: AtomicU64,
     pub gets: AtomicU64,
@@ -155,6 +157,7 @@ impl FlakyStore {
         Arc::new(FlakyStore {
             inner: LocalStore::open(root).unwrap(),
             down: AtomicBool::new(false),
+            hang: AtomicBool::new(false),
             puts: AtomicU64::new(0),
             lists: AtomicU64::new(0),
             gets: AtomicU64::new(0),
@@ -182,6 +185,9 @@ impl ObjectStore for FlakyStore {
         format!("flaky {}", self.inner.describe())
     }
     fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<PutOutcome, StoreError> {
+        while self.hang.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         self.check(key)?;
         self.puts.fetch_add(1, Ordering::SeqCst);
         self.inner.put_if_absent(key, data)
