@@ -57,6 +57,8 @@ pub struct Stats {
     pub log_bytes: u64,
     /// How long the oldest unshipped durable record has waited, in seconds.
     pub lag_seconds: f64,
+    /// `fdatasync` calls the log made for records since open (group commits).
+    pub fsyncs: u64,
     /// The shipper's view, when there is a store.
     pub shipper: Option<ShipperStatus>,
 }
@@ -169,11 +171,39 @@ impl Database {
     /// A bookmark covering everything committed through `conn` so far (the database's last
     /// commit when `conn`'s statement returned). In Gated mode, take it after a write and wait
     /// on it before releasing the response.
+    ///
+    /// Fails if the database has failed (a commit could not be made durable), so that a
+    /// response whose commit error was lost — rusqlite drops the error of the final step of an
+    /// `INSERT … RETURNING` read with `query_row` — is not released. Step such statements to
+    /// the end (or use `execute`/`COMMIT`) to see the commit's own error.
     pub fn commit_bookmark(&self, conn: &rusqlite::Connection) -> Result<Bookmark> {
+        self.check_failed()?;
         let lsn = pagelog_vfs::connection_last_lsn(conn).ok_or_else(|| {
             Error::Config("the connection does not use this pagelog database".into())
         })?;
         Ok(Bookmark::new(self.timeline(), lsn))
+    }
+
+    /// Error if the database or its log failed: nothing more will be acknowledged.
+    fn check_failed(&self) -> Result<()> {
+        if let Some(cause) = self.inner.failure() {
+            return Err(Error::Vfs(pagelog_vfs::VfsError::Poisoned {
+                path: self.path.clone(),
+                cause,
+            }));
+        }
+        if let Some(cause) = self.inner.log().failure() {
+            return Err(Error::Vfs(pagelog_vfs::VfsError::Poisoned {
+                path: self.path.clone(),
+                cause,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Whether everything up to the bookmark is durable now (no waiting).
+    pub fn is_durable(&self, bookmark: &Bookmark) -> bool {
+        bookmark.timeline == self.timeline() && self.inner.durable_lsn() >= bookmark.lsn
     }
 
     fn lsn_of(&self, b: &Bookmark) -> Result<Lsn> {
@@ -199,6 +229,7 @@ impl Database {
         Ok(DurableFuture {
             waiter: self.waiter.clone(),
             lsn,
+            registered: None,
         })
     }
 
@@ -255,6 +286,7 @@ impl Database {
             lag_records: shipper.as_ref().map(|s| s.lag_records).unwrap_or(0),
             log_bytes: log.disk_bytes,
             lag_seconds: shipper.as_ref().map(|s| s.lag_seconds).unwrap_or(0.0),
+            fsyncs: log.syncs,
             shipper,
         }
     }

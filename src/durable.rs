@@ -56,6 +56,14 @@ impl DurableWaiter {
         None
     }
 
+    fn is_registered(&self, lsn: Lsn, waker: &Waker) -> bool {
+        self.pending
+            .lock()
+            .wakers
+            .iter()
+            .any(|(l, w)| *l == lsn && w.will_wake(waker))
+    }
+
     fn register(self: &Arc<Self>, lsn: Lsn, waker: &Waker) {
         let mut p = self.pending.lock();
         p.wakers.push((lsn, waker.clone()));
@@ -120,17 +128,27 @@ impl DurableWaiter {
 pub struct DurableFuture {
     pub(crate) waiter: Arc<DurableWaiter>,
     pub(crate) lsn: Lsn,
+    /// The waker last registered (a poll with the same waker does not register again).
+    pub(crate) registered: Option<Waker>,
 }
 
 impl Future for DurableFuture {
     type Output = Result<()>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         if let Some(r) = self.waiter.check(self.lsn) {
             return Poll::Ready(r);
         }
-        // Register every poll (the waker may have changed); the thread wakes each once.
-        self.waiter.register(self.lsn, cx.waker());
+        // Register once per waker (the waiter wakes each registration once, then drops it; a
+        // woken future polled again while still pending registers anew).
+        let fresh = !self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()) && self.waiter.is_registered(self.lsn, w));
+        if fresh {
+            self.waiter.register(self.lsn, cx.waker());
+            self.registered = Some(cx.waker().clone());
+        }
         // The LSN may have become durable between the check and the registration.
         match self.waiter.check(self.lsn) {
             Some(r) => Poll::Ready(r),

@@ -385,6 +385,12 @@ impl Database {
         (inner.hashes.checksum(), inner.hashes.pages())
     }
 
+    /// Why the database failed (a commit could not be made durable), if it did: it refuses
+    /// every further write until reopened.
+    pub fn failure(&self) -> Option<String> {
+        self.poisoned.lock().clone()
+    }
+
     /// Block until the transaction at `lsn` (and all before it) is durable.
     pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         Ok(self.log.wait_durable(lsn)?)
