@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Print the benchmark tables of docs/BENCHMARKS.md from criterion's output.
 
-Usage: cargo bench --bench log && cargo bench --bench commit && python3 scripts/bench_report.py
+Usage: cargo bench --bench log && cargo bench --bench commit && cargo bench --bench restore &&
+    python3 scripts/bench_report.py
 Reads target/criterion/<group>/<function>/new/estimates.json: the median and the mean time per
 iteration, and the goal ratios computed from the means (as the issues define them).
 """
@@ -47,6 +48,9 @@ ROWS = [
     ("commit", "pagelog_gated64_1mib", "sqlite_wal_normal_1mib", ""),
     ("read", "sqlite_point_select", None, ""),
     ("read", "pagelog_point_select", "sqlite_point_select", "≤ 1.05"),
+    ("restore", "copy_64m", None, "physical limit (durable copy)"),
+    ("restore", "copy_64m_nosync", None, ""),
+    ("restore", "pagelog_restore_64m", "copy_64m", "≤ 2"),
 ]
 
 
