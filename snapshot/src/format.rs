@@ -208,15 +208,24 @@ fn check_header(key: &str, b: &[u8], magic: &[u8; 8], len: usize) -> Result<()> 
     Ok(())
 }
 
-/// Compress with zstd, or keep the bytes as they are when that does not make them smaller
-/// (random data): returns the compression used and the body.
-fn compress(raw: &[u8]) -> Result<(u16, Vec<u8>)> {
-    let z =
-        zstd::bulk::compress(raw, ZSTD_LEVEL).map_err(|e| SnapshotError::Encode(e.to_string()))?;
-    if z.len() < raw.len() {
-        Ok((COMPRESSION_ZSTD, z))
-    } else {
-        Ok((COMPRESSION_NONE, raw.to_vec()))
+/// Append `raw` to `out` (which holds a header of `header_len` bytes) as a body: compressed
+/// with zstd straight into `out`, or as it is when zstd cannot make it smaller (random data).
+/// No intermediate buffer: memory stays at one copy of the body. Returns the compression used.
+fn append_body(out: &mut Vec<u8>, raw: &[u8]) -> u16 {
+    let header_len = out.len();
+    out.resize(header_len + raw.len(), 0);
+    let compressed = zstd::bulk::Compressor::new(ZSTD_LEVEL)
+        .and_then(|mut c| c.compress_to_buffer(raw, &mut out[header_len..]));
+    match compressed {
+        Ok(n) if n < raw.len() => {
+            out.truncate(header_len + n);
+            COMPRESSION_ZSTD
+        }
+        // Did not fit in the raw size (or zstd failed): store the bytes as they are.
+        _ => {
+            out[header_len..].copy_from_slice(raw);
+            COMPRESSION_NONE
+        }
     }
 }
 
@@ -436,7 +445,8 @@ impl BatchBuilder {
         else {
             return Err(SnapshotError::Encode("empty batch".into()));
         };
-        let (compression, body) = compress(&self.raw)?;
+        let mut out = vec![0u8; BATCH_HEADER_LEN];
+        let compression = append_body(&mut out, &self.raw);
         let header = BatchHeader {
             database_id,
             timeline,
@@ -446,12 +456,11 @@ impl BatchBuilder {
             last_ts_us: last_ts,
             records: self.records,
             compression,
-            body_crc: crc32fast::hash(&body),
+            body_crc: crc32fast::hash(&out[BATCH_HEADER_LEN..]),
             raw_len: self.raw.len() as u64,
             last_payload_crc: last_crc,
             flags: 0,
         };
-        let mut out = vec![0u8; BATCH_HEADER_LEN];
         out[..8].copy_from_slice(BATCH_MAGIC);
         put_u16(&mut out, 8, VERSION);
         put_u16(&mut out, 10, header.compression);
@@ -465,8 +474,7 @@ impl BatchBuilder {
         put_u32(&mut out, 76, header.body_crc);
         put_u64(&mut out, 80, header.raw_len);
         put_u32(&mut out, 88, last_crc);
-        seal_header(&mut out);
-        out.extend_from_slice(&body);
+        seal_header(&mut out[..BATCH_HEADER_LEN]);
         Ok((header, out))
     }
 }
@@ -658,8 +666,9 @@ pub fn encode_part(
     first_pgno: u32,
     pages: &[u8],
 ) -> Result<Vec<u8>> {
-    let (compression, body) = compress(pages)?;
     let mut out = vec![0u8; PART_HEADER_LEN];
+    let compression = append_body(&mut out, pages);
+    let body_crc = crc32fast::hash(&out[PART_HEADER_LEN..]);
     out[..8].copy_from_slice(PART_MAGIC);
     put_u16(&mut out, 8, VERSION);
     put_u16(&mut out, 10, compression);
@@ -668,10 +677,9 @@ pub fn encode_part(
     put_u32(&mut out, 40, page_size);
     put_u32(&mut out, 44, first_pgno);
     put_u32(&mut out, 48, (pages.len() / page_size as usize) as u32);
-    put_u32(&mut out, 52, crc32fast::hash(&body));
+    put_u32(&mut out, 52, body_crc);
     put_u64(&mut out, 56, timeline);
-    seal_header(&mut out);
-    out.extend_from_slice(&body);
+    seal_header(&mut out[..PART_HEADER_LEN]);
     Ok(out)
 }
 
