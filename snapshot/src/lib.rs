@@ -7,4 +7,6 @@
 
 pub mod store;
 
-pub use store::{ObjectMeta, ObjectStore, PutOutcome, StoreError, StoreOptions, StoreRef, StoreUrl, open_store};
+pub use store::{
+    ObjectMeta, ObjectStore, PutOutcome, StoreError, StoreOptions, StoreRef, StoreUrl, open_store,
+};

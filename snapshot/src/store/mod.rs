@@ -194,7 +194,10 @@ pub fn validate_key(key: &str) -> StoreResult<()> {
     if key.starts_with('/') || key.ends_with('/') {
         return Err(bad("starts or ends with '/'"));
     }
-    if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if key
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return Err(bad("empty, '.' or '..' segment"));
     }
     if !key
