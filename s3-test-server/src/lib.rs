@@ -20,6 +20,9 @@
 //! [`S3Target::from_env_or_start`] gives tests their server: the external endpoint named by
 //! `PAGELOG_S3_TEST_ENDPOINT` (with `PAGELOG_S3_TEST_BUCKET`, `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`), as CI does against moto, or else a fresh in-process server.
+//! Two variables tell what an external server lacks, so that the tests that need it say they
+//! skip: `PAGELOG_S3_TEST_NO_CONDITIONAL=1` (ignores `If-None-Match`) and
+//! `PAGELOG_S3_TEST_CONDITIONAL_NOT_ATOMIC=1` (honours it, but racing creates can both win).
 
 use std::io;
 use std::net::SocketAddr;
@@ -485,6 +488,10 @@ pub struct S3Target {
     /// Whether the server honours `If-None-Match: *` on PutObject and CompleteMultipartUpload.
     /// False only when `PAGELOG_S3_TEST_NO_CONDITIONAL=1` says an external server does not.
     pub conditional_writes: bool,
+    /// Whether two racing conditional creates of one key always have one winner. False only
+    /// when `PAGELOG_S3_TEST_CONDITIONAL_NOT_ATOMIC=1` says an external server checks and then
+    /// writes without a lock (moto does).
+    pub atomic_conditional_writes: bool,
     /// The in-process server, if this target is one.
     pub server: Option<S3TestServer>,
 }
@@ -508,6 +515,8 @@ impl S3Target {
                 secret_key: var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|| "test".to_string()),
                 region: var("AWS_REGION").unwrap_or_else(|| REGION.to_string()),
                 conditional_writes: var("PAGELOG_S3_TEST_NO_CONDITIONAL").as_deref() != Some("1"),
+                atomic_conditional_writes: var("PAGELOG_S3_TEST_CONDITIONAL_NOT_ATOMIC").as_deref()
+                    != Some("1"),
                 server: None,
             };
         }
@@ -522,6 +531,7 @@ impl S3Target {
             secret_key: SECRET_KEY.to_string(),
             region: REGION.to_string(),
             conditional_writes: true,
+            atomic_conditional_writes: true,
             server: Some(server),
         }
     }
