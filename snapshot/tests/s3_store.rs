@@ -640,6 +640,10 @@ fn endpoint_from_aws_endpoint_url_s3_uses_path_style() {
             &[
                 ("AWS_ENDPOINT_URL_S3", t.endpoint.as_str()),
                 ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
+                // A plain http endpoint from the environment needs no CA either.
+                ("AWS_CA_BUNDLE", "/nonexistent/ca-bundle.pem"),
+                ("SSL_CERT_FILE", "/nonexistent/cert.pem"),
+                ("SSL_CERT_DIR", "/nonexistent"),
                 ("PAGELOG_CHILD_BUCKET", t.bucket.as_str()),
                 ("PAGELOG_CHILD_PREFIX", prefix.as_str()),
                 ("PAGELOG_CHILD_KEY_ID", t.access_key.as_str()),

@@ -224,9 +224,6 @@ impl S3Store {
             );
         if let Some(ep) = &options.endpoint {
             loader = loader.endpoint_url(ep);
-            if ep.starts_with("http://") {
-                loader = loader.http_client(plain_http_client(&bucket, &prefix)?);
-            }
         }
         if let Some((id, secret)) = &options.credentials {
             loader = loader.credentials_provider(Credentials::new(
@@ -272,9 +269,14 @@ impl S3Store {
                 "AWS_CA_BUNDLE is set but the AWS SDK for Rust ignores it; put a custom CA in SSL_CERT_FILE instead"
             );
         }
-        let config = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(path_style)
-            .build();
+        let mut config = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style);
+        if endpoint_url
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
+        {
+            config = config.http_client(plain_http_client(&bucket, &prefix)?);
+        }
+        let config = config.build();
         let describe = if prefix.is_empty() {
             format!("s3://{bucket} ({endpoint})")
         } else {
