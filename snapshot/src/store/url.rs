@@ -88,7 +88,8 @@ pub struct StoreOptions {
     pub max_attempts: Option<u32>,
     /// Objects larger than this are uploaded in parts of this size. Default 16 MiB.
     pub multipart_threshold: Option<usize>,
-    /// Ranged GETs in flight when downloading a large object. Default 8.
+    /// Ranged GETs in flight when downloading a large object, and part uploads in flight when
+    /// uploading one. Default 8.
     pub download_concurrency: Option<usize>,
     /// Timeout of one request attempt. Default 60 s.
     pub attempt_timeout: Option<Duration>,

@@ -1,0 +1,1007 @@
+//! The S3 store: [`S3Store`] implements [`ObjectStore`] on an S3 bucket (AWS, or any
+//! S3-compatible server: MinIO, R2, moto, ...) with aws-sdk-s3 on tokio.
+//!
+//! What it owns:
+//! - the SDK client and its configuration: endpoint (options, else `AWS_ENDPOINT_URL_S3`, else
+//!   `AWS_ENDPOINT_URL`, else AWS — the SDK itself reads both variables and the profile's
+//!   `endpoint_url`), path-style addressing (on by default when an endpoint is set), region
+//!   (options, else the AWS chain, else `us-east-1`), credentials (options, else the standard
+//!   chain: environment, profile, web identity, ECS, IMDS; SSO profiles are not built in),
+//!   the SDK's standard retries (`max_attempts`, exponential backoff with jitter), a per-attempt
+//!   timeout and a connect timeout;
+//! - a small tokio runtime (two workers) unless [`StoreOptions::runtime`] hands it one;
+//! - conditional create: PutObject with `If-None-Match: *`; objects larger than the multipart
+//!   threshold go up as a multipart upload whose parts are sent in parallel and whose
+//!   CompleteMultipartUpload carries `If-None-Match: *` (the upload is aborted on any failure);
+//!   412 means the key exists, 409 (a conflicting concurrent write) is settled by a HEAD and
+//!   another try;
+//! - reads: one ranged GET, and when the first answer's `Content-Range` shows more, the rest in
+//!   parallel ranged GETs (`If-Match` the first answer's ETag) reassembled in order. A body
+//!   shorter than its headers promise is an error and is fetched again, never returned;
+//! - the mapping of SDK errors to [`StoreError`], each naming the key and endpoint and never the
+//!   credentials.
+//!
+//! The [`ObjectStore`] methods block the calling thread until the request finishes: the work
+//! runs as a task on the runtime and the caller waits on a channel. Call them from plain
+//! threads or from `tokio::task::spawn_blocking`, never from an async task: that would stall a
+//! runtime worker, and on a current-thread runtime that is also the store's runtime it would
+//! deadlock.
+//!
+//! `AWS_CA_BUNDLE` is not read by the AWS SDK for Rust (nor here); a custom CA for an HTTPS
+//! endpoint goes in `SSL_CERT_FILE` or `SSL_CERT_DIR`. A plain `http://` endpoint needs no CA,
+//! whatever those variables say.
+
+use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::Region;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_s3::config::{Credentials, SharedHttpClient};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+use bytes::Bytes;
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::validate_key;
+use super::{ObjectMeta, ObjectStore, PutOutcome, StoreError, StoreOptions, StoreResult};
+
+const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+const DEFAULT_MULTIPART_THRESHOLD: usize = 16 << 20;
+/// S3's smallest part (all parts but the last).
+const MIN_PART_SIZE: usize = 5 << 20;
+/// S3's largest part count.
+const MAX_PARTS: usize = 10_000;
+const DEFAULT_DOWNLOAD_CONCURRENCY: usize = 8;
+/// Size of one ranged GET when reading a large object.
+const DOWNLOAD_CHUNK: u64 = 8 << 20;
+const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_REGION: &str = "us-east-1";
+
+/// An S3 bucket and key prefix as an [`ObjectStore`]. See the module documentation.
+pub struct S3Store {
+    inner: Arc<Inner>,
+    /// Where the requests run.
+    handle: tokio::runtime::Handle,
+    /// The runtime behind `handle` when the store started its own.
+    _owned: Option<OwnedRuntime>,
+}
+
+/// What the request tasks share.
+struct Inner {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    /// Key prefix without leading or trailing `/`; may be empty.
+    prefix: String,
+    /// The endpoint for messages: the URL, or `AWS S3 (REGION)`.
+    endpoint: String,
+    /// `s3://bucket/prefix (endpoint)`.
+    describe: String,
+    multipart_threshold: usize,
+    concurrency: usize,
+    max_attempts: u32,
+    attempt_timeout: Duration,
+}
+
+/// A runtime the store started; it shuts down without blocking when the store is dropped, so
+/// that dropping the store is safe anywhere (dropping a tokio `Runtime` inside an async context
+/// panics).
+struct OwnedRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the SDK config: it holds the credentials provider.
+        f.debug_struct("S3Store")
+            .field("bucket", &self.inner.bucket)
+            .field("prefix", &self.inner.prefix)
+            .field("endpoint", &self.inner.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Run `fut` on `handle` and wait for it on this thread. A panic in the task (the SDK has a
+/// few `expect`s and debug assertions) comes back as an error, not as a panic.
+fn block_on<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    what: &str,
+    fut: impl Future<Output = StoreResult<T>> + Send + 'static,
+) -> StoreResult<T> {
+    let failed = |message: String| StoreError::Other {
+        store: what.to_string(),
+        key: String::new(),
+        message,
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let task = handle.spawn(fut);
+    handle.spawn(async move {
+        let r = match task.await {
+            Ok(r) => Ok(r),
+            Err(e) if e.is_panic() => {
+                let payload = e.into_panic();
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".into());
+                Err(format!("the request task panicked: {msg}"))
+            }
+            Err(_) => Err("the request task was cancelled".to_string()),
+        };
+        let _ = tx.send(r);
+    });
+    match rx.recv() {
+        Ok(Ok(r)) => r,
+        Ok(Err(message)) => Err(failed(message)),
+        Err(_) => Err(failed(
+            "the request task did not finish (its tokio runtime shut down)".into(),
+        )),
+    }
+}
+
+impl S3Store {
+    /// Open the store on `bucket` under `prefix` (no leading or trailing `/`; may be empty).
+    /// No request is made: a missing bucket or bad credentials show on the first call.
+    pub fn open(bucket: &str, prefix: &str, options: &StoreOptions) -> StoreResult<S3Store> {
+        let prefix = prefix.trim_matches('/').to_string();
+        if !prefix.is_empty() {
+            validate_key(&prefix)?;
+        }
+        if let Some(ep) = &options.endpoint
+            && !(ep.starts_with("http://") || ep.starts_with("https://"))
+        {
+            return Err(StoreError::Invalid {
+                what: "S3 endpoint".into(),
+                detail: format!("{ep:?}: must start with http:// or https://"),
+            });
+        }
+        let (handle, owned) = match &options.runtime {
+            Some(h) => (h.clone(), None),
+            None => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("pagelog-s3")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| StoreError::Other {
+                        store: format!("s3://{bucket}/{prefix}"),
+                        key: String::new(),
+                        message: format!("cannot start a tokio runtime: {e}"),
+                    })?;
+                (rt.handle().clone(), Some(OwnedRuntime(Some(rt))))
+            }
+        };
+        let max_attempts = options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1);
+        let attempt_timeout = options.attempt_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT);
+        let options = options.clone();
+        let bucket = bucket.to_string();
+        let inner = block_on(&handle, &format!("s3://{bucket}/{prefix}"), async move {
+            Self::configure(bucket, prefix, &options, max_attempts, attempt_timeout).await
+        })?;
+        Ok(S3Store {
+            inner: Arc::new(inner),
+            handle,
+            _owned: owned,
+        })
+    }
+
+    async fn configure(
+        bucket: String,
+        prefix: String,
+        options: &StoreOptions,
+        max_attempts: u32,
+        attempt_timeout: Duration,
+    ) -> StoreResult<Inner> {
+        let region = RegionProviderChain::first_try(options.region.clone().map(Region::new))
+            .or_default_provider()
+            .or_else(Region::new(DEFAULT_REGION));
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(region)
+            .retry_config(RetryConfig::standard().with_max_attempts(max_attempts))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(attempt_timeout.min(MAX_CONNECT_TIMEOUT))
+                    .operation_attempt_timeout(attempt_timeout)
+                    .build(),
+            );
+        if let Some(ep) = &options.endpoint {
+            loader = loader.endpoint_url(ep);
+        }
+        if let Some((id, secret)) = &options.credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                id,
+                secret,
+                None,
+                None,
+                "pagelog-store-options",
+            ));
+        }
+        let sdk = loader.load().await;
+        // The endpoint the S3 client will use, resolved as the SDK resolves it (an endpoint in
+        // the options, else AWS_ENDPOINT_URL_S3 or the profile's S3 endpoint_url, else
+        // AWS_ENDPOINT_URL or the profile's endpoint_url): the SDK does the loading, this only
+        // reads the result, for messages and for the path-style default.
+        let endpoint_url = options
+            .endpoint
+            .clone()
+            .or_else(|| {
+                let key = aws_types::service_config::ServiceConfigKey::builder()
+                    .service_id("S3")
+                    .env("AWS_ENDPOINT_URL")
+                    .profile("endpoint_url")
+                    .build()
+                    .ok()?;
+                sdk.service_config()?.load_config(key)
+            })
+            .or_else(|| sdk.endpoint_url().map(str::to_string));
+        let path_style = options.force_path_style.unwrap_or(endpoint_url.is_some());
+        let region = sdk
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| DEFAULT_REGION.to_string());
+        let endpoint = endpoint_url
+            .clone()
+            .unwrap_or_else(|| format!("AWS S3 ({region})"));
+        if std::env::var_os("AWS_CA_BUNDLE").is_some()
+            && !endpoint_url
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://"))
+        {
+            warn!(
+                "AWS_CA_BUNDLE is set but the AWS SDK for Rust ignores it; put a custom CA in SSL_CERT_FILE instead"
+            );
+        }
+        let mut config = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style);
+        if endpoint_url
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
+        {
+            config = config.http_client(plain_http_client(&bucket, &prefix)?);
+        }
+        let config = config.build();
+        let describe = if prefix.is_empty() {
+            format!("s3://{bucket} ({endpoint})")
+        } else {
+            format!("s3://{bucket}/{prefix} ({endpoint})")
+        };
+        info!(%bucket, %prefix, %endpoint, %region, path_style, max_attempts, "opened S3 store");
+        Ok(Inner {
+            client: aws_sdk_s3::Client::from_conf(config),
+            bucket,
+            prefix,
+            endpoint,
+            describe,
+            multipart_threshold: options
+                .multipart_threshold
+                .unwrap_or(DEFAULT_MULTIPART_THRESHOLD)
+                .max(1),
+            concurrency: options
+                .download_concurrency
+                .unwrap_or(DEFAULT_DOWNLOAD_CONCURRENCY)
+                .max(1),
+            max_attempts,
+            attempt_timeout,
+        })
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.inner.bucket
+    }
+
+    /// The key prefix (no leading or trailing `/`; may be empty).
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Arc<Inner>) -> std::pin::Pin<Box<dyn Future<Output = StoreResult<T>> + Send>>,
+    ) -> StoreResult<T> {
+        block_on(&self.handle, &self.inner.describe, f(self.inner.clone()))
+    }
+}
+
+impl ObjectStore for S3Store {
+    fn describe(&self) -> String {
+        self.inner.describe.clone()
+    }
+
+    fn put_if_absent(&self, key: &str, data: &[u8]) -> StoreResult<PutOutcome> {
+        validate_key(key)?;
+        let key = key.to_string();
+        let data = Bytes::copy_from_slice(data);
+        self.run(move |s| Box::pin(async move { s.put_if_absent(&key, data).await }))
+    }
+
+    fn get(&self, key: &str) -> StoreResult<Vec<u8>> {
+        validate_key(key)?;
+        let key = key.to_string();
+        self.run(move |s| Box::pin(async move { s.read(&key, 0, None).await }))
+    }
+
+    fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Vec<u8>> {
+        validate_key(key)?;
+        let key = key.to_string();
+        self.run(move |s| {
+            Box::pin(async move {
+                if range.start >= range.end {
+                    // Nothing to read, but a missing object is still an error.
+                    s.head(&key).await?;
+                    return Ok(Vec::new());
+                }
+                s.read(&key, range.start, Some(range.end)).await
+            })
+        })
+    }
+
+    fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+        let prefix = prefix.to_string();
+        self.run(move |s| Box::pin(async move { s.list(&prefix).await }))
+    }
+
+    fn delete(&self, key: &str) -> StoreResult<()> {
+        validate_key(key)?;
+        let key = key.to_string();
+        self.run(move |s| Box::pin(async move { s.delete(&key).await }))
+    }
+}
+
+/// The SDK's HTTP client (hyper, rustls) without the platform's CA certificates, for a plain
+/// `http://` endpoint: the default client loads them, and in debug builds panics when none
+/// load (`SSL_CERT_FILE` naming a missing file, a container without CA certificates).
+fn plain_http_client(bucket: &str, prefix: &str) -> StoreResult<SharedHttpClient> {
+    let tls = TlsContext::builder()
+        .with_trust_store(TrustStore::empty().with_native_roots(false))
+        .build()
+        .map_err(|e| StoreError::Other {
+            store: format!("s3://{bucket}/{prefix}"),
+            key: String::new(),
+            message: format!("cannot set up the HTTP client: {e}"),
+        })?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(tls)
+        .build_https())
+}
+
+/// A failed request: the store error, with the HTTP status and S3 error code when the server
+/// answered.
+struct Failure {
+    status: Option<u16>,
+    error: StoreError,
+}
+
+/// One ranged GET's answer.
+struct Chunk {
+    bytes: Bytes,
+    /// `(first, last, total)` from `Content-Range`, if the server sent one.
+    range: Option<(u64, u64, u64)>,
+    etag: Option<String>,
+}
+
+/// Parse `bytes FIRST-LAST/TOTAL`.
+fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let (first, last) = span.split_once('-')?;
+    let (first, last, total) = (
+        first.trim().parse().ok()?,
+        last.trim().parse().ok()?,
+        total.trim().parse().ok()?,
+    );
+    (first <= last && last < total).then_some((first, last, total))
+}
+
+/// Exponential backoff with full jitter for our own retries (body reads, write conflicts).
+fn backoff(attempt: u32) -> Duration {
+    let cap_ms = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
+    Duration::from_millis(rand::rng().random_range(0..=cap_ms))
+}
+
+impl Inner {
+    fn full_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    /// Map an SDK error. `key` is the key relative to the prefix (or the listing prefix).
+    fn fail<E>(&self, key: &str, err: SdkError<E>) -> Failure
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let endpoint = self.endpoint.clone();
+        let key = key.to_string();
+        if let SdkError::ServiceError(se) = &err {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().unwrap_or("").to_string();
+            let message = match (code.as_str(), se.err().message()) {
+                ("", Some(m)) => format!("{m} (HTTP {status})"),
+                ("", None) => format!("HTTP {status}"),
+                (c, Some(m)) => format!("{c}: {m} (HTTP {status})"),
+                (c, None) => format!("{c} (HTTP {status})"),
+            };
+            let error = match code.as_str() {
+                "NoSuchBucket" => StoreError::NoSuchBucket {
+                    bucket: self.bucket.clone(),
+                    endpoint,
+                },
+                "NoSuchKey" | "NotFound" => StoreError::NotFound {
+                    store: self.describe.clone(),
+                    key,
+                },
+                "AccessDenied"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "InvalidToken"
+                | "TokenRefreshRequired"
+                | "AllAccessDisabled"
+                | "AccountProblem" => StoreError::AccessDenied {
+                    endpoint,
+                    key,
+                    message,
+                },
+                "SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout" => {
+                    StoreError::Unavailable {
+                        endpoint,
+                        key,
+                        message,
+                    }
+                }
+                _ => match status {
+                    404 => StoreError::NotFound {
+                        store: self.describe.clone(),
+                        key,
+                    },
+                    401 | 403 => StoreError::AccessDenied {
+                        endpoint,
+                        key,
+                        message,
+                    },
+                    429 | 500..=599 => StoreError::Unavailable {
+                        endpoint,
+                        key,
+                        message,
+                    },
+                    _ => StoreError::Other {
+                        store: self.describe.clone(),
+                        key,
+                        message,
+                    },
+                },
+            };
+            return Failure {
+                status: Some(status),
+                error,
+            };
+        }
+        let message = DisplayErrorContext(&err).to_string();
+        // Missing or refused credentials surface as a dispatch failure: find them first.
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+        while let Some(e) = source {
+            if let Some(ce) = e.downcast_ref::<CredentialsError>() {
+                let error = match ce {
+                    CredentialsError::ProviderTimedOut(_) => StoreError::Unavailable {
+                        endpoint,
+                        key,
+                        message: format!("loading credentials timed out: {message}"),
+                    },
+                    _ => StoreError::AccessDenied {
+                        endpoint,
+                        key,
+                        message: format!("no usable credentials: {message}"),
+                    },
+                };
+                return Failure {
+                    status: None,
+                    error,
+                };
+            }
+            source = e.source();
+        }
+        let error = match &err {
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => StoreError::Unavailable {
+                endpoint,
+                key,
+                message,
+            },
+            SdkError::ResponseError(r) if r.raw().status().is_server_error() => {
+                StoreError::Unavailable {
+                    endpoint,
+                    key,
+                    message,
+                }
+            }
+            SdkError::ResponseError(_) => StoreError::Unavailable {
+                endpoint,
+                key,
+                message: format!("unreadable response: {message}"),
+            },
+            _ => StoreError::Other {
+                store: self.describe.clone(),
+                key,
+                message,
+            },
+        };
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        Failure { status, error }
+    }
+
+    fn other(&self, key: &str, message: impl Into<String>) -> StoreError {
+        StoreError::Other {
+            store: self.describe.clone(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    async fn head(&self, key: &str) -> StoreResult<u64> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.fail(key, e).error)?;
+        Ok(out.content_length().unwrap_or(0).max(0) as u64)
+    }
+
+    async fn exists(&self, key: &str) -> StoreResult<bool> {
+        match self.head(key).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn put_if_absent(self: &Arc<Self>, key: &str, data: Bytes) -> StoreResult<PutOutcome> {
+        let mut conflicts = 0;
+        loop {
+            let r = if data.len() > self.multipart_threshold {
+                self.put_multipart(key, data.clone()).await
+            } else {
+                self.put_single(key, data.clone()).await
+            };
+            match r {
+                Ok(outcome) => {
+                    debug!(key, len = data.len(), ?outcome, "put_if_absent");
+                    return Ok(outcome);
+                }
+                // 409: another write to the key was in flight. If it created the object we
+                // lost; if not, try again.
+                Err(f) if f.status == Some(409) => {
+                    conflicts += 1;
+                    if self.exists(key).await? {
+                        return Ok(PutOutcome::AlreadyExists);
+                    }
+                    if conflicts >= self.max_attempts {
+                        return Err(StoreError::Unavailable {
+                            endpoint: self.endpoint.clone(),
+                            key: key.to_string(),
+                            message: format!(
+                                "conditional create conflicted with concurrent writes {conflicts} times: {}",
+                                f.error
+                            ),
+                        });
+                    }
+                    warn!(
+                        key,
+                        conflicts, "conditional create conflicted; trying again"
+                    );
+                    tokio::time::sleep(backoff(conflicts)).await;
+                }
+                Err(f) => return Err(f.error),
+            }
+        }
+    }
+
+    async fn put_single(&self, key: &str, data: Bytes) -> Result<PutOutcome, Failure> {
+        let r = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .if_none_match("*")
+            .body(ByteStream::from(data))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(PutOutcome::Created),
+            Err(e) => {
+                let f = self.fail(key, e);
+                if f.status == Some(412) {
+                    Ok(PutOutcome::AlreadyExists)
+                } else {
+                    Err(f)
+                }
+            }
+        }
+    }
+
+    async fn put_multipart(
+        self: &Arc<Self>,
+        key: &str,
+        data: Bytes,
+    ) -> Result<PutOutcome, Failure> {
+        let full = self.full_key(key);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| self.fail(key, e))?;
+        let Some(upload_id) = created.upload_id().map(str::to_string) else {
+            return Err(Failure {
+                status: None,
+                error: self.other(key, "CreateMultipartUpload returned no upload id"),
+            });
+        };
+        let r = self.upload_and_complete(key, &full, &upload_id, data).await;
+        if !matches!(r, Ok(PutOutcome::Created)) {
+            // Free the parts. Best effort: a failure here leaves parts a lifecycle rule can
+            // clean up, and must not hide the error that brought us here.
+            if let Err(e) = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .send()
+                .await
+            {
+                warn!(key, error = %self.fail(key, e).error, "aborting a multipart upload failed");
+            }
+        }
+        r
+    }
+
+    async fn upload_and_complete(
+        self: &Arc<Self>,
+        key: &str,
+        full: &str,
+        upload_id: &str,
+        data: Bytes,
+    ) -> Result<PutOutcome, Failure> {
+        let part_size = self
+            .multipart_threshold
+            .max(MIN_PART_SIZE)
+            .max(data.len().div_ceil(MAX_PARTS));
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let mut tasks = JoinSet::new();
+        for (i, start) in (0..data.len()).step_by(part_size).enumerate() {
+            let part_number = i32::try_from(i + 1).map_err(|_| Failure {
+                status: None,
+                error: self.other(key, "too many parts"),
+            })?;
+            let body = data.slice(start..(start + part_size).min(data.len()));
+            let (s, permits) = (self.clone(), permits.clone());
+            let (key, full, upload_id) = (key.to_string(), full.to_string(), upload_id.to_string());
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let out = s
+                    .client
+                    .upload_part()
+                    .bucket(&s.bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
+                    .part_number(part_number)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                    .body(ByteStream::from(body))
+                    .send()
+                    .await
+                    .map_err(|e| s.fail(&key, e))?;
+                Ok::<_, Failure>(
+                    CompletedPart::builder()
+                        .part_number(part_number)
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
+                        .build(),
+                )
+            });
+        }
+        let mut parts = Vec::with_capacity(tasks.len());
+        while let Some(joined) = tasks.join_next().await {
+            // On the first error, dropping `tasks` cancels the other uploads.
+            let part = joined.map_err(|e| Failure {
+                status: None,
+                error: self.other(key, format!("part upload task failed: {e}")),
+            })??;
+            parts.push(part);
+        }
+        parts.sort_by_key(|p| p.part_number());
+        debug!(key, parts = parts.len(), part_size, "uploaded parts");
+        let r = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(full)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .if_none_match("*")
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(PutOutcome::Created),
+            Err(e) => {
+                let f = self.fail(key, e);
+                if f.status == Some(412) {
+                    Ok(PutOutcome::AlreadyExists)
+                } else {
+                    Err(f)
+                }
+            }
+        }
+    }
+
+    /// One GET of bytes `start..end` (or the whole object when `range` is `None`), body
+    /// included. A body that fails, stalls or comes up short is fetched again (the SDK retries
+    /// only until the response headers arrive).
+    async fn get_once(
+        &self,
+        key: &str,
+        range: Option<(u64, u64)>,
+        if_match: Option<&str>,
+    ) -> Result<Chunk, Failure> {
+        let full = self.full_key(key);
+        let mut last = String::new();
+        for attempt in 1..=self.max_attempts {
+            let mut req = self.client.get_object().bucket(&self.bucket).key(&full);
+            if let Some((start, end)) = range {
+                req = req.range(format!("bytes={start}-{}", end - 1));
+            }
+            if let Some(etag) = if_match {
+                req = req.if_match(etag);
+            }
+            let out = req.send().await.map_err(|e| self.fail(key, e))?;
+            let range = match out.content_range() {
+                Some(v) => Some(parse_content_range(v).ok_or_else(|| Failure {
+                    status: None,
+                    error: self.other(key, format!("unparsable Content-Range {v:?}")),
+                })?),
+                None => None,
+            };
+            let expected = out.content_length().and_then(|n| u64::try_from(n).ok());
+            let etag = out.e_tag().map(str::to_string);
+            match tokio::time::timeout(self.attempt_timeout, out.body.collect()).await {
+                Ok(Ok(body)) => {
+                    let bytes = body.into_bytes();
+                    let got = bytes.len() as u64;
+                    let promised = range.map(|(a, b, _)| b - a + 1).or(expected);
+                    match promised {
+                        Some(n) if n != got => {
+                            last = format!("body has {got} bytes, the response promised {n}")
+                        }
+                        _ => return Ok(Chunk { bytes, range, etag }),
+                    }
+                }
+                Ok(Err(e)) => last = format!("reading the body: {}", DisplayErrorContext(&e)),
+                Err(_) => {
+                    last = format!(
+                        "reading the body took longer than {:?}",
+                        self.attempt_timeout
+                    )
+                }
+            }
+            if attempt < self.max_attempts {
+                warn!(key, attempt, error = %last, "GET body failed; fetching again");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+        Err(Failure {
+            status: None,
+            error: StoreError::Unavailable {
+                endpoint: self.endpoint.clone(),
+                key: key.to_string(),
+                message: format!("{} attempts failed; last: {last}", self.max_attempts),
+            },
+        })
+    }
+
+    /// Bytes `start..end` of the object (`end` clamped to its size; `None`: to its end). The
+    /// first ranged GET tells the size; the rest comes in parallel ranged GETs.
+    async fn read(
+        self: &Arc<Self>,
+        key: &str,
+        start: u64,
+        end: Option<u64>,
+    ) -> StoreResult<Vec<u8>> {
+        let first_end = end.map_or(start + DOWNLOAD_CHUNK, |e| e.min(start + DOWNLOAD_CHUNK));
+        let first = match self.get_once(key, Some((start, first_end)), None).await {
+            Ok(c) => c,
+            // The range starts at or past the end: an empty object, or a read past its end.
+            Err(f) if f.status == Some(416) => {
+                if start == 0 && end.is_none() {
+                    let whole = self.get_once(key, None, None).await.map_err(|f| f.error)?;
+                    return Ok(whole.bytes.to_vec());
+                }
+                return Ok(Vec::new());
+            }
+            Err(f) => return Err(f.error),
+        };
+        let Some((a, b, total)) = first.range else {
+            // The server ignored the Range header and sent the whole object.
+            let len = first.bytes.len() as u64;
+            let (s, e) = (start.min(len), end.unwrap_or(len).min(len));
+            return Ok(first.bytes[s as usize..e.max(s) as usize].to_vec());
+        };
+        let want_end = end.unwrap_or(total).min(total);
+        if a != start || b + 1 != first_end.min(total) {
+            return Err(self.other(
+                key,
+                format!("asked for bytes {start}-{}, got {a}-{b}", first_end - 1),
+            ));
+        }
+        if want_end <= first_end {
+            return Ok(first.bytes.to_vec());
+        }
+        let len = usize::try_from(want_end - start)
+            .map_err(|_| self.other(key, format!("object too large: {total} bytes")))?;
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(&first.bytes);
+        let chunks: Vec<(u64, u64)> = (first_end..want_end)
+            .step_by(DOWNLOAD_CHUNK as usize)
+            .map(|s| (s, (s + DOWNLOAD_CHUNK).min(want_end)))
+            .collect();
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let mut tasks = JoinSet::new();
+        for (i, (s, e)) in chunks.iter().copied().enumerate() {
+            let (me, permits, key, etag) = (
+                self.clone(),
+                permits.clone(),
+                key.to_string(),
+                first.etag.clone(),
+            );
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let c = me
+                    .get_once(&key, Some((s, e)), etag.as_deref())
+                    .await
+                    .map_err(|f| match f.status {
+                        Some(412) => me.other(&key, "the object changed while it was being read"),
+                        _ => f.error,
+                    })?;
+                match c.range {
+                    Some((a, b, _)) if a == s && b + 1 == e => Ok((i, c.bytes)),
+                    r => Err(me.other(&key, format!("asked for bytes {s}-{}, got {r:?}", e - 1))),
+                }
+            });
+        }
+        let mut parts: Vec<Option<Bytes>> = vec![None; chunks.len()];
+        while let Some(joined) = tasks.join_next().await {
+            let (i, bytes) =
+                joined.map_err(|e| self.other(key, format!("ranged GET task failed: {e}")))??;
+            parts[i] = Some(bytes);
+        }
+        for p in parts {
+            let p = p.ok_or_else(|| self.other(key, "a ranged GET went missing"))?;
+            out.extend_from_slice(&p);
+        }
+        debug!(key, len = out.len(), chunks = chunks.len() + 1, "read");
+        Ok(out)
+    }
+
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+        let root = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let full = format!("{root}{prefix}");
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.fail(prefix, e).error)?;
+            for obj in page.contents() {
+                let Some(rel) = obj.key().and_then(|k| k.strip_prefix(&root)) else {
+                    continue;
+                };
+                // Skip "directory" placeholders some tools create.
+                if rel.is_empty() || rel.ends_with('/') {
+                    continue;
+                }
+                out.push(ObjectMeta {
+                    key: rel.to_string(),
+                    size: obj.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            match page.next_continuation_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => {
+                    return Err(
+                        self.other(prefix, "listing is truncated but has no continuation token")
+                    );
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        debug!(prefix, n = out.len(), "list");
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.fail(key, e).error {
+                StoreError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range() {
+        assert_eq!(parse_content_range("bytes 0-9/100"), Some((0, 9, 100)));
+        assert_eq!(parse_content_range("bytes 5-5/6"), Some((5, 5, 6)));
+        for bad in [
+            "bytes */100",
+            "bytes 9-0/100",
+            "bytes 0-100/100",
+            "0-9/100",
+            "bytes 0-9/*",
+        ] {
+            assert_eq!(parse_content_range(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        for attempt in 0..40 {
+            assert!(backoff(attempt) <= Duration::from_secs(5));
+        }
+    }
+}

@@ -1,0 +1,712 @@
+//! The S3 store against a real S3 protocol server: by default an in-process s3s + s3s-fs server
+//! (`pagelog-s3-test-server`), or the external endpoint named by `PAGELOG_S3_TEST_ENDPOINT`
+//! (CI runs these against moto). Tests that need the in-process server's fault injection or
+//! counters check those only when they have it.
+//!
+//! Tests that need their own environment (variables the SDK reads) run this binary again as a
+//! child process with that environment: see [`in_child`].
+#![cfg(feature = "s3")]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use pagelog_s3_test_server::{Fault, S3Target};
+use pagelog_snapshot::store::s3::S3Store;
+use pagelog_snapshot::{ObjectStore, PutOutcome, StoreError, StoreOptions, open_store};
+
+const MIB: usize = 1 << 20;
+
+fn options(t: &S3Target) -> StoreOptions {
+    StoreOptions {
+        endpoint: Some(t.endpoint.clone()),
+        region: Some(t.region.clone()),
+        credentials: Some((t.access_key.clone(), t.secret_key.clone())),
+        max_attempts: Some(3),
+        attempt_timeout: Some(Duration::from_secs(30)),
+        ..StoreOptions::default()
+    }
+}
+
+fn open(t: &S3Target, prefix: &str) -> S3Store {
+    S3Store::open(&t.bucket, prefix, &options(t)).unwrap()
+}
+
+/// Deterministic bytes that differ per seed.
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn skip_without_conditional(t: &S3Target, test: &str) -> bool {
+    if !t.conditional_writes {
+        println!(
+            "SKIPPED {test}: PAGELOG_S3_TEST_NO_CONDITIONAL=1 says {} does not honour If-None-Match",
+            t.endpoint
+        );
+    }
+    !t.conditional_writes
+}
+
+#[test]
+fn put_get_range_list_delete_round_trip() {
+    let t = S3Target::from_env_or_start();
+    let prefix = t.unique_prefix("round-trip");
+    let s = open(&t, &prefix);
+    assert_eq!(
+        s.describe(),
+        format!("s3://{}/{prefix} ({})", t.bucket, t.endpoint)
+    );
+
+    let one = data(1000, 1);
+    assert_eq!(s.put_if_absent("a/b/1", &one).unwrap(), PutOutcome::Created);
+    assert_eq!(s.put_if_absent("a/c", b"x").unwrap(), PutOutcome::Created);
+    assert_eq!(s.put_if_absent("z", b"").unwrap(), PutOutcome::Created);
+    assert_eq!(s.get("a/b/1").unwrap(), one);
+    assert_eq!(s.get("z").unwrap(), b"");
+
+    assert_eq!(s.get_range("a/b/1", 10..20).unwrap(), &one[10..20]);
+    assert_eq!(
+        s.get_range("a/b/1", 990..5000).unwrap(),
+        &one[990..],
+        "clamped"
+    );
+    assert_eq!(s.get_range("a/b/1", 0..1000).unwrap(), one);
+    assert!(
+        s.get_range("a/b/1", 1000..1010).unwrap().is_empty(),
+        "at the end"
+    );
+    assert!(
+        s.get_range("a/b/1", 5000..6000).unwrap().is_empty(),
+        "past the end"
+    );
+    assert!(
+        s.get_range("a/b/1", 7..7).unwrap().is_empty(),
+        "empty range"
+    );
+    assert!(s.get_range("z", 0..10).unwrap().is_empty(), "empty object");
+
+    let keys = |p: &str| -> Vec<String> { s.list(p).unwrap().into_iter().map(|m| m.key).collect() };
+    assert_eq!(keys("a/"), ["a/b/1", "a/c"]);
+    assert_eq!(keys(""), ["a/b/1", "a/c", "z"]);
+    assert_eq!(keys("a/b"), ["a/b/1"]);
+    assert!(keys("nope/").is_empty());
+    let listed = s.list("").unwrap();
+    assert_eq!(listed[0].size, 1000);
+    assert_eq!(listed[2].size, 0);
+
+    // The objects live at {prefix}/{key}: a store on the bucket root sees them there.
+    let root = open(&t, "");
+    assert_eq!(
+        root.describe(),
+        format!("s3://{} ({})", t.bucket, t.endpoint)
+    );
+    let under: Vec<String> = root
+        .list(&format!("{prefix}/"))
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(
+        under,
+        [
+            format!("{prefix}/a/b/1"),
+            format!("{prefix}/a/c"),
+            format!("{prefix}/z")
+        ]
+    );
+    assert_eq!(root.get(&format!("{prefix}/a/b/1")).unwrap(), one);
+    // A store whose prefix is a string prefix of another's does not see the other's objects.
+    let sibling = open(&t, &format!("{prefix}-sibling"));
+    sibling.put_if_absent("q", b"q").unwrap();
+    assert_eq!(keys(""), ["a/b/1", "a/c", "z"]);
+
+    s.delete("a/b/1").unwrap();
+    s.delete("a/b/1").unwrap();
+    assert!(matches!(s.get("a/b/1"), Err(StoreError::NotFound { .. })));
+    assert_eq!(keys(""), ["a/c", "z"]);
+    assert!(matches!(
+        s.put_if_absent("../escape", b"x"),
+        Err(StoreError::Invalid { .. })
+    ));
+
+    // The same store through a URL.
+    let via_url = open_store(&format!("s3://{}/{prefix}", t.bucket), &options(&t)).unwrap();
+    assert_eq!(via_url.get("a/c").unwrap(), b"x");
+}
+
+#[test]
+fn missing_key_is_not_found() {
+    let t = S3Target::from_env_or_start();
+    let prefix = t.unique_prefix("not-found");
+    let s = open(&t, &prefix);
+    for err in [
+        s.get("no/such/key").unwrap_err(),
+        s.get_range("no/such/key", 0..10).unwrap_err(),
+        s.get_range("no/such/key", 3..3).unwrap_err(),
+    ] {
+        match &err {
+            StoreError::NotFound { key, store } => {
+                assert_eq!(key, "no/such/key");
+                assert!(store.contains(&prefix), "{store}");
+            }
+            e => panic!("expected NotFound, got {e:?}"),
+        }
+        assert!(err.to_string().contains("no/such/key"), "{err}");
+        assert!(!err.is_transient());
+    }
+    s.delete("no/such/key").unwrap();
+}
+
+#[test]
+fn listing_crosses_pages() {
+    // S3 pages listings at 1000 keys (moto and s3s-fs too), so 1100 keys need two pages.
+    let t = S3Target::from_env_or_start();
+    let prefix = t.unique_prefix("pages");
+    let s = std::sync::Arc::new(open(&t, &prefix));
+    let n = 1100;
+    let threads: Vec<_> = (0..8)
+        .map(|w| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in (w..n).step_by(8) {
+                    let key = format!("k/{i:05}");
+                    assert_eq!(
+                        s.put_if_absent(&key, i.to_string().as_bytes()).unwrap(),
+                        PutOutcome::Created
+                    );
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    s.put_if_absent("other", b"o").unwrap();
+    let lists_before = t.server.as_ref().map(|srv| srv.stats().lists);
+    let listed = s.list("k/").unwrap();
+    let want: Vec<String> = (0..n).map(|i| format!("k/{i:05}")).collect();
+    let got: Vec<String> = listed.iter().map(|m| m.key.clone()).collect();
+    assert_eq!(got, want);
+    assert!(
+        listed
+            .iter()
+            .all(|m| m.size == m.key[2..].trim_start_matches('0').len().max(1) as u64)
+    );
+    if let (Some(srv), Some(before)) = (&t.server, lists_before) {
+        assert_eq!(srv.stats().lists - before, 2, "two pages");
+    }
+    assert_eq!(s.list("").unwrap().len(), n + 1);
+    assert_eq!(s.list("k/0100").unwrap().len(), 10);
+}
+
+#[test]
+fn conditional_create_keeps_the_first_object() {
+    let t = S3Target::from_env_or_start();
+    if skip_without_conditional(&t, "conditional_create_keeps_the_first_object") {
+        return;
+    }
+    let s = open(&t, &t.unique_prefix("conditional"));
+    assert_eq!(s.put_if_absent("k", b"first").unwrap(), PutOutcome::Created);
+    assert_eq!(
+        s.put_if_absent("k", b"second, longer").unwrap(),
+        PutOutcome::AlreadyExists
+    );
+    assert_eq!(
+        s.put_if_absent("k", b"").unwrap(),
+        PutOutcome::AlreadyExists
+    );
+    assert_eq!(s.get("k").unwrap(), b"first");
+    if let Some(srv) = &t.server {
+        assert_eq!(srv.stats().precondition_failures, 2);
+    }
+}
+
+#[test]
+fn racing_creates_have_one_winner() {
+    let t = S3Target::from_env_or_start();
+    if skip_without_conditional(&t, "racing_creates_have_one_winner") {
+        return;
+    }
+    if !t.atomic_conditional_writes {
+        println!(
+            "SKIPPED racing_creates_have_one_winner: PAGELOG_S3_TEST_CONDITIONAL_NOT_ATOMIC=1 says \
+             {} checks If-None-Match and then writes, so racing creates can both win",
+            t.endpoint
+        );
+        return;
+    }
+    let s = std::sync::Arc::new(open(&t, &t.unique_prefix("race")));
+    for round in 0..5 {
+        let key = format!("race/{round}");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8u8)
+            .map(|i| {
+                let (s, key, barrier) = (s.clone(), key.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    s.put_if_absent(&key, &[i; 1000]).unwrap()
+                })
+            })
+            .collect();
+        let created = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|o| *o == PutOutcome::Created)
+            .count();
+        assert_eq!(created, 1, "round {round}");
+        let got = s.get(&key).unwrap();
+        assert!(got.len() == 1000 && got.iter().all(|b| *b == got[0]));
+    }
+}
+
+#[test]
+fn multipart_upload_with_conditional_complete() {
+    let t = S3Target::from_env_or_start();
+    let opts = StoreOptions {
+        multipart_threshold: Some(5 * MIB),
+        ..options(&t)
+    };
+    let s = S3Store::open(&t.bucket, &t.unique_prefix("multipart"), &opts).unwrap();
+    let big = data(12 * MIB + 123, 7);
+    let before = t.server.as_ref().map(|srv| srv.stats());
+    assert_eq!(s.put_if_absent("big", &big).unwrap(), PutOutcome::Created);
+    if let (Some(srv), Some(b)) = (&t.server, before) {
+        let a = srv.stats();
+        assert_eq!(a.upload_parts - b.upload_parts, 3, "5 + 5 + 2 MiB parts");
+        assert_eq!(a.completes - b.completes, 1);
+        assert_eq!(a.puts - b.puts, 0, "no single PutObject");
+    }
+    assert_eq!(s.get("big").unwrap(), big);
+    assert_eq!(s.list("").unwrap()[0].size, big.len() as u64);
+
+    if !skip_without_conditional(
+        &t,
+        "multipart_upload_with_conditional_complete (second half)",
+    ) {
+        let other = data(11 * MIB, 8);
+        let before = t.server.as_ref().map(|srv| srv.stats());
+        assert_eq!(
+            s.put_if_absent("big", &other).unwrap(),
+            PutOutcome::AlreadyExists
+        );
+        if let (Some(srv), Some(b)) = (&t.server, before) {
+            let a = srv.stats();
+            assert_eq!(a.completes - b.completes, 1, "refused at completion");
+            assert_eq!(a.precondition_failures - b.precondition_failures, 1);
+            assert_eq!(a.aborts - b.aborts, 1, "the refused upload is aborted");
+        }
+        // A small put on the multipart object's key is refused too.
+        assert_eq!(
+            s.put_if_absent("big", b"small").unwrap(),
+            PutOutcome::AlreadyExists
+        );
+        assert_eq!(s.get("big").unwrap(), big, "content unchanged");
+    }
+}
+
+#[test]
+fn large_objects_come_back_whole_through_parallel_ranged_gets() {
+    let t = S3Target::from_env_or_start();
+    let opts = StoreOptions {
+        download_concurrency: Some(4),
+        ..options(&t)
+    };
+    let s = S3Store::open(&t.bucket, &t.unique_prefix("ranged"), &opts).unwrap();
+    // Above the default 16 MiB threshold: a multipart upload, then 8 MiB ranged GETs.
+    let big = data(40 * MIB + 7, 9);
+    assert_eq!(s.put_if_absent("big", &big).unwrap(), PutOutcome::Created);
+    let before = t.server.as_ref().map(|srv| srv.stats());
+    let got = s.get("big").unwrap();
+    assert!(got == big, "whole object differs");
+    if let (Some(srv), Some(b)) = (&t.server, before) {
+        let a = srv.stats();
+        assert_eq!(
+            a.ranged_gets - b.ranged_gets,
+            6,
+            "ceil(40 MiB + 7 / 8 MiB) GETs"
+        );
+        assert_eq!(a.gets - b.gets, 6);
+    }
+    let r = (7 * MIB as u64 + 3)..(25 * MIB as u64 + 11);
+    assert!(s.get_range("big", r.clone()).unwrap() == big[r.start as usize..r.end as usize]);
+    let tail = (39 * MIB as u64)..u64::MAX;
+    assert!(s.get_range("big", tail).unwrap() == big[39 * MIB..]);
+    assert_eq!(
+        s.get_range("big", 40 * MIB as u64..41 * MIB as u64)
+            .unwrap(),
+        &big[40 * MIB..]
+    );
+}
+
+#[test]
+fn missing_bucket_is_no_such_bucket() {
+    let t = S3Target::from_env_or_start();
+    let bucket = "pagelog-no-such-bucket-4242";
+    let s = S3Store::open(bucket, "p", &options(&t)).unwrap();
+    let errors = [
+        s.put_if_absent("k", b"x").unwrap_err(),
+        s.get("k").unwrap_err(),
+        s.list("").unwrap_err(),
+    ];
+    for err in errors {
+        match &err {
+            StoreError::NoSuchBucket {
+                bucket: b,
+                endpoint,
+            } => {
+                assert_eq!(b, bucket);
+                assert_eq!(endpoint, &t.endpoint);
+            }
+            e => panic!("expected NoSuchBucket, got {e:?}"),
+        }
+        assert!(err.to_string().contains(bucket), "{err}");
+        assert!(!err.is_transient());
+    }
+}
+
+#[test]
+fn wrong_credentials_are_access_denied_and_never_printed() {
+    let t = S3Target::from_env_or_start();
+    if t.is_external() && std::env::var("PAGELOG_S3_TEST_NO_AUTH").as_deref() == Ok("1") {
+        println!(
+            "SKIPPED wrong_credentials_are_access_denied_and_never_printed: \
+             PAGELOG_S3_TEST_NO_AUTH=1 says {} accepts any credentials",
+            t.endpoint
+        );
+        return;
+    }
+    let wrong_secret = "wrong-secret-DO-NOT-PRINT-31337";
+    let cases = [
+        (t.access_key.clone(), wrong_secret.to_string()),
+        ("AKIDNOSUCHKEY0000000".to_string(), wrong_secret.to_string()),
+    ];
+    for creds in cases {
+        let opts = StoreOptions {
+            credentials: Some(creds.clone()),
+            ..options(&t)
+        };
+        let s = S3Store::open(&t.bucket, "denied", &opts).unwrap();
+        assert!(!format!("{s:?}").contains(wrong_secret));
+        let started = Instant::now();
+        for err in [
+            s.put_if_absent("k", b"x").unwrap_err(),
+            s.get("k").unwrap_err(),
+            s.list("").unwrap_err(),
+        ] {
+            assert!(
+                matches!(err, StoreError::AccessDenied { .. }),
+                "expected AccessDenied, got {err:?}"
+            );
+            let (display, debug) = (err.to_string(), format!("{err:?}"));
+            for text in [&display, &debug] {
+                assert!(!text.contains(wrong_secret), "secret in {text}");
+                assert!(!text.contains(&t.secret_key), "secret in {text}");
+            }
+            assert!(display.contains(&t.endpoint), "{display}");
+            assert!(!err.is_transient());
+        }
+        // Refusals are not retried.
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}
+
+/// A port that nothing listens on.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[test]
+fn unreachable_endpoint_is_unavailable_quickly() {
+    let endpoint = format!("http://127.0.0.1:{}", closed_port());
+    let opts = StoreOptions {
+        endpoint: Some(endpoint.clone()),
+        region: Some("us-east-1".into()),
+        credentials: Some(("id".into(), "secret".into())),
+        max_attempts: Some(2),
+        attempt_timeout: Some(Duration::from_secs(2)),
+        ..StoreOptions::default()
+    };
+    let s = S3Store::open("some-bucket", "p", &opts).unwrap();
+    let started = Instant::now();
+    for err in [
+        s.get("k").unwrap_err(),
+        s.put_if_absent("k", b"x").unwrap_err(),
+    ] {
+        match &err {
+            StoreError::Unavailable {
+                endpoint: e, key, ..
+            } => {
+                assert_eq!(e, &endpoint);
+                assert_eq!(key, "k");
+            }
+            e => panic!("expected Unavailable, got {e:?}"),
+        }
+        assert!(err.is_transient());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_server_that_never_answers_times_out() {
+    // Connections are accepted (by the kernel's backlog) but never answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let opts = StoreOptions {
+        endpoint: Some(endpoint),
+        region: Some("us-east-1".into()),
+        credentials: Some(("id".into(), "secret".into())),
+        max_attempts: Some(2),
+        attempt_timeout: Some(Duration::from_secs(1)),
+        ..StoreOptions::default()
+    };
+    let s = S3Store::open("some-bucket", "", &opts).unwrap();
+    let started = Instant::now();
+    let err = s.get("k").unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn transient_server_errors_are_retried() {
+    let t = S3Target::from_env_or_start();
+    let Some(srv) = &t.server else {
+        println!(
+            "SKIPPED transient_server_errors_are_retried: needs the in-process server's faults"
+        );
+        return;
+    };
+    let s = open(&t, &t.unique_prefix("retries")); // 3 attempts
+    srv.inject(Fault::Unavailable(2));
+    assert_eq!(s.put_if_absent("k", b"v").unwrap(), PutOutcome::Created);
+    srv.inject(Fault::Unavailable(2));
+    assert_eq!(s.get("k").unwrap(), b"v");
+    assert_eq!(srv.stats().faults, 4);
+    srv.inject(Fault::Unavailable(3));
+    let err = s.get("k").unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(err.to_string().contains("SlowDown"), "{err}");
+    assert!(err.is_transient());
+    assert_eq!(s.get("k").unwrap(), b"v");
+}
+
+#[test]
+fn a_short_body_is_never_returned() {
+    let t = S3Target::from_env_or_start();
+    let Some(srv) = &t.server else {
+        println!("SKIPPED a_short_body_is_never_returned: needs the in-process server's faults");
+        return;
+    };
+    let s = open(&t, &t.unique_prefix("short")); // 3 attempts
+    let v = data(300_000, 3);
+    s.put_if_absent("k", &v).unwrap();
+    // One cut-short body: fetched again, and the caller gets the whole object.
+    srv.inject(Fault::TruncateGets(1));
+    assert!(s.get("k").unwrap() == v);
+    srv.inject(Fault::TruncateGets(1));
+    assert!(s.get_range("k", 1000..200_000).unwrap() == v[1000..200_000]);
+    // Every attempt cut short: an error, not half the object.
+    srv.inject(Fault::TruncateGets(3));
+    let err = s.get("k").unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert_eq!(srv.stats().faults, 5);
+    assert!(s.get("k").unwrap() == v);
+}
+
+#[test]
+fn runs_on_a_callers_runtime_and_drops_anywhere() {
+    let t = S3Target::from_env_or_start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let opts = StoreOptions {
+        runtime: Some(rt.handle().clone()),
+        ..options(&t)
+    };
+    let prefix = t.unique_prefix("runtime");
+    let s = std::sync::Arc::new(S3Store::open(&t.bucket, &prefix, &opts).unwrap());
+    s.put_if_absent("a", b"1").unwrap();
+    // From spawn_blocking inside the caller's runtime.
+    let s2 = s.clone();
+    let got = rt
+        .block_on(async move { tokio::task::spawn_blocking(move || s2.get("a")).await })
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"1");
+    drop(s);
+    // A store with its own runtime can be dropped inside an async context.
+    let own = S3Store::open(&t.bucket, &prefix, &options(&t)).unwrap();
+    let own = rt
+        .block_on(async move {
+            tokio::task::spawn_blocking(move || {
+                assert_eq!(own.get("a").unwrap(), b"1");
+                own
+            })
+            .await
+        })
+        .unwrap();
+    rt.block_on(async move { drop(own) });
+}
+
+#[test]
+fn bad_endpoint_is_invalid() {
+    let opts = StoreOptions {
+        endpoint: Some("ftp://127.0.0.1:1".into()),
+        ..StoreOptions::default()
+    };
+    assert!(matches!(
+        S3Store::open("bucket", "", &opts),
+        Err(StoreError::Invalid { .. })
+    ));
+}
+
+// ---- tests that need their own environment ----
+
+/// In the parent: run this test binary again, only `test`, with `set` added to and `remove`
+/// removed from the environment, and require that it passed. In that child: return true, and
+/// the caller runs the test's body.
+fn in_child(test: &str, set: &[(&str, &str)], remove: &[&str]) -> bool {
+    if std::env::var("PAGELOG_S3_TEST_CHILD").as_deref() == Ok(test) {
+        return true;
+    }
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env("PAGELOG_S3_TEST_CHILD", test);
+    for (k, v) in set {
+        cmd.env(k, v);
+    }
+    for k in remove {
+        cmd.env_remove(k);
+    }
+    let out = cmd.output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child {test} failed:\n{stdout}\n{stderr}"
+    );
+    false
+}
+
+#[test]
+fn plain_http_works_with_a_missing_ca_bundle() {
+    if !in_child(
+        "plain_http_works_with_a_missing_ca_bundle",
+        &[
+            ("AWS_CA_BUNDLE", "/nonexistent/ca-bundle.pem"),
+            ("SSL_CERT_FILE", "/nonexistent/cert.pem"),
+            ("SSL_CERT_DIR", "/nonexistent"),
+        ],
+        &[],
+    ) {
+        return;
+    }
+    let t = S3Target::from_env_or_start();
+    let s = open(&t, &t.unique_prefix("ca-bundle"));
+    assert_eq!(s.put_if_absent("k", b"v").unwrap(), PutOutcome::Created);
+    assert_eq!(s.get("k").unwrap(), b"v");
+}
+
+#[test]
+fn endpoint_from_aws_endpoint_url_s3_uses_path_style() {
+    // The child reads the endpoint from the environment: the target is started (or named) in
+    // the parent and handed down.
+    if std::env::var("PAGELOG_S3_TEST_CHILD").is_err() {
+        let t = S3Target::from_env_or_start();
+        let prefix = t.unique_prefix("env-endpoint");
+        let parent = open(&t, &prefix);
+        parent.put_if_absent("from-parent", b"p").unwrap();
+        in_child(
+            "endpoint_from_aws_endpoint_url_s3_uses_path_style",
+            &[
+                ("AWS_ENDPOINT_URL_S3", t.endpoint.as_str()),
+                ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
+                // A plain http endpoint from the environment needs no CA either.
+                ("AWS_CA_BUNDLE", "/nonexistent/ca-bundle.pem"),
+                ("SSL_CERT_FILE", "/nonexistent/cert.pem"),
+                ("SSL_CERT_DIR", "/nonexistent"),
+                ("PAGELOG_CHILD_BUCKET", t.bucket.as_str()),
+                ("PAGELOG_CHILD_PREFIX", prefix.as_str()),
+                ("PAGELOG_CHILD_KEY_ID", t.access_key.as_str()),
+                ("PAGELOG_CHILD_SECRET", t.secret_key.as_str()),
+            ],
+            &["PAGELOG_S3_TEST_ENDPOINT"],
+        );
+        assert_eq!(parent.get("from-child").unwrap(), b"c");
+        return;
+    }
+    let var = |k: &str| std::env::var(k).unwrap();
+    let opts = StoreOptions {
+        region: Some("us-east-1".into()),
+        credentials: Some((var("PAGELOG_CHILD_KEY_ID"), var("PAGELOG_CHILD_SECRET"))),
+        max_attempts: Some(2),
+        ..StoreOptions::default()
+    };
+    let s = S3Store::open(
+        &var("PAGELOG_CHILD_BUCKET"),
+        &var("PAGELOG_CHILD_PREFIX"),
+        &opts,
+    )
+    .unwrap();
+    assert!(
+        s.describe().contains(&var("AWS_ENDPOINT_URL_S3")),
+        "{}",
+        s.describe()
+    );
+    assert_eq!(s.get("from-parent").unwrap(), b"p");
+    s.put_if_absent("from-child", b"c").unwrap();
+}
+
+#[test]
+fn missing_credentials_are_access_denied() {
+    if !in_child(
+        "missing_credentials_are_access_denied",
+        &[
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/nonexistent/config"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials"),
+        ],
+        &[
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_ROLE_ARN",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        ],
+    ) {
+        return;
+    }
+    let t = S3Target::from_env_or_start();
+    let opts = StoreOptions {
+        credentials: None,
+        ..options(&t)
+    };
+    let s = S3Store::open(&t.bucket, "p", &opts).unwrap();
+    let started = Instant::now();
+    let err = s.get("k").unwrap_err();
+    assert!(matches!(err, StoreError::AccessDenied { .. }), "{err:?}");
+    assert!(err.to_string().contains("credentials"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
