@@ -1,0 +1,193 @@
+//! Shipping, fencing and restore through the S3 store against a real S3 protocol server: the
+//! in-process s3s server by default, or the endpoint named by `PAGELOG_S3_TEST_ENDPOINT` (CI
+//! runs these against moto as well).
+#![cfg(feature = "s3")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use pagelog_s3_test_server::{Fault, S3Target};
+use pagelog_snapshot::{
+    RestoreOptions, RestoreTarget, Shipper, ShipperOptions, StoreOptions, StoreRef, open_store,
+    restore,
+};
+use pagelog_vfs::Durability;
+use rand::Rng;
+
+const WAIT: Option<Duration> = Some(Duration::from_secs(60));
+
+fn s3_store(t: &S3Target, test: &str) -> StoreRef {
+    let url = format!("s3://{}/{}", t.bucket, t.unique_prefix(test));
+    open_store(
+        &url,
+        &StoreOptions {
+            endpoint: Some(t.endpoint.clone()),
+            region: Some(t.region.clone()),
+            credentials: Some((t.access_key.clone(), t.secret_key.clone())),
+            max_attempts: Some(3),
+            attempt_timeout: Some(Duration::from_secs(30)),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn restore_at(store: &StoreRef, out: &std::path::Path, target: RestoreTarget) -> u64 {
+    restore(
+        &**store,
+        out,
+        &RestoreOptions {
+            target,
+            force: true,
+            integrity_check: true,
+            ..RestoreOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("restore {target}: {e}"))
+    .lsn
+}
+
+#[test]
+fn a_history_shipped_to_s3_restores_at_many_points() {
+    let t = S3Target::from_env_or_start();
+    let store = s3_store(&t, "history");
+    let mut rng = rng("a_history_shipped_to_s3_restores_at_many_points");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let vfs = vfs(Durability::Gated);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let db = vfs.open_database(&path).unwrap();
+    let sh = Shipper::start(
+        db.clone(),
+        store.clone(),
+        ShipperOptions {
+            batch_bytes: 32 << 10,
+            ..quick_opts()
+        },
+    )
+    .unwrap();
+    let mut images = BTreeMap::new();
+    for i in 0..80 {
+        let lsn = step(&conn, &mut rng);
+        db.wait_durable(lsn).unwrap();
+        images.insert(lsn, image(&vfs, &path));
+        if i == 40 {
+            sh.snapshot_now().unwrap();
+        }
+    }
+    let last = *images.keys().last().unwrap();
+    sh.ship_now();
+    sh.wait_replicated(last, WAIT).unwrap();
+    assert_eq!(check_contiguous(&*store, 1), sh.replicated_lsn());
+    let out = dir.path().join("r.db");
+    assert!(restore_at(&store, &out, RestoreTarget::Latest) >= last);
+    assert!(file_bytes(&out) == images[&last]);
+    let lsns: Vec<u64> = images.keys().copied().collect();
+    for _ in 0..10 {
+        let lsn = lsns[rng.random_range(0..lsns.len())];
+        assert_eq!(restore_at(&store, &out, RestoreTarget::Lsn(lsn)), lsn);
+        assert!(file_bytes(&out) == images[&lsn], "LSN {lsn}");
+    }
+    let v = pagelog_snapshot::verify(&*store).unwrap();
+    assert!(v.is_ok() && v.snapshots == 1, "{:?}", v.problems);
+    sh.close(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn two_writers_on_one_s3_prefix_one_is_fenced() {
+    let t = S3Target::from_env_or_start();
+    if !t.atomic_conditional_writes {
+        println!(
+            "SKIPPED two_writers_on_one_s3_prefix_one_is_fenced: {} checks If-None-Match and then \
+             writes without a lock (PAGELOG_S3_TEST_CONDITIONAL_NOT_ATOMIC=1), so racing writers \
+             could both win there",
+            t.endpoint
+        );
+        return;
+    }
+    let store = s3_store(&t, "fencing");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let vfs = vfs(Durability::Sync);
+    {
+        let conn = vfs.connect(&a).unwrap();
+        schema(&conn);
+        insert(&conn, 3, 1);
+        let sh =
+            Shipper::start(vfs.open_database(&a).unwrap(), store.clone(), quick_opts()).unwrap();
+        sh.close(Duration::from_secs(30)).unwrap();
+    }
+    // A cloned disk: the same database twice.
+    std::fs::copy(&a, &b).unwrap();
+    let lb = std::path::PathBuf::from(format!("{}-pagelog", b.display()));
+    std::fs::create_dir_all(&lb).unwrap();
+    for e in std::fs::read_dir(format!("{}-pagelog", a.display())).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), lb.join(e.file_name())).unwrap();
+    }
+    let (ca, cb) = (vfs.connect(&a).unwrap(), vfs.connect(&b).unwrap());
+    let sa = Shipper::start(vfs.open_database(&a).unwrap(), store.clone(), quick_opts()).unwrap();
+    let sb = Shipper::start(vfs.open_database(&b).unwrap(), store.clone(), quick_opts()).unwrap();
+    let la = insert(&ca, 2, 10);
+    let lb = insert(&cb, 5, 20);
+    sa.ship_now();
+    sb.ship_now();
+    let (ra, rb) = (sa.wait_replicated(la, WAIT), sb.wait_replicated(lb, WAIT));
+    assert!(
+        ra.is_ok() != rb.is_ok(),
+        "exactly one writer wins: {ra:?} {rb:?}"
+    );
+    let (loser, winner_path) = if ra.is_ok() { (&sb, &a) } else { (&sa, &b) };
+    let stopped = loser.status().stopped.unwrap_or_default();
+    assert!(stopped.contains("another writer"), "{stopped}");
+    let out = dir.path().join("r.db");
+    restore_at(&store, &out, RestoreTarget::Latest);
+    assert!(
+        file_bytes(&out) == image(&vfs, winner_path),
+        "one history in the bucket"
+    );
+}
+
+#[test]
+fn s3_errors_are_retried_and_shipping_catches_up() {
+    let t = S3Target::from_env_or_start();
+    let Some(server) = &t.server else {
+        println!(
+            "SKIPPED s3_errors_are_retried_and_shipping_catches_up: needs the in-process server's fault injection"
+        );
+        return;
+    };
+    let store = s3_store(&t, "faults");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let db = vfs.open_database(&path).unwrap();
+    let sh = Shipper::start(db.clone(), store.clone(), quick_opts()).unwrap();
+    let first = insert(&conn, 2, 0);
+    sh.wait_replicated(first, WAIT).unwrap();
+    // A burst of 503s, more than the client's own retries: the shipper backs off and retries.
+    server.inject(Fault::Unavailable(40));
+    let mut last = first;
+    for i in 0..30 {
+        last = insert(&conn, 2, i);
+        assert!(
+            db.durable_lsn() >= last,
+            "commits are not held up by the store"
+        );
+    }
+    sh.wait_replicated(last, WAIT).unwrap();
+    assert_eq!(check_contiguous(&*store, 1), sh.replicated_lsn());
+    assert!(server.stats().faults >= 40, "the 503s were served");
+    // Bodies cut short during the restore are fetched again, never used.
+    server.inject(Fault::TruncateGets(2));
+    let out = dir.path().join("r.db");
+    restore_at(&store, &out, RestoreTarget::Latest);
+    assert!(file_bytes(&out) == image(&vfs, &path));
+    sh.close(Duration::from_secs(30)).unwrap();
+}
