@@ -175,3 +175,74 @@ fn another_process_owning_the_database_is_refused() {
     );
     assert!(e.to_string().contains("pid"), "{e}");
 }
+
+#[test]
+fn bad_store_urls_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in ["gs://bucket/x", "s3://A", "file://relative"] {
+        let e = Database::open(dir.path().join("a.db"), Config::new().store_url(url)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Store(pagelog::snapshot::StoreError::Invalid { .. })
+            ),
+            "{url}: {e}"
+        );
+        assert!(e.to_string().contains("store URL"), "{e}");
+    }
+}
+
+#[test]
+fn an_unreachable_store_at_open_does_not_stop_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let options = pagelog::StoreOptions {
+        // Nothing listens on port 1.
+        endpoint: Some("http://127.0.0.1:1".into()),
+        region: Some("us-east-1".into()),
+        credentials: Some(("AKIDEXAMPLE".into(), "not-a-secret".into())),
+        max_attempts: Some(1),
+        attempt_timeout: Some(Duration::from_secs(2)),
+        ..Default::default()
+    };
+    let db = Database::open(
+        &path,
+        Config::new()
+            .store_url("s3://unreachable-bucket/app")
+            .store_options(options)
+            .close_timeout(Duration::from_millis(500)),
+    )
+    .unwrap();
+    let conn = db.connect().unwrap();
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let mark = db.commit_bookmark(&conn).unwrap();
+    assert!(
+        db.is_durable(&mark),
+        "Sync: durable on return, store or not"
+    );
+    let e = db
+        .wait_replicated(&mark, Some(Duration::from_millis(300)))
+        .unwrap_err();
+    assert!(e.to_string().contains("timed out"), "{e}");
+    let s = db.stats();
+    let shipper = s.shipper.unwrap();
+    assert!(!shipper.store_available, "{shipper:?}");
+    assert!(
+        shipper
+            .last_error
+            .unwrap_or_default()
+            .contains("127.0.0.1:1"),
+        "the error names the endpoint"
+    );
+    drop(conn);
+    // Close gives up on the store after its timeout; the data stays local.
+    assert!(db.close().is_err());
+    let db = Database::open(&path, Config::new()).unwrap();
+    let n: i64 = db
+        .connect()
+        .unwrap()
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+}

@@ -64,7 +64,8 @@ pub struct RestoreOptions {
     pub force: bool,
     /// Run SQLite's `PRAGMA integrity_check` on the result.
     pub integrity_check: bool,
-    /// Parallel downloads. Default 8.
+    /// Parallel downloads of snapshot parts (4 MiB each); log batches (up to the shipper's batch
+    /// size each) are fetched by at most two threads, two ahead. Default 4.
     pub concurrency: usize,
     /// Claim a new timeline and create a local log, so that the restored database can be
     /// opened through pagelog and written; its new history is shipped to the new timeline.
@@ -104,7 +105,7 @@ impl Default for RestoreOptions {
             timeline: None,
             force: false,
             integrity_check: false,
-            concurrency: 8,
+            concurrency: 4,
             new_timeline: false,
             progress: None,
         }
@@ -411,7 +412,8 @@ pub fn restore(
                 }
                 Ok(())
             };
-            let batch_threads = opts.concurrency.clamp(1, 4);
+            // Batches can be large (16 MiB by default): few in memory at once.
+            let batch_threads = opts.concurrency.clamp(1, 2);
             fetch_ordered(
                 batches.len(),
                 batch_threads,
@@ -709,7 +711,7 @@ fn lay_down_snapshot(
     fetch_ordered(
         m.parts.len(),
         concurrency.max(1),
-        concurrency.max(1) * 2,
+        concurrency.max(1),
         |i| {
             let key = part_key(m.timeline, m.lsn, i as u32);
             let bytes = store.get(&key)?;

@@ -794,9 +794,15 @@ fn snapshots_by_policy_and_async_wait() {
     }
     block_on(sh.wait_replicated_async(last)).unwrap();
     assert!(sh.replicated_lsn() >= last);
+    // The policy's snapshot follows the batch that crossed the threshold (the watermark moves
+    // first): give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while sh.status().snapshots_taken == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(sh.status().snapshots_taken >= 1, "{:?}", sh.status());
     let puts_before = store.puts.load(std::sync::atomic::Ordering::SeqCst);
     let lists_before = store.lists.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(sh.status().snapshots_taken >= 1, "{:?}", sh.status());
     // Steady-state shipping makes no LIST request (retention is off here).
     for i in 0..5 {
         let l = insert(&conn, 1, i);
