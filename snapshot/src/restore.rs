@@ -23,7 +23,7 @@ use crate::catalog::{Catalog, TimelineCatalog};
 use crate::error::{Result, SnapshotError};
 use crate::fetch::fetch_ordered;
 use crate::format::{
-    DecodedBatch, Manifest, TimelineInfo, decode_batch, decode_part, part_key, timeline_key,
+    BatchStream, Manifest, TimelineInfo, decode_batch, decode_part, part_key, timeline_key,
 };
 use crate::store::{ObjectStore, PutOutcome};
 
@@ -397,6 +397,7 @@ pub fn restore(
         let batches = &t.batches[batch_range.clone()];
         let mut expect = base_lsn + 1;
         let mut scratch = Vec::new();
+        let mut pages = PageArena::default();
         // The snapshot is laid down on its own threads while the first batches download and
         // decode; batches are applied once it is done.
         std::thread::scope(|scope| -> Result<()> {
@@ -412,19 +413,19 @@ pub fn restore(
                 }
                 Ok(())
             };
-            // Batches can be large (16 MiB by default): few in memory at once.
-            let batch_threads = opts.concurrency.clamp(1, 2);
+            // Batches can be large (16 MiB of records by default): one is read while the next
+            // one downloads, and neither is decompressed whole.
             fetch_ordered(
                 batches.len(),
-                batch_threads,
-                batch_threads,
+                1,
+                1,
                 |i| {
                     let key = &batches[i].key;
                     let bytes = store.get(key)?;
                     note(bytes.len() as u64);
-                    decode_batch(key, bytes)
+                    BatchStream::open(key, bytes)
                 },
-                |i, batch: DecodedBatch| {
+                |i, mut batch: BatchStream| {
                     laid(&mut hashes)?;
                     let key = &batches[i].key;
                     let h = batch.header;
@@ -464,9 +465,8 @@ pub fn restore(
                         });
                     }
                     // Only the last image of each page in the batch is written, in page order.
-                    let mut pages = PageSet::default();
                     let mut more = true;
-                    for r in batch.records() {
+                    while let Some(r) = batch.next_record()? {
                         if r.lsn < expect {
                             continue;
                         }
@@ -503,6 +503,11 @@ pub fn restore(
                             }
                             for (pgno, data) in txn.pages() {
                                 pages.set(pgno, data);
+                            }
+                            if pages.bytes() >= PAGE_ARENA_BYTES {
+                                pages
+                                    .flush(&*file, state.page_size, &mut scratch, &mut hashes)
+                                    .map_err(|e| io_err(&tmp, "writing", e))?;
                             }
                             state.db_pages = txn.db_pages;
                             state.checksum = txn.checksum;
@@ -608,15 +613,32 @@ pub fn restore(
     Ok(report)
 }
 
-/// The last image of each page written by a run of transactions, borrowed from their batch.
+/// Page images buffered before a flush.
+const PAGE_ARENA_BYTES: usize = 4 << 20;
+
+/// The last image of each page written by a run of transactions, copied out of the record
+/// stream, until it is flushed.
 #[derive(Default)]
-struct PageSet<'a> {
-    pages: std::collections::BTreeMap<u32, &'a [u8]>,
+struct PageArena {
+    data: Vec<u8>,
+    pages: std::collections::BTreeMap<u32, (usize, usize)>,
 }
 
-impl<'a> PageSet<'a> {
-    fn set(&mut self, pgno: u32, data: &'a [u8]) {
-        self.pages.insert(pgno, data);
+impl PageArena {
+    fn set(&mut self, pgno: u32, page: &[u8]) {
+        match self.pages.get(&pgno) {
+            Some(&(at, len)) if len == page.len() => {
+                self.data[at..at + len].copy_from_slice(page);
+            }
+            _ => {
+                self.pages.insert(pgno, (self.data.len(), page.len()));
+                self.data.extend_from_slice(page);
+            }
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.data.len()
     }
 
     /// Write the pages at their offsets, runs of adjacent pages (up to 1 MiB) in one call, and
@@ -633,7 +655,8 @@ impl<'a> PageSet<'a> {
         let mut run_start = 0u32;
         let mut run_len = 0usize;
         scratch.clear();
-        for (&pgno, data) in &self.pages {
+        for (&pgno, &(at, len)) in &self.pages {
+            let data = &self.data[at..at + len];
             hashes.set(pgno, page_hash(pgno, data));
             if run_len > 0 && (pgno != run_start + run_len as u32 || run_len == max_run) {
                 file.write_all_at(scratch, (run_start as u64 - 1) * ps)?;
@@ -650,6 +673,7 @@ impl<'a> PageSet<'a> {
             file.write_all_at(scratch, (run_start as u64 - 1) * ps)?;
         }
         self.pages.clear();
+        self.data.clear();
         Ok(())
     }
 }

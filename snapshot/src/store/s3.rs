@@ -864,12 +864,16 @@ impl Inner {
             ));
         }
         if want_end <= first_end {
-            return Ok(first.bytes.to_vec());
+            // Without a copy when the buffer is not shared.
+            return Ok(Vec::from(first.bytes));
         }
         let len = usize::try_from(want_end - start)
             .map_err(|_| self.other(key, format!("object too large: {total} bytes")))?;
-        let mut out = Vec::with_capacity(len);
-        out.extend_from_slice(&first.bytes);
+        // Each chunk is copied to its place as it arrives and dropped: memory stays at the
+        // object plus the chunks in flight.
+        let mut out = vec![0u8; len];
+        out[..first.bytes.len()].copy_from_slice(&first.bytes);
+        let first_len = first.bytes.len();
         let chunks: Vec<(u64, u64)> = (first_end..want_end)
             .step_by(DOWNLOAD_CHUNK as usize)
             .map(|s| (s, (s + DOWNLOAD_CHUNK).min(want_end)))
@@ -898,15 +902,16 @@ impl Inner {
                 }
             });
         }
-        let mut parts: Vec<Option<Bytes>> = vec![None; chunks.len()];
+        let mut done = vec![false; chunks.len()];
         while let Some(joined) = tasks.join_next().await {
             let (i, bytes) =
                 joined.map_err(|e| self.other(key, format!("ranged GET task failed: {e}")))??;
-            parts[i] = Some(bytes);
+            let at = (chunks[i].0 - start) as usize;
+            out[at..at + bytes.len()].copy_from_slice(&bytes);
+            done[i] = true;
         }
-        for p in parts {
-            let p = p.ok_or_else(|| self.other(key, "a ranged GET went missing"))?;
-            out.extend_from_slice(&p);
+        if first_len as u64 != first_end.min(total) - start || done.iter().any(|d| !d) {
+            return Err(self.other(key, "a ranged GET went missing"));
         }
         debug!(key, len = out.len(), chunks = chunks.len() + 1, "read");
         Ok(out)
