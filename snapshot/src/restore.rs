@@ -64,9 +64,12 @@ pub struct RestoreOptions {
     pub force: bool,
     /// Run SQLite's `PRAGMA integrity_check` on the result.
     pub integrity_check: bool,
-    /// Parallel downloads of snapshot parts (4 MiB each); log batches (up to the shipper's batch
-    /// size each) are fetched by at most two threads, two ahead. Default 4.
+    /// Parallel downloads of snapshot parts (4 MiB each). Default 4.
     pub concurrency: usize,
+    /// Download the next log batch while one is applied: faster against a slow store, one more
+    /// batch (up to the shipper's batch size, compressed) in memory. Default false: batches are
+    /// read one at a time, each decompressed as a stream.
+    pub prefetch_batches: bool,
     /// Claim a new timeline and create a local log, so that the restored database can be
     /// opened through pagelog and written; its new history is shipped to the new timeline.
     pub new_timeline: bool,
@@ -93,6 +96,7 @@ impl std::fmt::Debug for RestoreOptions {
             .field("force", &self.force)
             .field("integrity_check", &self.integrity_check)
             .field("concurrency", &self.concurrency)
+            .field("prefetch_batches", &self.prefetch_batches)
             .field("new_timeline", &self.new_timeline)
             .finish_non_exhaustive()
     }
@@ -106,6 +110,7 @@ impl Default for RestoreOptions {
             force: false,
             integrity_check: false,
             concurrency: 4,
+            prefetch_batches: false,
             new_timeline: false,
             progress: None,
         }
@@ -415,114 +420,118 @@ pub fn restore(
             };
             // Batches can be large (16 MiB of records by default): one is read while the next
             // one downloads, and neither is decompressed whole.
-            fetch_ordered(
-                batches.len(),
-                1,
-                1,
-                |i| {
-                    let key = &batches[i].key;
-                    let bytes = store.get(key)?;
-                    note(bytes.len() as u64);
-                    BatchStream::open(key, bytes)
-                },
-                |i, mut batch: BatchStream| {
-                    laid(&mut hashes)?;
-                    let key = &batches[i].key;
-                    let h = batch.header;
-                    if h.timeline != t.timeline || h.first_lsn != batches[i].first_lsn {
-                        return Err(SnapshotError::Corrupt {
+            let fetch = |i: usize| {
+                let key = &batches[i].key;
+                let bytes = store.get(key)?;
+                note(bytes.len() as u64);
+                BatchStream::open(key, bytes)
+            };
+            let mut apply = |i: usize, mut batch: BatchStream| -> Result<bool> {
+                laid(&mut hashes)?;
+                let key = &batches[i].key;
+                let h = batch.header;
+                if h.timeline != t.timeline || h.first_lsn != batches[i].first_lsn {
+                    return Err(SnapshotError::Corrupt {
+                        key: key.clone(),
+                        reason: "header does not match the key".into(),
+                    });
+                }
+                match database_id {
+                    Some(id) if id != h.database_id => {
+                        return Err(SnapshotError::WrongDatabase {
                             key: key.clone(),
-                            reason: "header does not match the key".into(),
+                            expected: id,
+                            found: h.database_id,
                         });
                     }
-                    match database_id {
-                        Some(id) if id != h.database_id => {
-                            return Err(SnapshotError::WrongDatabase {
+                    _ => database_id = Some(h.database_id),
+                }
+                if h.first_lsn > expect {
+                    return Err(SnapshotError::Gap {
+                        store: store.describe(),
+                        timeline: t.timeline,
+                        from: expect,
+                        to: h.first_lsn - 1,
+                    });
+                }
+                if h.is_gap() && h.last_lsn >= expect {
+                    if target < h.first_lsn.max(expect) {
+                        return Ok(false);
+                    }
+                    return Err(SnapshotError::Gap {
+                        store: store.describe(),
+                        timeline: t.timeline,
+                        from: h.first_lsn.max(expect),
+                        to: h.last_lsn.min(target),
+                    });
+                }
+                // Only the last image of each page in the batch is written, in page order.
+                let mut more = true;
+                while let Some(r) = batch.next_record()? {
+                    if r.lsn < expect {
+                        continue;
+                    }
+                    if r.lsn > target {
+                        more = false;
+                        break;
+                    }
+                    if r.kind == KIND_TXN {
+                        let txn =
+                            TxnRecord::decode(r.payload).map_err(|e| SnapshotError::Corrupt {
                                 key: key.clone(),
-                                expected: id,
-                                found: h.database_id,
+                                reason: format!("record {}: {e}", r.lsn),
+                            })?;
+                        if state.page_size != 0 && txn.page_size != state.page_size {
+                            return Err(SnapshotError::Corrupt {
+                                key: key.clone(),
+                                reason: format!(
+                                    "record {} changes the page size to {}",
+                                    r.lsn, txn.page_size
+                                ),
                             });
                         }
-                        _ => database_id = Some(h.database_id),
-                    }
-                    if h.first_lsn > expect {
-                        return Err(SnapshotError::Gap {
-                            store: store.describe(),
-                            timeline: t.timeline,
-                            from: expect,
-                            to: h.first_lsn - 1,
-                        });
-                    }
-                    if h.is_gap() && h.last_lsn >= expect {
-                        if target < h.first_lsn.max(expect) {
-                            return Ok(false);
+                        state.page_size = txn.page_size;
+                        if txn.db_pages < state.db_pages {
+                            // The database shrank: cut the file now, so that pages beyond the
+                            // new end read as zeros if it grows again.
+                            pages
+                                .flush(&*file, state.page_size, &mut scratch, &mut hashes)
+                                .map_err(|e| io_err(&tmp, "writing", e))?;
+                            file.set_len(txn.db_pages as u64 * txn.page_size as u64)
+                                .map_err(|e| io_err(&tmp, "resizing", e))?;
+                            hashes.resize(txn.db_pages);
                         }
-                        return Err(SnapshotError::Gap {
-                            store: store.describe(),
-                            timeline: t.timeline,
-                            from: h.first_lsn.max(expect),
-                            to: h.last_lsn.min(target),
-                        });
+                        for (pgno, data) in txn.pages() {
+                            pages.set(pgno, data);
+                        }
+                        if pages.bytes() >= PAGE_ARENA_BYTES {
+                            pages
+                                .flush(&*file, state.page_size, &mut scratch, &mut hashes)
+                                .map_err(|e| io_err(&tmp, "writing", e))?;
+                        }
+                        state.db_pages = txn.db_pages;
+                        state.checksum = txn.checksum;
+                        state.transactions += 1;
                     }
-                    // Only the last image of each page in the batch is written, in page order.
-                    let mut more = true;
-                    while let Some(r) = batch.next_record()? {
-                        if r.lsn < expect {
-                            continue;
-                        }
-                        if r.lsn > target {
-                            more = false;
-                            break;
-                        }
-                        if r.kind == KIND_TXN {
-                            let txn = TxnRecord::decode(r.payload).map_err(|e| {
-                                SnapshotError::Corrupt {
-                                    key: key.clone(),
-                                    reason: format!("record {}: {e}", r.lsn),
-                                }
-                            })?;
-                            if state.page_size != 0 && txn.page_size != state.page_size {
-                                return Err(SnapshotError::Corrupt {
-                                    key: key.clone(),
-                                    reason: format!(
-                                        "record {} changes the page size to {}",
-                                        r.lsn, txn.page_size
-                                    ),
-                                });
-                            }
-                            state.page_size = txn.page_size;
-                            if txn.db_pages < state.db_pages {
-                                // The database shrank: cut the file now, so that pages beyond the
-                                // new end read as zeros if it grows again.
-                                pages
-                                    .flush(&*file, state.page_size, &mut scratch, &mut hashes)
-                                    .map_err(|e| io_err(&tmp, "writing", e))?;
-                                file.set_len(txn.db_pages as u64 * txn.page_size as u64)
-                                    .map_err(|e| io_err(&tmp, "resizing", e))?;
-                                hashes.resize(txn.db_pages);
-                            }
-                            for (pgno, data) in txn.pages() {
-                                pages.set(pgno, data);
-                            }
-                            if pages.bytes() >= PAGE_ARENA_BYTES {
-                                pages
-                                    .flush(&*file, state.page_size, &mut scratch, &mut hashes)
-                                    .map_err(|e| io_err(&tmp, "writing", e))?;
-                            }
-                            state.db_pages = txn.db_pages;
-                            state.checksum = txn.checksum;
-                            state.transactions += 1;
-                        }
-                        state.lsn = r.lsn;
-                        state.timestamp_us = r.timestamp_us;
-                        expect = r.lsn + 1;
+                    state.lsn = r.lsn;
+                    state.timestamp_us = r.timestamp_us;
+                    expect = r.lsn + 1;
+                }
+                pages
+                    .flush(&*file, state.page_size, &mut scratch, &mut hashes)
+                    .map_err(|e| io_err(&tmp, "writing", e))?;
+                Ok(more)
+            };
+            if opts.prefetch_batches {
+                fetch_ordered(batches.len(), 1, 1, fetch, &mut apply)?;
+            } else {
+                for i in 0..batches.len() {
+                    if !apply(i, fetch(i)?)? {
+                        break;
                     }
-                    pages
-                        .flush(&*file, state.page_size, &mut scratch, &mut hashes)
-                        .map_err(|e| io_err(&tmp, "writing", e))?;
-                    Ok(more)
-                },
-            )?;
+                }
+            }
+            drop(apply);
             laid(&mut hashes)
         })?;
         if state.lsn < target {

@@ -22,6 +22,9 @@ fn restore_to(
     out: &std::path::Path,
     target: RestoreTarget,
 ) -> pagelog_snapshot::RestoreReport {
+    // Every other restore downloads the next batch while applying one.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefetch = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 1;
     restore(
         &**store,
         out,
@@ -29,6 +32,7 @@ fn restore_to(
             target,
             force: true,
             integrity_check: true,
+            prefetch_batches: prefetch,
             ..RestoreOptions::default()
         },
     )

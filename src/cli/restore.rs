@@ -65,9 +65,13 @@ pub struct RestoreArgs {
     /// opened through pagelog and written (its new history ships to the new timeline).
     #[arg(long)]
     new_timeline: bool,
-    /// Parallel downloads.
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    /// Parallel downloads of snapshot parts (4 MiB each).
+    #[arg(long, value_name = "N", default_value_t = 4)]
     concurrency: usize,
+    /// Download the next log batch while one is applied (faster against a slow store, one more
+    /// batch in memory).
+    #[arg(long)]
+    prefetch: bool,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
@@ -93,6 +97,7 @@ impl RestoreArgs {
             force: self.force,
             integrity_check: self.integrity_check,
             concurrency: self.concurrency.max(1),
+            prefetch_batches: self.prefetch,
             new_timeline: self.new_timeline,
             progress: None,
         }
