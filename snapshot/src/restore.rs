@@ -531,7 +531,6 @@ pub fn restore(
                     }
                 }
             }
-            drop(apply);
             laid(&mut hashes)
         })?;
         if state.lsn < target {
