@@ -66,9 +66,9 @@ pub struct RestoreOptions {
     pub integrity_check: bool,
     /// Parallel downloads of snapshot parts (4 MiB each). Default 4.
     pub concurrency: usize,
-    /// Download the next log batch while one is applied: faster against a slow store, one more
-    /// batch (up to the shipper's batch size, compressed) in memory. Default false: batches are
-    /// read one at a time, each decompressed as a stream.
+    /// Download the next log batch while one is applied (each is decompressed as a stream).
+    /// Default true; false keeps one batch (up to the shipper's batch size, compressed) less in
+    /// memory at some cost in time.
     pub prefetch_batches: bool,
     /// Claim a new timeline and create a local log, so that the restored database can be
     /// opened through pagelog and written; its new history is shipped to the new timeline.
@@ -110,7 +110,7 @@ impl Default for RestoreOptions {
             force: false,
             integrity_check: false,
             concurrency: 4,
-            prefetch_batches: false,
+            prefetch_batches: true,
             new_timeline: false,
             progress: None,
         }
@@ -525,6 +525,7 @@ pub fn restore(
             if opts.prefetch_batches {
                 fetch_ordered(batches.len(), 1, 1, fetch, &mut apply)?;
             } else {
+                // The first batch downloads while the snapshot is still being laid down.
                 for i in 0..batches.len() {
                     if !apply(i, fetch(i)?)? {
                         break;

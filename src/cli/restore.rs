@@ -68,10 +68,10 @@ pub struct RestoreArgs {
     /// Parallel downloads of snapshot parts (4 MiB each).
     #[arg(long, value_name = "N", default_value_t = 4)]
     concurrency: usize,
-    /// Download the next log batch while one is applied (faster against a slow store, one more
-    /// batch in memory).
+    /// Read log batches one at a time instead of downloading the next one while one is applied
+    /// (less memory, slower).
     #[arg(long)]
-    prefetch: bool,
+    no_prefetch: bool,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
@@ -97,7 +97,7 @@ impl RestoreArgs {
             force: self.force,
             integrity_check: self.integrity_check,
             concurrency: self.concurrency.max(1),
-            prefetch_batches: self.prefetch,
+            prefetch_batches: !self.no_prefetch,
             new_timeline: self.new_timeline,
             progress: None,
         }
