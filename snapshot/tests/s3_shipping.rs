@@ -122,13 +122,7 @@ fn two_writers_on_one_s3_prefix_one_is_fenced() {
         sh.close(Duration::from_secs(30)).unwrap();
     }
     // A cloned disk: the same database twice.
-    std::fs::copy(&a, &b).unwrap();
-    let lb = std::path::PathBuf::from(format!("{}-pagelog", b.display()));
-    std::fs::create_dir_all(&lb).unwrap();
-    for e in std::fs::read_dir(format!("{}-pagelog", a.display())).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), lb.join(e.file_name())).unwrap();
-    }
+    clone_db(&a, &b);
     let (ca, cb) = (vfs.connect(&a).unwrap(), vfs.connect(&b).unwrap());
     let sa = Shipper::start(vfs.open_database(&a).unwrap(), store.clone(), quick_opts()).unwrap();
     let sb = Shipper::start(vfs.open_database(&b).unwrap(), store.clone(), quick_opts()).unwrap();

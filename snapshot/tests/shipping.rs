@@ -213,20 +213,6 @@ fn store_outage_does_not_block_commits_and_catches_up() {
     shipper.close(Duration::from_secs(10)).unwrap();
 }
 
-/// Copy a closed database (file and log) to a new path: a cloned disk.
-fn clone_db(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::copy(from, to).unwrap();
-    let (fl, tl) = (
-        format!("{}-pagelog", from.display()),
-        format!("{}-pagelog", to.display()),
-    );
-    std::fs::create_dir_all(&tl).unwrap();
-    for e in std::fs::read_dir(&fl).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), std::path::Path::new(&tl).join(e.file_name())).unwrap();
-    }
-}
-
 #[test]
 fn second_writer_and_stale_copies_are_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -428,6 +428,20 @@ impl Inner {
         }
     }
 
+    /// The outcome of a failed conditional create: 412 Precondition Failed means the key
+    /// exists; anything else is a failure.
+    fn created_or_exists<E>(&self, key: &str, err: SdkError<E>) -> Result<PutOutcome, Failure>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let f = self.fail(key, err);
+        if f.status == Some(412) {
+            Ok(PutOutcome::AlreadyExists)
+        } else {
+            Err(f)
+        }
+    }
+
     /// Map an SDK error. `key` is the key relative to the prefix (or the listing prefix).
     fn fail<E>(&self, key: &str, err: SdkError<E>) -> Failure
     where
@@ -630,17 +644,8 @@ impl Inner {
             .body(ByteStream::from(data))
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(PutOutcome::Created),
-            Err(e) => {
-                let f = self.fail(key, e);
-                if f.status == Some(412) {
-                    Ok(PutOutcome::AlreadyExists)
-                } else {
-                    Err(f)
-                }
-            }
-        }
+        r.map(|_| PutOutcome::Created)
+            .or_else(|e| self.created_or_exists(key, e))
     }
 
     async fn put_multipart(
@@ -752,17 +757,8 @@ impl Inner {
             .if_none_match("*")
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(PutOutcome::Created),
-            Err(e) => {
-                let f = self.fail(key, e);
-                if f.status == Some(412) {
-                    Ok(PutOutcome::AlreadyExists)
-                } else {
-                    Err(f)
-                }
-            }
-        }
+        r.map(|_| PutOutcome::Created)
+            .or_else(|e| self.created_or_exists(key, e))
     }
 
     /// One GET of bytes `start..end` (or the whole object when `range` is `None`), body

@@ -237,3 +237,17 @@ pub fn check_contiguous(store: &dyn ObjectStore, timeline: u64) -> u64 {
     }
     last
 }
+
+/// Copy a closed database (file and log) to a new path: a cloned disk.
+pub fn clone_db(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::copy(from, to).unwrap();
+    let (fl, tl) = (
+        format!("{}-pagelog", from.display()),
+        format!("{}-pagelog", to.display()),
+    );
+    std::fs::create_dir_all(&tl).unwrap();
+    for e in std::fs::read_dir(&fl).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), std::path::Path::new(&tl).join(e.file_name())).unwrap();
+    }
+}
