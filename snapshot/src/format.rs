@@ -701,64 +701,22 @@ impl BatchStream {
 /// Decode a whole batch object: check its header, body checksum, and every record (consecutive
 /// LSNs, payload checksums).
 pub fn decode_batch(key: &str, b: Vec<u8>) -> Result<DecodedBatch> {
-    let h = BatchHeader::decode(key, &b)?;
-    if crc32fast::hash(&b[BATCH_HEADER_LEN..]) != h.body_crc {
-        return Err(corrupt(
-            key,
-            "body checksum mismatch (truncated or corrupt)",
-        ));
-    }
-    let (raw, mut at) = decompress(key, h.compression, b, BATCH_HEADER_LEN, h.raw_len)?;
-    let mut spans = Vec::with_capacity(h.records.min(1 << 16) as usize);
-    let mut expect = h.first_lsn;
-    let mut last_crc = None;
-    while at < raw.len() {
-        if raw.len() - at < BATCH_RECORD_HEADER_LEN {
-            return Err(corrupt(key, format!("record header cut at byte {at}")));
-        }
-        let lsn = u64_at(&raw, at);
-        let ts = u64_at(&raw, at + 8);
-        let kind = u16_at(&raw, at + 16);
-        let len = u32_at(&raw, at + 20) as usize;
-        let crc = u32_at(&raw, at + 24);
-        let start = at + BATCH_RECORD_HEADER_LEN;
-        if raw.len() - start < len {
-            return Err(corrupt(key, format!("record {lsn} cut short")));
-        }
-        if lsn != expect {
-            return Err(corrupt(
-                key,
-                format!("record {lsn} where {expect} was expected"),
-            ));
-        }
-        if crc32fast::hash(&raw[start..start + len]) != crc {
-            return Err(corrupt(key, format!("record {lsn} checksum mismatch")));
-        }
+    // One decoder for the format: read the stream, keep every record in one buffer.
+    let mut stream = BatchStream::open(key, b)?;
+    let header = stream.header;
+    let mut raw = Vec::with_capacity(header.raw_len.min(MAX_BODY) as usize);
+    let mut spans = Vec::with_capacity(header.records.min(1 << 16) as usize);
+    while let Some(r) = stream.next_record()? {
         spans.push(RecordSpan {
-            lsn,
-            timestamp_us: ts,
-            kind,
-            start,
-            len,
+            lsn: r.lsn,
+            timestamp_us: r.timestamp_us,
+            kind: r.kind,
+            start: raw.len(),
+            len: r.payload.len(),
         });
-        last_crc = Some(crc);
-        expect += 1;
-        at = start + len;
+        raw.extend_from_slice(r.payload);
     }
-    if spans.len() as u64 != h.records as u64 {
-        return Err(corrupt(
-            key,
-            format!("{} records, header says {}", spans.len(), h.records),
-        ));
-    }
-    if !h.is_gap() && last_crc != Some(h.last_payload_crc) {
-        return Err(corrupt(key, "last record does not match the header"));
-    }
-    Ok(DecodedBatch {
-        header: h,
-        raw,
-        spans,
-    })
+    Ok(DecodedBatch { header, raw, spans })
 }
 
 // ---------------------------------------------------------------------------------------------
