@@ -3,6 +3,8 @@
 //! object starts with a magic, a version and a CRC32 of its header, so that it describes and
 //! checks itself; bodies are zstd-compressed and carry their own CRC32.
 
+use std::io::Read;
+
 use pagelog_log::Lsn;
 use pagelog_log::format::{u16_at, u32_at, u64_at};
 
@@ -227,36 +229,6 @@ fn append_body(out: &mut Vec<u8>, raw: &[u8]) -> u16 {
             COMPRESSION_NONE
         }
     }
-}
-
-/// The decompressed body of `object` (whose body starts at `start`), as a buffer and the
-/// offset where the body begins in it: an uncompressed body is used in place, not copied.
-fn decompress(
-    key: &str,
-    compression: u16,
-    object: Vec<u8>,
-    start: usize,
-    raw_len: u64,
-) -> Result<(Vec<u8>, usize)> {
-    if raw_len > MAX_BODY {
-        return Err(corrupt(key, format!("body length {raw_len} too large")));
-    }
-    let (buf, at) = match compression {
-        COMPRESSION_NONE => (object, start),
-        COMPRESSION_ZSTD => (
-            zstd::bulk::decompress(&object[start..], raw_len as usize)
-                .map_err(|e| corrupt(key, format!("zstd: {e}")))?,
-            0,
-        ),
-        c => return Err(corrupt(key, format!("unknown compression {c}"))),
-    };
-    if (buf.len() - at) as u64 != raw_len {
-        return Err(corrupt(
-            key,
-            format!("body is {} bytes, header says {raw_len}", buf.len() - at),
-        ));
-    }
-    Ok((buf, at))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -571,19 +543,117 @@ impl DecodedBatch {
 }
 
 /// Reads a batch object's records one at a time, decompressing as it goes, so that a restore
-/// holds the compressed object and one record rather than the whole decompressed body. Checks
-/// the same things as [`decode_batch`]: the header and body CRCs up front, then each record's
-/// LSN and CRC as it is read, and the count, length and last record at the end.
+/// holds one record (and, from [`BatchStream::open`], the compressed object) rather than the
+/// whole decompressed body. Checks the same things as [`decode_batch`]: the header CRC up
+/// front, the body CRC up front ([`BatchStream::open`]) or at the end
+/// ([`BatchStream::from_reader`]), each record's LSN and CRC as it is read, and the count,
+/// length and last record at the end.
 pub struct BatchStream {
     /// The header.
     pub header: BatchHeader,
     key: String,
-    reader: Box<dyn std::io::Read + Send>,
+    body: Body,
+    /// The stored body's CRC, while it is still to be checked (streamed objects: at the end).
+    pending_crc: Option<u32>,
     next_lsn: Lsn,
     read_raw: u64,
     remaining: u32,
     last_crc: Option<u32>,
     payload: Vec<u8>,
+}
+
+/// The stored body as it is read: the CRC of every stored byte is kept as they pass.
+struct CrcReader {
+    inner: Box<dyn Read + Send>,
+    hasher: crc32fast::Hasher,
+}
+
+impl Read for CrcReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The body, decompressed as it is read.
+enum Body {
+    Raw(CrcReader),
+    Zstd(Box<zstd::stream::read::Decoder<'static, std::io::BufReader<CrcReader>>>),
+}
+
+impl Body {
+    fn stored(&mut self) -> &mut CrcReader {
+        match self {
+            Body::Raw(r) => r,
+            Body::Zstd(d) => d.get_mut().get_mut(),
+        }
+    }
+}
+
+impl Body {
+    /// At the end of the decompressed body: check that nothing follows it, and, for a streamed
+    /// object (`crc` is the expected body CRC), read the stored body to its end and check it.
+    fn finish(&mut self, key: &str, crc: Option<u32>) -> Result<()> {
+        let mut probe = [0u8; 1];
+        let extra = self
+            .read(&mut probe)
+            .map_err(|e| stream_err(key, "the end of the body", e))?;
+        if extra != 0 {
+            return Err(corrupt(key, "body longer than its header says"));
+        }
+        if let Some(want) = crc {
+            let stored = self.stored();
+            std::io::copy(stored, &mut std::io::sink())
+                .map_err(|e| stream_err(key, "the end of the body", e))?;
+            if stored.hasher.clone().finalize() != want {
+                return Err(corrupt(
+                    key,
+                    "body checksum mismatch (truncated or corrupt)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The body of a stored object: `compression` applied to `stored`, whose CRC is computed
+    /// as it is read.
+    fn new(key: &str, compression: u16, stored: Box<dyn Read + Send>) -> Result<Body> {
+        let stored = CrcReader {
+            inner: stored,
+            hasher: crc32fast::Hasher::new(),
+        };
+        Ok(match compression {
+            COMPRESSION_NONE => Body::Raw(stored),
+            COMPRESSION_ZSTD => Body::Zstd(Box::new(
+                zstd::stream::read::Decoder::new(stored)
+                    .map_err(|e| corrupt(key, format!("zstd: {e}")))?,
+            )),
+            c => return Err(corrupt(key, format!("unknown compression {c}"))),
+        })
+    }
+}
+
+/// Read the fixed-size header of a streamed object.
+fn read_header<const N: usize>(key: &str, reader: &mut dyn Read) -> Result<[u8; N]> {
+    let mut head = [0u8; N];
+    reader.read_exact(&mut head).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            corrupt(key, format!("truncated: shorter than its {N}-byte header"))
+        } else {
+            stream_err(key, "reading the header", e)
+        }
+    })?;
+    Ok(head)
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Body::Raw(r) => r.read(buf),
+            Body::Zstd(d) => d.read(buf),
+        }
+    }
 }
 
 impl std::fmt::Debug for BatchStream {
@@ -596,8 +666,17 @@ impl std::fmt::Debug for BatchStream {
     }
 }
 
+/// A read error of a streamed object: the store's own error when the store failed (a network
+/// error is not corruption), else the object is corrupt.
+fn stream_err(key: &str, what: impl std::fmt::Display, e: std::io::Error) -> SnapshotError {
+    match crate::store::StoreError::from_io(e) {
+        Ok(store) => SnapshotError::Store(store),
+        Err(e) => corrupt(key, format!("{what}: {e}")),
+    }
+}
+
 impl BatchStream {
-    /// Check the object's header and body CRC, and get ready to read its records.
+    /// Check a whole object's header and body CRC, and get ready to read its records.
     pub fn open(key: &str, object: Vec<u8>) -> Result<BatchStream> {
         let h = BatchHeader::decode(key, &object)?;
         if crc32fast::hash(&object[BATCH_HEADER_LEN..]) != h.body_crc {
@@ -606,23 +685,35 @@ impl BatchStream {
                 "body checksum mismatch (truncated or corrupt)",
             ));
         }
+        let mut cursor = std::io::Cursor::new(object);
+        cursor.set_position(BATCH_HEADER_LEN as u64);
+        BatchStream::with_body(key, h, Box::new(cursor), None)
+    }
+
+    /// Read an object as it arrives (see [`crate::ObjectStore::get_reader`]): the header now,
+    /// the records one by one, each checked against its own CRC before it is returned; the
+    /// stored body's CRC is checked once the last record has been read. Memory stays at one
+    /// record and the decoder's window, whatever the object's size.
+    pub fn from_reader(key: &str, mut reader: Box<dyn Read + Send>) -> Result<BatchStream> {
+        let head = read_header::<BATCH_HEADER_LEN>(key, &mut reader)?;
+        let h = BatchHeader::decode(key, &head)?;
+        BatchStream::with_body(key, h, reader, Some(h.body_crc))
+    }
+
+    fn with_body(
+        key: &str,
+        h: BatchHeader,
+        stored: Box<dyn Read + Send>,
+        pending_crc: Option<u32>,
+    ) -> Result<BatchStream> {
         if h.raw_len > MAX_BODY {
             return Err(corrupt(key, format!("body length {} too large", h.raw_len)));
         }
-        let mut cursor = std::io::Cursor::new(object);
-        cursor.set_position(BATCH_HEADER_LEN as u64);
-        let reader: Box<dyn std::io::Read + Send> = match h.compression {
-            COMPRESSION_NONE => Box::new(cursor),
-            COMPRESSION_ZSTD => Box::new(
-                zstd::stream::read::Decoder::new(cursor)
-                    .map_err(|e| corrupt(key, format!("zstd: {e}")))?,
-            ),
-            c => return Err(corrupt(key, format!("unknown compression {c}"))),
-        };
         Ok(BatchStream {
             header: h,
             key: key.to_string(),
-            reader,
+            body: Body::new(key, h.compression, stored)?,
+            pending_crc,
             next_lsn: h.first_lsn,
             read_raw: 0,
             remaining: h.records,
@@ -632,25 +723,25 @@ impl BatchStream {
     }
 
     fn read_exact(&mut self, buf_len: usize, what: &str) -> Result<()> {
-        let key = self.key.clone();
         let lsn = self.next_lsn;
-        std::io::Read::read_exact(&mut self.reader, &mut self.payload[..buf_len]).map_err(|e| {
-            corrupt(
-                &key,
-                format!("{what} of record {lsn} cut short or undecodable: {e}"),
-            )
-        })
+        self.body
+            .read_exact(&mut self.payload[..buf_len])
+            .map_err(|e| {
+                stream_err(
+                    &self.key,
+                    format_args!("{what} of record {lsn} cut short or undecodable"),
+                    e,
+                )
+            })
     }
 
     /// The next record, or `None` after the last one (once the end has been checked).
     pub fn next_record(&mut self) -> Result<Option<RecordRef<'_>>> {
         if self.remaining == 0 {
-            let mut probe = [0u8; 1];
-            let extra = std::io::Read::read(&mut self.reader, &mut probe)
-                .map_err(|e| corrupt(&self.key, format!("zstd: {e}")))?;
-            if extra != 0 || self.read_raw != self.header.raw_len {
+            if self.read_raw != self.header.raw_len {
                 return Err(corrupt(&self.key, "body longer than its records"));
             }
+            self.body.finish(&self.key, self.pending_crc.take())?;
             if !self.header.is_gap() && self.last_crc != Some(self.header.last_payload_crc) {
                 return Err(corrupt(&self.key, "last record does not match the header"));
             }
@@ -774,52 +865,141 @@ pub fn part_body_crc(part: &[u8]) -> u32 {
     u32_at(part, 52)
 }
 
-/// A decoded snapshot part: its header and its pages (in place in the object when stored
-/// uncompressed).
+/// A decoded snapshot part: its header and its pages.
 #[derive(Debug, Clone)]
 pub struct PartPages {
     /// The header.
     pub header: PartHeader,
     buf: Vec<u8>,
-    start: usize,
 }
 
 impl PartPages {
     /// The pages, concatenated.
     pub fn pages(&self) -> &[u8] {
-        &self.buf[self.start..]
+        &self.buf
     }
 }
 
-/// Decode a snapshot part: its header and its pages.
+/// Decode a snapshot part whole: its header and its pages.
 pub fn decode_part(key: &str, b: Vec<u8>) -> Result<PartPages> {
-    check_header(key, &b, PART_MAGIC, PART_HEADER_LEN)?;
+    let mut st = PartStream::open(key, b)?;
+    let raw_len = st.header.pages as usize * st.header.page_size as usize;
+    let mut buf = vec![0u8; raw_len];
+    let mut at = 0;
+    while at < raw_len {
+        at += st.read_pages(&mut buf[at..])?;
+    }
+    st.read_pages(&mut [])?;
+    Ok(PartPages {
+        header: st.header,
+        buf,
+    })
+}
+
+/// Reads a snapshot part's pages as they arrive, decompressing as it goes: a restore holds a
+/// buffer of pages, not the part. Checks the header CRC up front, the body CRC up front
+/// ([`PartStream::open`]) or once the last page has been read ([`PartStream::from_reader`]),
+/// and that the body holds exactly the pages the header says.
+pub struct PartStream {
+    /// The header.
+    pub header: PartHeader,
+    key: String,
+    body: Body,
+    pending_crc: Option<u32>,
+    /// Bytes of pages still to read.
+    left: u64,
+}
+
+impl std::fmt::Debug for PartStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartStream")
+            .field("key", &self.key)
+            .field("header", &self.header)
+            .field("left", &self.left)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartStream {
+    /// A whole part object: check its header and body CRC, and get ready to read its pages.
+    pub fn open(key: &str, object: Vec<u8>) -> Result<PartStream> {
+        let h = part_header(key, &object)?;
+        if crc32fast::hash(&object[PART_HEADER_LEN..]) != h.body_crc {
+            return Err(corrupt(
+                key,
+                "body checksum mismatch (truncated or corrupt)",
+            ));
+        }
+        let mut cursor = std::io::Cursor::new(object);
+        cursor.set_position(PART_HEADER_LEN as u64);
+        PartStream::with_body(key, h, Box::new(cursor), None)
+    }
+
+    /// A part read as it arrives (see [`crate::ObjectStore::get_reader`]).
+    pub fn from_reader(key: &str, mut reader: Box<dyn Read + Send>) -> Result<PartStream> {
+        let head = read_header::<PART_HEADER_LEN>(key, &mut reader)?;
+        let h = part_header(key, &head)?;
+        PartStream::with_body(key, h, reader, Some(h.body_crc))
+    }
+
+    fn with_body(
+        key: &str,
+        h: PartHeader,
+        stored: Box<dyn Read + Send>,
+        pending_crc: Option<u32>,
+    ) -> Result<PartStream> {
+        let raw_len = h.pages as u64 * h.page_size as u64;
+        if raw_len > MAX_BODY {
+            return Err(corrupt(key, format!("body length {raw_len} too large")));
+        }
+        Ok(PartStream {
+            header: h,
+            key: key.to_string(),
+            body: Body::new(key, h.compression, stored)?,
+            pending_crc,
+            left: raw_len,
+        })
+    }
+
+    /// Fill the start of `buf` with the next whole pages (as many as fit) and return how many
+    /// bytes that is. After the last page, returns 0 once the end of the body has been checked;
+    /// a `buf` too small for one page also returns 0 before the end.
+    pub fn read_pages(&mut self, buf: &mut [u8]) -> Result<usize> {
+        if self.left == 0 {
+            self.body.finish(&self.key, self.pending_crc.take())?;
+            return Ok(0);
+        }
+        let ps = self.header.page_size as usize;
+        let n = (buf.len() / ps * ps).min(self.left as usize);
+        self.body.read_exact(&mut buf[..n]).map_err(|e| {
+            stream_err(
+                &self.key,
+                format_args!("pages cut short or undecodable ({} bytes left)", self.left),
+                e,
+            )
+        })?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Decode and check a part's header.
+fn part_header(key: &str, b: &[u8]) -> Result<PartHeader> {
+    check_header(key, b, PART_MAGIC, PART_HEADER_LEN)?;
     let h = PartHeader {
-        compression: u16_at(&b, 10),
-        database_id: u128_at(&b, 16),
-        lsn: u64_at(&b, 32),
-        page_size: u32_at(&b, 40),
-        first_pgno: u32_at(&b, 44),
-        pages: u32_at(&b, 48),
-        body_crc: u32_at(&b, 52),
-        timeline: u64_at(&b, 56),
+        compression: u16_at(b, 10),
+        database_id: u128_at(b, 16),
+        lsn: u64_at(b, 32),
+        page_size: u32_at(b, 40),
+        first_pgno: u32_at(b, 44),
+        pages: u32_at(b, 48),
+        body_crc: u32_at(b, 52),
+        timeline: u64_at(b, 56),
     };
     if !pagelog_vfs::record::valid_page_size(h.page_size) || h.first_pgno == 0 {
         return Err(corrupt(key, "invalid page size or first page"));
     }
-    if crc32fast::hash(&b[PART_HEADER_LEN..]) != h.body_crc {
-        return Err(corrupt(
-            key,
-            "body checksum mismatch (truncated or corrupt)",
-        ));
-    }
-    let raw_len = h.pages as u64 * h.page_size as u64;
-    let (buf, start) = decompress(key, h.compression, b, PART_HEADER_LEN, raw_len)?;
-    Ok(PartPages {
-        header: h,
-        buf,
-        start,
-    })
+    Ok(h)
 }
 
 /// One part as the manifest lists it.
@@ -1041,6 +1221,103 @@ mod tests {
         assert!(e.to_string().contains("t/log/x.plb"), "{e}");
     }
 
+    /// Read everything a streamed batch holds; the payloads, or the error.
+    fn read_streamed(reader: Box<dyn Read + Send>) -> Result<Vec<Vec<u8>>> {
+        let mut st = BatchStream::from_reader("t/log/s.plb", reader)?;
+        let mut out = Vec::new();
+        while let Some(r) = st.next_record()? {
+            out.push(r.payload.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// A reader that hands out a few bytes at a time, then fails with a store error.
+    struct FailingReader {
+        data: std::io::Cursor<Vec<u8>>,
+        fail_at: u64,
+    }
+
+    impl Read for FailingReader {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.data.position() >= self.fail_at {
+                return Err(std::io::Error::other(crate::StoreError::Unavailable {
+                    endpoint: "http://test".into(),
+                    key: "t/log/s.plb".into(),
+                    message: "connection reset".into(),
+                }));
+            }
+            let room = (self.fail_at - self.data.position()) as usize;
+            let n = buf.len().min(room).min(7);
+            self.data.read(&mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn streamed_batches_check_everything_a_whole_read_checks() {
+        for compressible in [true, false] {
+            let mut b = BatchBuilder::new();
+            let mut want = Vec::new();
+            for lsn in 1..=40u64 {
+                let payload: Vec<u8> = if compressible {
+                    vec![lsn as u8; 200 + 50 * lsn as usize]
+                } else {
+                    let mut x = lsn.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                    (0..200 + 50 * lsn as usize)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            x as u8
+                        })
+                        .collect()
+                };
+                b.push(lsn, lsn, 1, &payload).unwrap();
+                want.push(payload);
+            }
+            let (h, obj) = b.finish(9, 1).unwrap();
+            assert_eq!(
+                h.compression,
+                if compressible {
+                    COMPRESSION_ZSTD
+                } else {
+                    COMPRESSION_NONE
+                }
+            );
+            let whole =
+                |o: &[u8]| -> Box<dyn Read + Send> { Box::new(std::io::Cursor::new(o.to_vec())) };
+            assert_eq!(read_streamed(whole(&obj)).unwrap(), want);
+            // Every truncation is an error naming the key.
+            for cut in (0..obj.len()).step_by(13) {
+                let e = read_streamed(whole(&obj[..cut])).unwrap_err();
+                assert!(e.to_string().contains("t/log/s.plb"), "cut {cut}: {e}");
+            }
+            // Every flipped byte is an error: the record CRC, the decoder or, for bytes no
+            // record covers, the body CRC at the end.
+            for i in (0..obj.len()).step_by(3) {
+                let mut bad = obj.clone();
+                bad[i] ^= 0x10;
+                assert!(read_streamed(whole(&bad)).is_err(), "flip at {i}");
+            }
+            // Trailing bytes after the body.
+            let mut long = obj.clone();
+            long.extend_from_slice(b"xx");
+            assert!(read_streamed(whole(&long)).is_err());
+            // A store failure mid-stream is the store's error, not corruption.
+            for fail_at in [10, BATCH_HEADER_LEN as u64 + 3, obj.len() as u64 - 1] {
+                let r = FailingReader {
+                    data: std::io::Cursor::new(obj.clone()),
+                    fail_at,
+                };
+                match read_streamed(Box::new(r)) {
+                    Err(SnapshotError::Store(crate::StoreError::Unavailable { key, .. })) => {
+                        assert_eq!(key, "t/log/s.plb")
+                    }
+                    other => panic!("fail at {fail_at}: {other:?}"),
+                }
+            }
+        }
+    }
+
     #[test]
     fn part_manifest_and_timeline_round_trip() {
         let pages: Vec<u8> = (0..3 * 512).map(|i| (i % 251) as u8).collect();
@@ -1055,12 +1332,42 @@ mod tests {
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         let obj2 = encode_part(1, 1, 50, 512, 1, &random).unwrap();
-        let p2 = decode_part("p2", obj2).unwrap();
+        let p2 = decode_part("p2", obj2.clone()).unwrap();
         assert_eq!(p2.pages(), &random[..]);
         let mut bad = obj.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
         assert!(decode_part("p", bad).is_err());
+        // Streamed: the same pages, read through a buffer of one and a half pages; every
+        // truncation and every flipped byte is an error naming the key.
+        let streamed = |o: &[u8]| -> Result<Vec<u8>> {
+            let mut st =
+                PartStream::from_reader("t/snap/p", Box::new(std::io::Cursor::new(o.to_vec())))?;
+            let (mut out, mut buf) = (Vec::new(), vec![0u8; 768]);
+            loop {
+                let n = st.read_pages(&mut buf)?;
+                if n == 0 {
+                    return Ok(out);
+                }
+                assert_eq!(n, 512, "whole pages only");
+                out.extend_from_slice(&buf[..n]);
+            }
+        };
+        for (o, want) in [(&obj, &pages), (&obj2, &random)] {
+            assert_eq!(&streamed(o).unwrap(), want);
+            for cut in 0..o.len() {
+                let e = streamed(&o[..cut]).unwrap_err();
+                assert!(e.to_string().contains("t/snap/p"), "cut {cut}: {e}");
+            }
+            for i in 0..o.len() {
+                let mut bad = o.clone();
+                bad[i] ^= 0x08;
+                assert!(streamed(&bad).is_err(), "flip at {i}");
+            }
+            let mut long = o.clone();
+            long.push(0);
+            assert!(streamed(&long).is_err(), "a byte after the body");
+        }
 
         let m = Manifest {
             database_id: 9,

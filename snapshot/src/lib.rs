@@ -54,6 +54,7 @@ pub use retention::{RetentionReport, apply_retention};
 pub use shipper::{ReplicatedFuture, Shipper, ShipperOptions, ShipperStatus};
 pub use snapshot::{SnapshotInfo, SnapshotOptions, take_snapshot, take_snapshot_with};
 pub use store::{
-    ObjectMeta, ObjectStore, PutOutcome, StoreError, StoreOptions, StoreRef, StoreUrl, open_store,
+    ObjectMeta, ObjectReader, ObjectStore, PutOutcome, StoreError, StoreOptions, StoreRef,
+    StoreUrl, open_store,
 };
 pub use verify::{Problem, VerifyReport, verify};

@@ -23,7 +23,7 @@ use crate::catalog::{Catalog, TimelineCatalog};
 use crate::error::{Result, SnapshotError};
 use crate::fetch::fetch_ordered;
 use crate::format::{
-    BatchStream, Manifest, TimelineInfo, decode_batch, decode_part, part_key, timeline_key,
+    BatchStream, Manifest, PartStream, TimelineInfo, decode_batch, part_key, timeline_key,
 };
 use crate::store::{ObjectStore, PutOutcome};
 
@@ -418,13 +418,14 @@ pub fn restore(
                 }
                 Ok(())
             };
-            // Batches can be large (16 MiB of records by default): one is read while the next
-            // one downloads, and neither is decompressed whole.
+            // Batches can be large (16 MiB of records by default): each is streamed from the
+            // store and decoded record by record as it arrives, and the next one is opened
+            // (its first chunks requested) while the current one is applied.
             let fetch = |i: usize| {
-                let key = &batches[i].key;
-                let bytes = store.get(key)?;
-                note(bytes.len() as u64);
-                BatchStream::open(key, bytes)
+                let b = &batches[i];
+                let stream = BatchStream::from_reader(&b.key, store.get_reader(&b.key)?)?;
+                note(b.size);
+                Ok(stream)
             };
             let mut apply = |i: usize, mut batch: BatchStream| -> Result<bool> {
                 laid(&mut hashes)?;
@@ -625,6 +626,10 @@ pub fn restore(
 /// Page images buffered before a flush.
 const PAGE_ARENA_BYTES: usize = 4 << 20;
 
+/// Bytes of pages a snapshot part is decoded into before they are written (per download
+/// thread).
+const PART_BUFFER_BYTES: usize = 256 << 10;
+
 /// The last image of each page written by a run of transactions, copied out of the record
 /// stream, until it is flushed.
 #[derive(Default)]
@@ -747,10 +752,9 @@ fn lay_down_snapshot(
         concurrency.max(1),
         |i| {
             let key = part_key(m.timeline, m.lsn, i as u32);
-            let bytes = store.get(&key)?;
-            note(bytes.len() as u64);
-            let part = decode_part(&key, bytes)?;
-            let (h, pages) = (part.header, part.pages());
+            let mut part = PartStream::from_reader(&key, store.get_reader(&key)?)?;
+            note(m.parts[i].size);
+            let h = part.header;
             let (first, n) = m.part_pages(i as u32);
             if h.lsn != m.lsn
                 || h.database_id != m.database_id
@@ -764,17 +768,28 @@ fn lay_down_snapshot(
                     reason: "part does not match its manifest".into(),
                 });
             }
-            // Parts cover disjoint pages: write from the fetching thread.
-            file.write_all_at(pages, (first as u64 - 1) * m.page_size as u64)
-                .map_err(|e| io_err(tmp, "writing", e))?;
-            let hs: Vec<u64> = pages
-                .chunks_exact(m.page_size as usize)
-                .enumerate()
-                .map(|(j, p)| page_hash(first + j as u32, p))
-                .collect();
+            // Pages are written as they are decoded, a buffer at a time; parts cover disjoint
+            // pages, so each is written from its fetching thread. A part found corrupt at its
+            // end fails the restore, whose temporary file is then removed.
+            let ps = m.page_size as usize;
+            let mut buf = vec![0u8; PART_BUFFER_BYTES.max(ps) / ps * ps];
+            let mut pgno = first;
+            let mut hs = Vec::with_capacity(n as usize);
+            loop {
+                let len = part.read_pages(&mut buf)?;
+                if len == 0 {
+                    break;
+                }
+                file.write_all_at(&buf[..len], (pgno as u64 - 1) * ps as u64)
+                    .map_err(|e| io_err(tmp, "writing", e))?;
+                for p in buf[..len].chunks_exact(ps) {
+                    hs.push((pgno, page_hash(pgno, p)));
+                    pgno += 1;
+                }
+            }
             let mut t = table.lock();
-            for (j, h) in hs.into_iter().enumerate() {
-                t.set(first + j as u32, h);
+            for (pgno, h) in hs {
+                t.set(pgno, h);
             }
             Ok(())
         },

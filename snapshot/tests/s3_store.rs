@@ -345,6 +345,77 @@ fn large_objects_come_back_whole_through_parallel_ranged_gets() {
     );
 }
 
+/// Read a whole object through `get_reader`, in reads of odd sizes.
+fn read_streamed(s: &S3Store, key: &str) -> Result<Vec<u8>, StoreError> {
+    let mut r = s.get_reader(key)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 70_001];
+    loop {
+        match std::io::Read::read(&mut r, &mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(StoreError::from_io(e).expect("a store error")),
+        }
+    }
+}
+
+#[test]
+fn streamed_reads_return_the_whole_object_chunk_by_chunk() {
+    let t = S3Target::from_env_or_start();
+    let s = open(&t, &t.unique_prefix("stream"));
+    // Empty, small, exactly one 1 MiB chunk, one byte more, and several chunks.
+    for (i, len) in [0, 1, 1000, MIB, MIB + 1, 3 * MIB + MIB / 2]
+        .into_iter()
+        .enumerate()
+    {
+        let key = format!("o{i}");
+        let v = data(len, i as u64);
+        s.put_if_absent(&key, &v).unwrap();
+        let before = t.server.as_ref().map(|srv| srv.stats());
+        let got = read_streamed(&s, &key).unwrap();
+        assert!(got == v, "object of {len} bytes differs when streamed");
+        if let (Some(srv), Some(b)) = (&t.server, before) {
+            let gets = srv.stats().gets - b.gets;
+            let chunks = len.div_ceil(MIB).max(1) as u64;
+            // The empty object takes a ranged GET (416) and a plain one.
+            let want = if len == 0 { 2 } else { chunks };
+            assert_eq!(gets, want, "GETs for {len} bytes");
+        }
+    }
+    let err = s.get_reader("missing").err().expect("missing object");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    // Dropping a reader part way is fine (its downloads are cancelled).
+    let mut r = s.get_reader("o5").unwrap();
+    let mut buf = [0u8; 10];
+    std::io::Read::read_exact(&mut r, &mut buf).unwrap();
+    drop(r);
+    assert!(read_streamed(&s, "o5").unwrap() == data(3 * MIB + MIB / 2, 5));
+}
+
+#[test]
+fn streamed_reads_retry_short_chunks_and_fail_loudly() {
+    let t = S3Target::from_env_or_start();
+    let Some(srv) = &t.server else {
+        println!(
+            "SKIPPED streamed_reads_retry_short_chunks_and_fail_loudly: needs the in-process server's faults"
+        );
+        return;
+    };
+    let s = open(&t, &t.unique_prefix("stream-short")); // 3 attempts
+    let v = data(2 * MIB + 5, 4);
+    s.put_if_absent("k", &v).unwrap();
+    // A chunk cut short once is fetched again: the reader sees the whole object.
+    srv.inject(Fault::TruncateGets(1));
+    assert!(read_streamed(&s, "k").unwrap() == v);
+    // Every attempt cut short: an error naming the key, never a short object.
+    srv.inject(Fault::TruncateGets(3));
+    match read_streamed(&s, "k") {
+        Err(StoreError::Unavailable { key, .. }) => assert_eq!(key, "k"),
+        other => panic!("{:?}", other.map(|v| v.len())),
+    }
+    assert!(read_streamed(&s, "k").unwrap() == v);
+}
+
 #[test]
 fn missing_bucket_is_no_such_bucket() {
     let t = S3Target::from_env_or_start();

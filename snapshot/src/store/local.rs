@@ -14,7 +14,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{ObjectMeta, ObjectStore, PutOutcome, StoreError, StoreResult, validate_key};
+use super::{
+    ObjectMeta, ObjectReader, ObjectStore, PutOutcome, StoreError, StoreResult, validate_key,
+};
 
 const TMP_PREFIX: &str = ".tmp-";
 
@@ -179,6 +181,16 @@ impl ObjectStore for LocalStore {
         fs::read(&path).map_err(|e| self.io(&path, key, e))
     }
 
+    fn get_reader(&self, key: &str) -> StoreResult<ObjectReader> {
+        let path = self.path_of(key)?;
+        let file = File::open(&path).map_err(|e| self.io(&path, key, e))?;
+        Ok(Box::new(LocalReader {
+            file,
+            path,
+            key: key.to_string(),
+        }))
+    }
+
     fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Vec<u8>> {
         let path = self.path_of(key)?;
         let r = (|| -> std::io::Result<Vec<u8>> {
@@ -220,6 +232,28 @@ impl ObjectStore for LocalStore {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.io(&path, key, e)),
         }
+    }
+}
+
+/// A streamed read of one object file; errors carry the key (as a [`StoreError::Io`]).
+struct LocalReader {
+    file: File,
+    path: PathBuf,
+    key: String,
+}
+
+impl Read for LocalReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.file.read(buf).map_err(|source| {
+            if source.kind() == ErrorKind::Interrupted {
+                return source;
+            }
+            std::io::Error::other(StoreError::Io {
+                path: self.path.clone(),
+                key: self.key.clone(),
+                source,
+            })
+        })
     }
 }
 

@@ -1,5 +1,5 @@
 //! The object store abstraction: a flat namespace of immutable objects under one prefix, with
-//! conditional create, whole and ranged reads, listing and deletion. Two implementations: a
+//! conditional create, whole, ranged and streamed reads, listing and deletion. Two implementations: a
 //! local directory ([`local::LocalStore`], the embedded default) and S3 (`s3::S3Store`, behind
 //! the `s3` cargo feature). [`open_store`] picks one from a URL.
 //!
@@ -13,6 +13,7 @@ pub mod s3;
 pub mod url;
 
 use std::fmt::Debug;
+use std::io::Read;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -117,6 +118,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The store error inside an `io::Error` that an [`ObjectReader`] returned, if it holds one
+    /// (the `io::Error` itself is returned otherwise).
+    pub fn from_io(e: std::io::Error) -> std::result::Result<StoreError, std::io::Error> {
+        e.downcast::<StoreError>()
+    }
+
     /// Whether retrying the same call later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -149,6 +156,17 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// The whole object.
     fn get(&self, key: &str) -> StoreResult<Vec<u8>>;
 
+    /// The whole object as a stream, for reading large objects in bounded memory (restore
+    /// decodes log batches and snapshot parts as they arrive). A failure while reading comes
+    /// out of [`Read::read`] as an `io::Error` wrapping the [`StoreError`] (see
+    /// [`StoreError::from_io`]); a stream that ends early is an error, never a short object.
+    ///
+    /// The default reads the whole object with [`ObjectStore::get`]; stores that can stream
+    /// override it.
+    fn get_reader(&self, key: &str) -> StoreResult<ObjectReader> {
+        Ok(Box::new(std::io::Cursor::new(self.get(key)?)))
+    }
+
     /// Bytes `range` of the object (the range is clamped to the object's end).
     fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Vec<u8>>;
 
@@ -158,6 +176,9 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// Delete `key`; deleting a missing key is not an error.
     fn delete(&self, key: &str) -> StoreResult<()>;
 }
+
+/// An object being read as a stream: see [`ObjectStore::get_reader`].
+pub type ObjectReader = Box<dyn Read + Send>;
 
 /// A shared store.
 pub type StoreRef = Arc<dyn ObjectStore>;

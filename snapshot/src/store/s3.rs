@@ -18,6 +18,9 @@
 //! - reads: one ranged GET, and when the first answer's `Content-Range` shows more, the rest in
 //!   parallel ranged GETs (`If-Match` the first answer's ETag) reassembled in order. A body
 //!   shorter than its headers promise is an error and is fetched again, never returned;
+//! - streamed reads ([`ObjectStore::get_reader`]): consecutive 1 MiB ranged GETs, two ahead of
+//!   the reader, each retried on its own, so memory stays at three chunks whatever the object's
+//!   size;
 //! - the mapping of SDK errors to [`StoreError`], each naming the key and endpoint and never the
 //!   credentials.
 //!
@@ -31,6 +34,7 @@
 //! endpoint goes in `SSL_CERT_FILE` or `SSL_CERT_DIR`. A plain `http://` endpoint needs no CA,
 //! whatever those variables say.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
@@ -54,7 +58,9 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::validate_key;
-use super::{ObjectMeta, ObjectStore, PutOutcome, StoreError, StoreOptions, StoreResult};
+use super::{
+    ObjectMeta, ObjectReader, ObjectStore, PutOutcome, StoreError, StoreOptions, StoreResult,
+};
 
 const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 const DEFAULT_MULTIPART_THRESHOLD: usize = 16 << 20;
@@ -65,6 +71,11 @@ const MAX_PARTS: usize = 10_000;
 const DEFAULT_DOWNLOAD_CONCURRENCY: usize = 8;
 /// Size of one ranged GET when reading a large object.
 const DOWNLOAD_CHUNK: u64 = 8 << 20;
+/// Size of one ranged GET of a streamed read ([`ObjectStore::get_reader`]).
+const STREAM_CHUNK: u64 = 1 << 20;
+/// Ranged GETs a streamed read keeps in flight beyond the chunk being read: with the chunk
+/// being read, a stream holds at most `(1 + STREAM_AHEAD) × STREAM_CHUNK` bytes.
+const STREAM_AHEAD: u64 = 2;
 const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_REGION: &str = "us-east-1";
@@ -338,6 +349,24 @@ impl ObjectStore for S3Store {
         self.run(move |s| Box::pin(async move { s.read(&key, 0, None).await }))
     }
 
+    fn get_reader(&self, key: &str) -> StoreResult<ObjectReader> {
+        validate_key(key)?;
+        let k = key.to_string();
+        let first = self.run(move |s| Box::pin(async move { s.first_chunk(&k).await }))?;
+        let mut reader = S3Reader {
+            inner: self.inner.clone(),
+            handle: self.handle.clone(),
+            key: key.to_string(),
+            total: first.total,
+            etag: first.etag,
+            next_start: first.bytes.len() as u64,
+            current: first.bytes,
+            pending: VecDeque::new(),
+        };
+        reader.request_ahead();
+        Ok(Box::new(reader))
+    }
+
     fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Vec<u8>> {
         validate_key(key)?;
         let key = key.to_string();
@@ -398,6 +427,88 @@ struct Chunk {
     /// `(first, last, total)` from `Content-Range`, if the server sent one.
     range: Option<(u64, u64, u64)>,
     etag: Option<String>,
+}
+
+/// The first chunk of a streamed read, with what it tells about the object.
+struct FirstChunk {
+    bytes: Bytes,
+    total: u64,
+    etag: Option<String>,
+}
+
+/// A streamed read: see [`ObjectStore::get_reader`] and the module documentation. Chunks are
+/// requested in order on the store's runtime; `read` waits for the oldest one.
+struct S3Reader {
+    inner: Arc<Inner>,
+    handle: tokio::runtime::Handle,
+    key: String,
+    total: u64,
+    /// The first answer's ETag: every later chunk is `If-Match` it.
+    etag: Option<String>,
+    /// The chunk being read.
+    current: Bytes,
+    /// Where the next chunk to request starts.
+    next_start: u64,
+    /// Chunks requested and not yet read, oldest first.
+    pending: VecDeque<PendingChunk>,
+}
+
+struct PendingChunk {
+    rx: std::sync::mpsc::Receiver<StoreResult<Bytes>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl S3Reader {
+    /// Keep `STREAM_AHEAD` chunks in flight (fewer at the end of the object).
+    fn request_ahead(&mut self) {
+        while (self.pending.len() as u64) < STREAM_AHEAD && self.next_start < self.total {
+            let (start, end) = (
+                self.next_start,
+                (self.next_start + STREAM_CHUNK).min(self.total),
+            );
+            self.next_start = end;
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let (inner, key, etag) = (self.inner.clone(), self.key.clone(), self.etag.clone());
+            let task = self.handle.spawn(async move {
+                let r = inner.chunk_at(&key, start, end, etag.as_deref()).await;
+                let _ = tx.send(r);
+            });
+            self.pending.push_back(PendingChunk {
+                rx,
+                task: task.abort_handle(),
+            });
+        }
+    }
+}
+
+impl std::io::Read for S3Reader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            let Some(next) = self.pending.pop_front() else {
+                return Ok(0);
+            };
+            let chunk = next.rx.recv().unwrap_or_else(|_| {
+                Err(self.inner.other(
+                    &self.key,
+                    "the ranged GET task ended without an answer (its runtime shut down)",
+                ))
+            });
+            self.current = chunk.map_err(std::io::Error::other)?;
+            self.request_ahead();
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+impl Drop for S3Reader {
+    fn drop(&mut self) {
+        // A reader dropped early (restore reached its target) stops its downloads.
+        for p in &self.pending {
+            p.task.abort();
+        }
+    }
 }
 
 /// Parse `bytes FIRST-LAST/TOTAL`.
@@ -823,6 +934,63 @@ impl Inner {
                 message: format!("{} attempts failed; last: {last}", self.max_attempts),
             },
         })
+    }
+
+    /// The first chunk of a streamed read, which tells the object's size and ETag.
+    async fn first_chunk(&self, key: &str) -> StoreResult<FirstChunk> {
+        match self.get_once(key, Some((0, STREAM_CHUNK)), None).await {
+            Ok(c) => match c.range {
+                Some((0, b, total)) if b + 1 == STREAM_CHUNK.min(total) => Ok(FirstChunk {
+                    bytes: c.bytes,
+                    total,
+                    etag: c.etag,
+                }),
+                // The server ignored the Range header and sent the whole object.
+                None => Ok(FirstChunk {
+                    total: c.bytes.len() as u64,
+                    bytes: c.bytes,
+                    etag: c.etag,
+                }),
+                r => Err(self.other(
+                    key,
+                    format!("asked for bytes 0-{}, got {r:?}", STREAM_CHUNK - 1),
+                )),
+            },
+            // An empty object: a range has nothing to answer with. Ask for the whole of it.
+            Err(f) if f.status == Some(416) => {
+                let whole = self.get_once(key, None, None).await.map_err(|f| f.error)?;
+                Ok(FirstChunk {
+                    total: whole.bytes.len() as u64,
+                    bytes: whole.bytes,
+                    etag: whole.etag,
+                })
+            }
+            Err(f) => Err(f.error),
+        }
+    }
+
+    /// Bytes `start..end` of a streamed read, exactly, from the object whose ETag was `etag`.
+    async fn chunk_at(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+        etag: Option<&str>,
+    ) -> StoreResult<Bytes> {
+        let c = self
+            .get_once(key, Some((start, end)), etag)
+            .await
+            .map_err(|f| match f.status {
+                Some(412) => self.other(key, "the object changed while it was being read"),
+                _ => f.error,
+            })?;
+        match c.range {
+            Some((a, b, _)) if a == start && b + 1 == end => Ok(c.bytes),
+            r => Err(self.other(
+                key,
+                format!("asked for bytes {start}-{}, got {r:?}", end - 1),
+            )),
+        }
     }
 
     /// Bytes `start..end` of the object (`end` clamped to its size; `None`: to its end). The
