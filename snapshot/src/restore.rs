@@ -66,9 +66,8 @@ pub struct RestoreOptions {
     pub integrity_check: bool,
     /// Parallel downloads of snapshot parts (4 MiB each). Default 4.
     pub concurrency: usize,
-    /// Download the next log batch while one is applied (each is decompressed as a stream).
-    /// Default true; false keeps one batch (up to the shipper's batch size, compressed) less in
-    /// memory at some cost in time.
+    /// Open the next log batch (start streaming it) while one is applied. Default true; false
+    /// saves one stream's buffers (a few MiB from S3) at some cost in time.
     pub prefetch_batches: bool,
     /// Claim a new timeline and create a local log, so that the restored database can be
     /// opened through pagelog and written; its new history is shipped to the new timeline.

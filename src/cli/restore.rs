@@ -68,8 +68,8 @@ pub struct RestoreArgs {
     /// Parallel downloads of snapshot parts (4 MiB each).
     #[arg(long, value_name = "N", default_value_t = 4)]
     concurrency: usize,
-    /// Read log batches one at a time instead of downloading the next one while one is applied
-    /// (less memory, slower).
+    /// Open each log batch only once the one before it is applied, instead of starting its
+    /// download while that one is applied (slightly less memory, slower).
     #[arg(long)]
     no_prefetch: bool,
     /// Print one JSON object instead of the report.
