@@ -533,12 +533,17 @@ fn attach(db: &Database, store: &dyn crate::store::ObjectStore) -> Result<Start>
         .filter(|b| b.first_lsn > snapshot_lsn)
         .map(|b| b.size)
         .sum();
-    let next_lsn = if remote_last == 0 {
+    // Batches continue from the last batch, not from the newest snapshot: a snapshot can reach
+    // the store before the batches holding the records it covers (a crash right after it), and
+    // point-in-time restore needs those records. They are still in the local log (it is only
+    // dropped up to what batches hold); if not, a base snapshot records the gap.
+    let batches_last = last_header.map(|h| h.last_lsn).unwrap_or(0);
+    let next_lsn = if batches_last == 0 {
         claim.first_lsn.max(1)
     } else {
-        remote_last + 1
+        batches_last + 1
     };
-    let need_base = if remote_last == 0 {
+    let need_base = if batches_last == 0 {
         log.first_lsn() > 1
     } else {
         next_lsn < log.first_lsn()

@@ -597,6 +597,68 @@ fn a_requested_snapshot_keeps_unshipped_records_for_their_batches() {
 }
 
 #[test]
+fn a_restart_ships_the_records_a_snapshot_ran_ahead_of() {
+    // A snapshot can reach the store before the batches holding the records it covers (records
+    // became durable between the shipper gathering a batch and cutting the snapshot, or a
+    // snapshot taken while batches wait). If the process dies then, the next shipper must
+    // resume after the last *batch*, not after the snapshot: the records in between are still
+    // in the local log and point-in-time restore needs them. Found by tests/sigkill.rs (a
+    // SIGKILL right after `snapshot_now`): the restarted shipper continued after the snapshot,
+    // `verify` reported "records 250..=252 are missing" and restores at those LSNs failed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let db = vfs.open_database(&path).unwrap();
+    let mut images = BTreeMap::new();
+    let sh = Shipper::start(db.clone(), store_ref.clone(), quick_opts()).unwrap();
+    let mut shipped = 0;
+    for i in 0..5 {
+        shipped = insert(&conn, 2, i);
+        images.insert(shipped, image(&vfs, &path));
+    }
+    sh.wait_replicated(shipped, WAIT).unwrap();
+    // The process dies: the shipper stops without shipping anything more.
+    drop(sh);
+    assert_eq!(check_contiguous(&*store_ref, 1), shipped);
+    // Records committed after the last batch, then a snapshot covering them, uploaded before
+    // any batch of theirs (the state the race leaves behind).
+    let mut last = shipped;
+    for i in 0..4 {
+        last = insert(&conn, 2, 10 + i);
+        images.insert(last, image(&vfs, &path));
+    }
+    let snap = pagelog_snapshot::take_snapshot(&db, &*store_ref, &Default::default()).unwrap();
+    assert_eq!(snap.lsn, last);
+    // Restart: the records between the last batch and the snapshot are shipped.
+    let sh = Shipper::start(db.clone(), store_ref.clone(), quick_opts()).unwrap();
+    let after = insert(&conn, 2, 20);
+    images.insert(after, image(&vfs, &path));
+    sh.wait_replicated(after, WAIT).unwrap();
+    sh.close(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        check_contiguous(&*store_ref, 1),
+        after,
+        "no gap in the batches"
+    );
+    let v = pagelog_snapshot::verify(&*store_ref).unwrap();
+    assert!(
+        v.is_ok() && v.gaps.is_empty(),
+        "{:?} {:?}",
+        v.problems,
+        v.gaps
+    );
+    let out = dir.path().join("restored.db");
+    for (&lsn, img) in images.range(shipped..) {
+        restore_to(&store_ref, &out, RestoreTarget::Lsn(lsn));
+        assert!(file_bytes(&out) == *img, "restore at LSN {lsn} differs");
+    }
+}
+
+#[test]
 fn backlog_limit_drops_unshipped_log_and_bridges_with_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("app.db");
