@@ -34,6 +34,9 @@ pub struct VerifyReport {
     /// Recorded gaps (timeline, first LSN, last LSN): records dropped locally before they
     /// could be shipped, bridged by a snapshot; not restorable, not a fault of the store.
     pub gaps: Vec<(u64, u64, u64)>,
+    /// Interrupted snapshot uploads (timeline, LSN): parts without a manifest, left by a crash
+    /// during an upload. Never used by restore and removed by retention; not a problem.
+    pub incomplete_snapshots: Vec<(u64, u64)>,
     /// Problems, in key order.
     pub problems: Vec<Problem>,
 }
@@ -147,14 +150,7 @@ pub fn verify(store: &dyn ObjectStore) -> Result<VerifyReport> {
         // Snapshots.
         for s in &t.snapshots {
             let Some(mkey) = &s.manifest_key else {
-                problem(
-                    &format!(
-                        "{}{:020}/",
-                        crate::format::snapshot_prefix(t.timeline),
-                        s.lsn
-                    ),
-                    "snapshot parts without a manifest (an interrupted upload)".into(),
-                );
+                r.incomplete_snapshots.push((t.timeline, s.lsn));
                 continue;
             };
             r.objects += 1;

@@ -129,6 +129,21 @@ fn restores_match_the_history_at_many_points() {
     assert!(v.is_ok(), "{:?}", v.problems);
     assert_eq!(v.snapshots, 2);
     assert!(v.records >= last);
+    assert!(v.incomplete_snapshots.is_empty());
+    // An interrupted snapshot upload (a part, no manifest) is reported apart from problems,
+    // and a restore never uses it.
+    let stray = format!(
+        "t{:010}/snap/{:020}/part-000000.pls",
+        shipper.timeline(),
+        last
+    );
+    store_ref.put_if_absent(&stray, b"half an upload").unwrap();
+    let v = pagelog_snapshot::verify(&*store_ref).unwrap();
+    assert!(v.is_ok(), "{:?}", v.problems);
+    assert_eq!(v.incomplete_snapshots, vec![(shipper.timeline(), last)]);
+    let r = restore_to(&store_ref, &out, RestoreTarget::Latest);
+    assert!(r.lsn >= last);
+    assert!(file_bytes(&out) == images[&last]);
     // An existing file is not overwritten without force.
     let e = restore(&*store_ref, &out, &RestoreOptions::default()).unwrap_err();
     assert!(matches!(e, SnapshotError::Exists { .. }), "{e}");

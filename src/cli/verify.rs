@@ -48,6 +48,13 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
         for p in &report.problems {
             out.line(format!("{}: {}", p.key, without_key(&p.key, &p.message)))?;
         }
+        for (t, lsn) in &report.incomplete_snapshots {
+            out.line(format!(
+                "note: {}{lsn:020}/: snapshot parts without a manifest (an interrupted upload; \
+                 never used, removed by retention)",
+                pagelog::snapshot::format::snapshot_prefix(*t)
+            ))?;
+        }
         out.line(format!(
             "{}: {} ({}), {}, {} checked; {}",
             name,
@@ -100,6 +107,7 @@ fn to_json(store: &str, r: &VerifyReport) -> serde_json::Value {
         "bytes": r.bytes,
         "records": r.records,
         "snapshots": r.snapshots,
+        "incomplete_snapshots": r.incomplete_snapshots.iter().map(|(t, lsn)| json!({"timeline": t, "lsn": lsn})).collect::<Vec<_>>(),
         "problems": r.problems.iter().map(|p| json!({"key": p.key, "message": p.message})).collect::<Vec<_>>(),
     })
 }
