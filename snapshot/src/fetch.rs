@@ -5,7 +5,27 @@ use std::collections::BTreeMap;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::error::Result;
+use crate::error::{Result, SnapshotError};
+use crate::store::StoreResult;
+
+/// Fetch an object with `get` and decode it with `decode`. Bytes that fail their checksums
+/// ([`SnapshotError::Corrupt`]) are fetched once more before the object is called corrupt: a
+/// body damaged on its way is not a damaged object (the S3 client checks a whole-object
+/// checksum only on some reads: not on ranged reads of part of an object, nor on objects
+/// uploaded in parts).
+pub fn get_decoded<T>(
+    key: &str,
+    get: impl Fn() -> StoreResult<Vec<u8>>,
+    mut decode: impl FnMut(Vec<u8>) -> Result<T>,
+) -> Result<T> {
+    match decode(get()?) {
+        Err(SnapshotError::Corrupt { reason, .. }) => {
+            tracing::warn!(key, %reason, "object failed its checksums; fetching it again");
+            decode(get()?)
+        }
+        r => r,
+    }
+}
 
 struct State<T> {
     next: usize,

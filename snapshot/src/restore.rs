@@ -21,7 +21,7 @@ use pagelog_vfs::record::{KIND_TXN, TxnRecord, begin_txn, finish_txn};
 
 use crate::catalog::{Catalog, TimelineCatalog};
 use crate::error::{Result, SnapshotError};
-use crate::fetch::fetch_ordered;
+use crate::fetch::{fetch_ordered, get_decoded};
 use crate::format::{
     BatchStream, Manifest, TimelineInfo, decode_batch, decode_part, part_key, timeline_key,
 };
@@ -257,7 +257,7 @@ fn resolve_target(
                 let from_batches = match lo.checked_sub(1) {
                     Some(i) => {
                         let key = &t.batches[i].key;
-                        let batch = decode_batch(key, store.get(key)?)?;
+                        let batch = get_decoded(key, || store.get(key), |b| decode_batch(key, b))?;
                         batch
                             .records()
                             .take_while(|r| r.timestamp_us <= at)
@@ -422,9 +422,14 @@ pub fn restore(
             // one downloads, and neither is decompressed whole.
             let fetch = |i: usize| {
                 let key = &batches[i].key;
-                let bytes = store.get(key)?;
-                note(bytes.len() as u64);
-                BatchStream::open(key, bytes)
+                get_decoded(
+                    key,
+                    || store.get(key),
+                    |bytes| {
+                        note(bytes.len() as u64);
+                        BatchStream::open(key, bytes)
+                    },
+                )
             };
             let mut apply = |i: usize, mut batch: BatchStream| -> Result<bool> {
                 laid(&mut hashes)?;
@@ -747,9 +752,14 @@ fn lay_down_snapshot(
         concurrency.max(1),
         |i| {
             let key = part_key(m.timeline, m.lsn, i as u32);
-            let bytes = store.get(&key)?;
-            note(bytes.len() as u64);
-            let part = decode_part(&key, bytes)?;
+            let part = get_decoded(
+                &key,
+                || store.get(&key),
+                |bytes| {
+                    note(bytes.len() as u64);
+                    decode_part(&key, bytes)
+                },
+            )?;
             let (h, pages) = (part.header, part.pages());
             let (first, n) = m.part_pages(i as u32);
             if h.lsn != m.lsn
