@@ -247,6 +247,18 @@ fn shipping_through_a_failing_store_never_blocks_commits_nor_leaves_a_gap() {
         "the shipper never gives up on transient faults"
     );
 
+    // A snapshot can move replicated_lsn past the log batches; the batches follow. Wait for
+    // the log itself to reach the last commit (point-in-time restore needs every record).
+    let log_wait = Instant::now();
+    let mut log_end = check_contiguous(&*store, 1);
+    while log_end < last && log_wait.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(200));
+        log_end = check_contiguous(&*store, 1);
+    }
+    println!(
+        "log batches reach LSN {log_end} of {last} after {:.1} s more",
+        log_wait.elapsed().as_secs_f64()
+    );
     let v = pagelog_snapshot::verify(&*store).unwrap();
     let tl = Catalog::load_timeline(&*store, 1).unwrap();
     println!(
