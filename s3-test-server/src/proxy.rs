@@ -574,10 +574,10 @@ async fn serve_connection(
                 tracing::trace!(error = %e, "fault proxy connection ended");
             }
         }
-        futures::future::Either::Right(((), serving)) => {
+        futures::future::Either::Right(((), _)) => {
+            // The connection (pinned above) is dropped on return, and resets.
             reset.store(true, Ordering::SeqCst);
             bump(&shared.counters.dropped_connections);
-            drop(serving);
         }
     }
 }

@@ -187,7 +187,7 @@ fn shipping_through_a_failing_store_never_blocks_commits_nor_leaves_a_gap() {
         if gone_until.is_some() {
             gone_latencies.push(took);
         }
-        if i % 25 == 0 {
+        if i.is_multiple_of(25) {
             images.insert(last, image(&vfs, &path));
         }
         i += 1;
