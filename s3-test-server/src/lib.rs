@@ -17,12 +17,20 @@
 //!   connection);
 //! - counters of what the server saw ([`Stats`]), so a test can check which path a client took.
 //!
+//! [`FaultProxy`] is a loopback proxy to put between a client and any of these servers (moto
+//! too): 500/503 answers, slow answers, connection resets before or after forwarding, truncated
+//! or corrupted bodies, and a server that disappears and comes back on the same port.
+//!
 //! [`S3Target::from_env_or_start`] gives tests their server: the external endpoint named by
 //! `PAGELOG_S3_TEST_ENDPOINT` (with `PAGELOG_S3_TEST_BUCKET`, `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`), as CI does against moto, or else a fresh in-process server.
 //! Two variables tell what an external server lacks, so that the tests that need it say they
 //! skip: `PAGELOG_S3_TEST_NO_CONDITIONAL=1` (ignores `If-None-Match`) and
 //! `PAGELOG_S3_TEST_CONDITIONAL_NOT_ATOMIC=1` (honours it, but racing creates can both win).
+
+mod proxy;
+
+pub use proxy::{FaultProxy, FaultRule, ProxyFault, ProxyStats};
 
 use std::io;
 use std::net::SocketAddr;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use pagelog_log::Lsn;
 
 use crate::error::{Result, SnapshotError};
+use crate::fetch::get_decoded;
 use crate::format::{
     BATCH_HEADER_LEN, BatchHeader, KeyKind, Manifest, TimelineInfo, parse_key, timeline_dir,
     timeline_key,
@@ -83,14 +84,17 @@ impl TimelineCatalog {
             return Ok(None);
         }
         let key = timeline_key(self.timeline);
-        Ok(Some(TimelineInfo::decode(&key, &store.get(&key)?)?))
+        get_decoded(&key, || store.get(&key), |b| TimelineInfo::decode(&key, &b)).map(Some)
     }
 
     /// Read the header of batch `index`.
     pub fn batch_header(&self, store: &dyn ObjectStore, index: usize) -> Result<BatchHeader> {
         let b = &self.batches[index];
-        let bytes = store.get_range(&b.key, 0..BATCH_HEADER_LEN as u64)?;
-        let h = BatchHeader::decode(&b.key, &bytes)?;
+        let h = get_decoded(
+            &b.key,
+            || store.get_range(&b.key, 0..BATCH_HEADER_LEN as u64),
+            |bytes| BatchHeader::decode(&b.key, &bytes),
+        )?;
         if h.first_lsn != b.first_lsn || h.timeline != self.timeline {
             return Err(SnapshotError::Corrupt {
                 key: b.key.clone(),
@@ -112,7 +116,7 @@ impl TimelineCatalog {
                 key: format!("{}snap/{:020}", timeline_dir(self.timeline), snap.lsn),
                 reason: "snapshot has no manifest".into(),
             })?;
-        let m = Manifest::decode(key, &store.get(key)?)?;
+        let m = get_decoded(key, || store.get(key), |b| Manifest::decode(key, &b))?;
         if m.lsn != snap.lsn || m.timeline != self.timeline {
             return Err(SnapshotError::Corrupt {
                 key: key.to_string(),

@@ -1,11 +1,38 @@
 //! Parallel downloads with bounded memory: [`fetch_ordered`] fetches objects on a few threads,
-//! at most `window` ahead of the consumer, and hands them over in order.
+//! at most `window` ahead of the consumer, and hands them over in order; and the second chance
+//! an object failing its checksums gets before it is called corrupt ([`once_more_if_corrupt`]).
 
 use std::collections::BTreeMap;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::error::Result;
+use crate::error::{Result, SnapshotError};
+use crate::store::StoreResult;
+
+/// Fetch an object with `get` and decode it with `decode`, fetching it once more if it fails
+/// its checksums: see [`once_more_if_corrupt`].
+pub fn get_decoded<T>(
+    key: &str,
+    get: impl Fn() -> StoreResult<Vec<u8>>,
+    mut decode: impl FnMut(Vec<u8>) -> Result<T>,
+) -> Result<T> {
+    once_more_if_corrupt(key, || decode(get()?))
+}
+
+/// Run `read` (which fetches and decodes the object `key`) once more when it finds the bytes
+/// failing their checksums ([`SnapshotError::Corrupt`]) before the object is called corrupt: a
+/// body damaged on its way is not a damaged object (the S3 client checks a whole-object
+/// checksum only on some reads: not on ranged reads of part of an object, nor on objects
+/// uploaded in parts). `read` must be safe to run again after a partial run.
+pub fn once_more_if_corrupt<T>(key: &str, mut read: impl FnMut() -> Result<T>) -> Result<T> {
+    match read() {
+        Err(SnapshotError::Corrupt { reason, .. }) => {
+            tracing::warn!(key, %reason, "object failed its checksums; fetching it again");
+            read()
+        }
+        r => r,
+    }
+}
 
 struct State<T> {
     next: usize,

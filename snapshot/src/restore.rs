@@ -21,7 +21,7 @@ use pagelog_vfs::record::{KIND_TXN, TxnRecord, begin_txn, finish_txn};
 
 use crate::catalog::{Catalog, TimelineCatalog};
 use crate::error::{Result, SnapshotError};
-use crate::fetch::fetch_ordered;
+use crate::fetch::{fetch_ordered, get_decoded, once_more_if_corrupt};
 use crate::format::{
     BatchStream, Manifest, PartStream, TimelineInfo, decode_batch, part_key, timeline_key,
 };
@@ -256,7 +256,7 @@ fn resolve_target(
                 let from_batches = match lo.checked_sub(1) {
                     Some(i) => {
                         let key = &t.batches[i].key;
-                        let batch = decode_batch(key, store.get(key)?)?;
+                        let batch = get_decoded(key, || store.get(key), |b| decode_batch(key, b))?;
                         batch
                             .records()
                             .take_while(|r| r.timestamp_us <= at)
@@ -422,7 +422,9 @@ pub fn restore(
             // (its first chunks requested) while the current one is applied.
             let fetch = |i: usize| {
                 let b = &batches[i];
-                let stream = BatchStream::from_reader(&b.key, store.get_reader(&b.key)?)?;
+                let stream = once_more_if_corrupt(&b.key, || {
+                    BatchStream::from_reader(&b.key, store.get_reader(&b.key)?)
+                })?;
                 note(b.size);
                 Ok(stream)
             };
@@ -521,6 +523,20 @@ pub fn restore(
                     .flush(&*file, state.page_size, &mut scratch, &mut hashes)
                     .map_err(|e| io_err(&tmp, "writing", e))?;
                 Ok(more)
+            };
+            // A batch that fails its checksums part way is read once more from its start:
+            // the records already applied are skipped (each was checked before it was used).
+            let mut apply = |i: usize, batch: BatchStream| -> Result<bool> {
+                match apply(i, batch) {
+                    // Only this batch's own damage: an error of the snapshot laid down before
+                    // the first batch is applied must not be retried (nor lost) here.
+                    Err(SnapshotError::Corrupt { key, reason }) if key == batches[i].key => {
+                        tracing::warn!(key = %batches[i].key, %reason,
+                            "batch failed its checksums; reading it again");
+                        apply(i, fetch(i)?)
+                    }
+                    r => r,
+                }
             };
             if opts.prefetch_batches {
                 fetch_ordered(batches.len(), 1, 1, fetch, &mut apply)?;
@@ -751,50 +767,69 @@ fn lay_down_snapshot(
         concurrency.max(1),
         |i| {
             let key = part_key(m.timeline, m.lsn, i as u32);
-            let mut part = PartStream::from_reader(&key, store.get_reader(&key)?)?;
-            note(m.parts[i].size);
-            let h = part.header;
-            let (first, n) = m.part_pages(i as u32);
-            if h.lsn != m.lsn
-                || h.database_id != m.database_id
-                || h.page_size != m.page_size
-                || h.first_pgno != first
-                || h.pages != n
-                || h.body_crc != m.parts[i].body_crc
-            {
-                return Err(SnapshotError::Corrupt {
-                    key,
-                    reason: "part does not match its manifest".into(),
-                });
-            }
-            // Pages are written as they are decoded, a buffer at a time; parts cover disjoint
-            // pages, so each is written from its fetching thread. A part found corrupt at its
-            // end fails the restore, whose temporary file is then removed.
-            let ps = m.page_size as usize;
-            let mut buf = vec![0u8; PART_BUFFER_BYTES.max(ps) / ps * ps];
-            let mut pgno = first;
-            let mut hs = Vec::with_capacity(n as usize);
-            loop {
-                let len = part.read_pages(&mut buf)?;
-                if len == 0 {
-                    break;
-                }
-                file.write_all_at(&buf[..len], (pgno as u64 - 1) * ps as u64)
-                    .map_err(|e| io_err(tmp, "writing", e))?;
-                for p in buf[..len].chunks_exact(ps) {
-                    hs.push((pgno, page_hash(pgno, p)));
-                    pgno += 1;
-                }
-            }
-            let mut t = table.lock();
-            for (pgno, h) in hs {
-                t.set(pgno, h);
-            }
-            Ok(())
+            // A part that fails its checksums (found at its end) is read once more: its pages
+            // are written again at the same offsets.
+            once_more_if_corrupt(&key, || {
+                lay_down_part(store, m, i, &key, file, tmp, note, &table)
+            })
         },
         |_, ()| Ok(true),
     )?;
     Ok(table.into_inner())
+}
+
+/// Stream snapshot part `i` (`key`) into `file`, and record its pages' hashes in `table`.
+#[allow(clippy::too_many_arguments)]
+fn lay_down_part(
+    store: &dyn ObjectStore,
+    m: &Manifest,
+    i: usize,
+    key: &str,
+    file: &FileRef,
+    tmp: &Path,
+    note: &(dyn Fn(u64) + Sync),
+    table: &parking_lot::Mutex<PageHashTable>,
+) -> Result<()> {
+    let mut part = PartStream::from_reader(key, store.get_reader(key)?)?;
+    note(m.parts[i].size);
+    let h = part.header;
+    let (first, n) = m.part_pages(i as u32);
+    if h.lsn != m.lsn
+        || h.database_id != m.database_id
+        || h.page_size != m.page_size
+        || h.first_pgno != first
+        || h.pages != n
+        || h.body_crc != m.parts[i].body_crc
+    {
+        return Err(SnapshotError::Corrupt {
+            key: key.to_string(),
+            reason: "part does not match its manifest".into(),
+        });
+    }
+    // Pages are written as they are decoded, a buffer at a time; parts cover disjoint pages, so
+    // each is written from its fetching thread. A part found corrupt at its end (twice) fails
+    // the restore, whose temporary file is then removed.
+    let ps = m.page_size as usize;
+    let mut buf = vec![0u8; PART_BUFFER_BYTES.max(ps) / ps * ps];
+    let mut pgno = first;
+    let mut hs = Vec::with_capacity(n as usize);
+    loop {
+        let len = part.read_pages(&mut buf)?;
+        if len == 0 {
+            break;
+        }
+        file.write_all_at(&buf[..len], (pgno as u64 - 1) * ps as u64)
+            .map_err(|e| io_err(tmp, "writing", e))?;
+        for p in buf[..len].chunks_exact(ps) {
+            hs.push((pgno, page_hash(pgno, p)));
+            pgno += 1;
+        }
+    }
+    let mut t = table.lock();
+    for (pgno, h) in hs {
+        t.set(pgno, h);
+    }
+    Ok(())
 }
 
 /// Open the file with stock SQLite and run `PRAGMA integrity_check`.

@@ -1,6 +1,7 @@
 //! Writing immutable objects: a conditional create that is safe to retry. If the key already
 //! exists, the object is read back: the same bytes mean an earlier attempt of ours succeeded
-//! (its answer was lost); different bytes mean another writer owns the key — fencing.
+//! (its answer was lost); different bytes, read twice, mean another writer owns the key —
+//! fencing.
 
 use std::time::Duration;
 
@@ -8,14 +9,28 @@ use crate::error::{Result, SnapshotError};
 use crate::store::{ObjectStore, PutOutcome};
 
 /// Create `key` with `data` unless it exists with the same bytes. Another writer's object
-/// under the key is a [`SnapshotError::Fenced`].
+/// under the key is a [`SnapshotError::Fenced`]. Fencing stops a shipper for good, so one read
+/// that differs is not enough: a body damaged on its way (which the S3 client does not always
+/// check) would fence a writer against its own object. It takes two reads that differ from
+/// `data`.
 pub fn put_immutable(store: &dyn ObjectStore, timeline: u64, key: &str, data: &[u8]) -> Result<()> {
     match store.put_if_absent(key, data)? {
         PutOutcome::Created => Ok(()),
         PutOutcome::AlreadyExists => {
-            let existing = store.get(key)?;
-            if existing == data {
-                tracing::debug!(key, "object already uploaded by an earlier attempt");
+            let mine = |what: &str| -> Result<bool> {
+                let same = store.get(key)? == data;
+                if same {
+                    tracing::debug!(key, "object already uploaded by an earlier attempt{what}");
+                }
+                Ok(same)
+            };
+            if mine("")? {
+                Ok(())
+            } else if mine(" (the first read back differed)")? {
+                tracing::warn!(
+                    key,
+                    "reading back an object gave other bytes once, then ours"
+                );
                 Ok(())
             } else {
                 Err(SnapshotError::Fenced {

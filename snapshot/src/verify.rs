@@ -8,6 +8,7 @@ use pagelog_vfs::record::{KIND_CHECKPOINT, KIND_TXN, TxnRecord};
 
 use crate::catalog::Catalog;
 use crate::error::Result;
+use crate::fetch::get_decoded;
 use crate::format::{decode_batch, decode_part, part_key};
 use crate::store::ObjectStore;
 
@@ -77,16 +78,15 @@ pub fn verify(store: &dyn ObjectStore) -> Result<VerifyReport> {
         let mut expect: Option<u64> = None;
         for b in &t.batches {
             r.objects += 1;
-            let bytes = match store.get(&b.key) {
-                Ok(x) => x,
-                Err(e) => {
-                    problem(&b.key, e.to_string());
-                    expect = None;
-                    continue;
-                }
-            };
-            r.bytes += bytes.len() as u64;
-            let batch = match decode_batch(&b.key, bytes) {
+            let batch = get_decoded(
+                &b.key,
+                || store.get(&b.key),
+                |bytes| {
+                    r.bytes += bytes.len() as u64;
+                    decode_batch(&b.key, bytes)
+                },
+            );
+            let batch = match batch {
                 Ok(x) => x,
                 Err(e) => {
                     problem(&b.key, e.to_string());
@@ -168,16 +168,15 @@ pub fn verify(store: &dyn ObjectStore) -> Result<VerifyReport> {
             for i in 0..m.parts.len() as u32 {
                 let key = part_key(t.timeline, m.lsn, i);
                 r.objects += 1;
-                let bytes = match store.get(&key) {
-                    Ok(x) => x,
-                    Err(e) => {
-                        problem(&key, e.to_string());
-                        ok = false;
-                        continue;
-                    }
-                };
-                r.bytes += bytes.len() as u64;
-                match decode_part(&key, bytes) {
+                let part = get_decoded(
+                    &key,
+                    || store.get(&key),
+                    |bytes| {
+                        r.bytes += bytes.len() as u64;
+                        decode_part(&key, bytes)
+                    },
+                );
+                match part {
                     Ok(part) => {
                         let (h, pages) = (part.header, part.pages());
                         let (first, n) = m.part_pages(i);
