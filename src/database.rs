@@ -45,8 +45,12 @@ pub struct Stats {
     pub current_lsn: Lsn,
     /// Every record up to here is durable on local disk.
     pub durable_lsn: Lsn,
-    /// Every record up to here is in the store (`None` without a store).
+    /// Every record up to here is in the store: a restore of the latest state holds it
+    /// (`None` without a store).
     pub replicated_lsn: Option<Lsn>,
+    /// Every record up to here is in a log batch in the store, so point-in-time restore reaches
+    /// it (`None` without a store). A snapshot can put `replicated_lsn` ahead for a while.
+    pub logged_lsn: Option<Lsn>,
     /// The newest snapshot in the store (`None` without a store; 0 if none yet).
     pub snapshot_lsn: Option<Lsn>,
     /// The database file holds every transaction up to here.
@@ -281,6 +285,7 @@ impl Database {
             current_lsn: self.inner.last_lsn(),
             durable_lsn: log.durable_lsn,
             replicated_lsn: shipper.as_ref().map(|s| s.replicated_lsn),
+            logged_lsn: shipper.as_ref().map(|s| s.logged_lsn),
             snapshot_lsn: shipper.as_ref().map(|s| s.snapshot_lsn),
             checkpoint_lsn: self.inner.checkpoint_lsn(),
             lag_records: shipper.as_ref().map(|s| s.lag_records).unwrap_or(0),

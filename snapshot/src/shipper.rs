@@ -95,8 +95,11 @@ pub struct ShipperStatus {
     pub timeline: u64,
     /// Last durable local LSN.
     pub durable_lsn: Lsn,
-    /// Everything up to this LSN is in the store.
+    /// Everything up to this LSN is in the store: a restore of the latest state holds it.
     pub replicated_lsn: Lsn,
+    /// Every record up to this LSN is in a log batch in the store, so point-in-time restore
+    /// reaches each of them. A snapshot can put `replicated_lsn` ahead of it for a while.
+    pub logged_lsn: Lsn,
     /// LSN of the newest snapshot in the store (0: none).
     pub snapshot_lsn: Lsn,
     /// Durable records not yet in the store.
@@ -152,6 +155,8 @@ struct Shared {
     opts: ShipperOptions,
     timeline: u64,
     replicated: AtomicU64,
+    /// The last LSN of the store's log batches (or of the base snapshot they continue from).
+    logged: AtomicU64,
     state: Mutex<State>,
     /// Wakes the shipper thread.
     work: Condvar,
@@ -173,9 +178,20 @@ impl Shared {
         self.notify_progress(&mut st);
     }
 
+    fn set_logged(&self, lsn: Lsn) {
+        let mut st = self.state.lock();
+        self.logged.fetch_max(lsn, Ordering::AcqRel);
+        self.notify_progress(&mut st);
+    }
+
     /// `Some(result)` once `lsn` is replicated or can never be.
     fn check_replicated(&self, st: &State, lsn: Lsn) -> Option<Result<()>> {
-        if self.replicated.load(Ordering::Acquire) >= lsn {
+        self.check_watermark(st, lsn, &self.replicated)
+    }
+
+    /// `Some(result)` once `watermark` reaches `lsn` or never can.
+    fn check_watermark(&self, st: &State, lsn: Lsn, watermark: &AtomicU64) -> Option<Result<()>> {
+        if watermark.load(Ordering::Acquire) >= lsn {
             return Some(Ok(()));
         }
         if let Some(why) = &st.stopped {
@@ -247,6 +263,7 @@ impl Shipper {
             opts,
             timeline,
             replicated: AtomicU64::new(start.map(|s| s.replicated).unwrap_or(0)),
+            logged: AtomicU64::new(start.map(|s| s.next_lsn - 1).unwrap_or(0)),
             state: Mutex::new(State {
                 store_available: unreachable.is_none(),
                 last_error: unreachable,
@@ -281,9 +298,18 @@ impl Shipper {
         })
     }
 
-    /// Every record up to this LSN is in the store.
+    /// Everything up to this LSN is in the store: a restore of the latest state holds it (from
+    /// log batches or from a snapshot).
     pub fn replicated_lsn(&self) -> Lsn {
         self.shared.replicated.load(Ordering::Acquire)
+    }
+
+    /// Every record up to this LSN is in a log batch in the store (or before the base snapshot
+    /// the batches continue from), so point-in-time restore reaches each LSN up to it. A
+    /// snapshot taken before the batches that cover it are shipped puts
+    /// [`Shipper::replicated_lsn`] ahead of this for a while.
+    pub fn logged_lsn(&self) -> Lsn {
+        self.shared.logged.load(Ordering::Acquire)
     }
 
     /// The timeline shipped to.
@@ -294,21 +320,31 @@ impl Shipper {
     /// Block until `lsn` is in the store, the shipper stops (an error), or `timeout` passes.
     /// Shipping keeps its batching delay: expect up to about `batch_delay` plus an upload.
     pub fn wait_replicated(&self, lsn: Lsn, timeout: Option<Duration>) -> Result<()> {
+        self.wait_watermark(lsn, timeout, &self.shared.replicated, "replicated")
+    }
+
+    fn wait_watermark(
+        &self,
+        lsn: Lsn,
+        timeout: Option<Duration>,
+        watermark: &AtomicU64,
+        what: &str,
+    ) -> Result<()> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut st = self.shared.state.lock();
         loop {
-            if let Some(r) = self.shared.check_replicated(&st, lsn) {
+            if let Some(r) = self.shared.check_watermark(&st, lsn, watermark) {
                 return r;
             }
             match deadline {
                 Some(d) => {
                     if self.shared.progress.wait_until(&mut st, d).timed_out()
-                        && self.shared.check_replicated(&st, lsn).is_none()
+                        && self.shared.check_watermark(&st, lsn, watermark).is_none()
                     {
                         return Err(SnapshotError::Timeout {
                             what: format!(
-                                "LSN {lsn} to be replicated (replicated: {})",
-                                self.replicated_lsn()
+                                "LSN {lsn} to be {what} ({what}: {})",
+                                watermark.load(Ordering::Acquire)
                             ),
                             secs: timeout.unwrap_or_default().as_secs_f64(),
                         });
@@ -366,6 +402,7 @@ impl Shipper {
             timeline: self.shared.timeline,
             durable_lsn: stats.durable_lsn,
             replicated_lsn: replicated,
+            logged_lsn: self.logged_lsn(),
             snapshot_lsn: st.snapshot_lsn,
             lag_records: stats.durable_lsn.saturating_sub(replicated),
             lag_seconds: match st.pending_since {
@@ -382,9 +419,10 @@ impl Shipper {
         }
     }
 
-    /// Ship everything durable, then stop. Gives up after `timeout` (the store being down),
-    /// with [`SnapshotError::Timeout`] saying how far replication got; nothing is lost either
-    /// way — the next shipper resumes from the store's last LSN.
+    /// Ship every durable record in log batches (not only up to a snapshot: see
+    /// [`Shipper::logged_lsn`]), then stop. Gives up after `timeout` (the store being down),
+    /// with [`SnapshotError::Timeout`] saying how far shipping got; nothing is lost either way
+    /// — the next shipper resumes after the store's last batch.
     pub fn close(mut self, timeout: Duration) -> Result<()> {
         let target = self.shared.db.log().durable_lsn();
         {
@@ -393,7 +431,7 @@ impl Shipper {
             st.flush = true;
             self.shared.work.notify_all();
         }
-        let waited = self.wait_replicated(target, Some(timeout));
+        let waited = self.wait_watermark(target, Some(timeout), &self.shared.logged, "logged");
         self.stop_thread();
         waited
     }
@@ -620,8 +658,8 @@ impl Worker {
             }
             let durable = self.shared.db.log().durable_lsn();
             let replicated = self.shared.replicated.load(Ordering::Acquire);
-            if draining && self.frozen.is_none() && self.builder.is_empty() && replicated >= durable
-            {
+            let logged = self.shared.logged.load(Ordering::Acquire);
+            if draining && self.frozen.is_none() && self.builder.is_empty() && logged >= durable {
                 return Ok(());
             }
             // Respect the backoff while the store is down.
@@ -686,6 +724,7 @@ impl Worker {
             self.shipped_since_snapshot = start.shipped_since_snapshot;
             self.shared.state.lock().snapshot_lsn = start.snapshot_lsn;
             self.shared.set_replicated(start.replicated);
+            self.shared.set_logged(start.next_lsn - 1);
             return Ok(true);
         }
         // A base snapshot comes before anything else when the store cannot restore without it.
@@ -734,6 +773,7 @@ impl Worker {
                 st.pending_since = None;
             }
             self.shared.set_replicated(last);
+            self.shared.set_logged(last);
             tracing::debug!(key, last, bytes = size, "batch shipped");
             self.backlog_released = false;
             self.maintain_local_log(last)?;
@@ -849,6 +889,7 @@ impl Worker {
             self.builder = BatchBuilder::new();
             self.frozen = None;
             self.next_lsn = info.lsn + 1;
+            self.shared.set_logged(info.lsn);
         }
         // The store holds the state at the snapshot's LSN.
         self.shared.set_replicated(info.lsn);

@@ -648,8 +648,20 @@ fn a_restart_ships_the_records_a_snapshot_ran_ahead_of() {
     }
     let snap = pagelog_snapshot::take_snapshot(&db, &*store_ref, &Default::default()).unwrap();
     assert_eq!(snap.lsn, last);
-    // Restart: the records between the last batch and the snapshot are shipped.
+    // Restart: the records between the last batch and the snapshot are shipped. The latest
+    // state is restorable at once (the snapshot), point-in-time restore of those records only
+    // once their batch is in; close() waits for that, not just for the snapshot.
     let sh = Shipper::start(db.clone(), store_ref.clone(), quick_opts()).unwrap();
+    assert_eq!(sh.replicated_lsn(), last);
+    assert!(sh.logged_lsn() <= last);
+    sh.close(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        check_contiguous(&*store_ref, 1),
+        last,
+        "close() shipped the records the snapshot ran ahead of"
+    );
+    let sh = Shipper::start(db.clone(), store_ref.clone(), quick_opts()).unwrap();
+    assert_eq!(sh.logged_lsn(), last);
     let after = insert(&conn, 2, 20);
     images.insert(after, image(&vfs, &path));
     sh.wait_replicated(after, WAIT).unwrap();
