@@ -185,7 +185,8 @@ impl ObjectStore for LocalStore {
         let path = self.path_of(key)?;
         let file = File::open(&path).map_err(|e| self.io(&path, key, e))?;
         Ok(Box::new(LocalReader {
-            file,
+            // Records are read a header at a time: buffer, so that each is not a system call.
+            file: std::io::BufReader::with_capacity(READ_BUFFER, file),
             path,
             key: key.to_string(),
         }))
@@ -235,9 +236,12 @@ impl ObjectStore for LocalStore {
     }
 }
 
+/// Buffer of a streamed read.
+const READ_BUFFER: usize = 256 << 10;
+
 /// A streamed read of one object file; errors carry the key (as a [`StoreError::Io`]).
 struct LocalReader {
-    file: File,
+    file: std::io::BufReader<File>,
     path: PathBuf,
     key: String,
 }
