@@ -934,10 +934,13 @@ impl Manifest {
         (first, n)
     }
 
-    /// Total stored bytes of the snapshot (parts and manifest).
+    /// Total stored bytes of the snapshot (parts and manifest). Saturates: the part sizes come
+    /// from the object, and a decoded manifest may list any.
     pub fn stored_bytes(&self) -> u64 {
-        self.parts.iter().map(|p| p.size).sum::<u64>()
-            + (MANIFEST_HEADER_LEN + self.parts.len() * MANIFEST_PART_LEN) as u64
+        self.parts
+            .iter()
+            .fold(0u64, |sum, p| sum.saturating_add(p.size))
+            .saturating_add((MANIFEST_HEADER_LEN + self.parts.len() * MANIFEST_PART_LEN) as u64)
     }
 }
 
@@ -1095,6 +1098,21 @@ mod tests {
         let enc = m.encode();
         assert_eq!(Manifest::decode("m", &enc).unwrap(), m);
         assert_eq!(m.part_pages(2), (7, 1));
+        assert_eq!(m.stored_bytes(), 30 + 80 + 3 * 16);
+        // Found by the snapshot_manifest fuzz target: part sizes that add up past u64::MAX
+        // overflowed (a panic with overflow checks).
+        let huge = Manifest {
+            parts: vec![
+                ManifestPart {
+                    size: u64::MAX - 1,
+                    body_crc: 0
+                };
+                3
+            ],
+            ..m.clone()
+        };
+        let huge = Manifest::decode("m", &huge.encode()).unwrap();
+        assert_eq!(huge.stored_bytes(), u64::MAX);
         assert!(Manifest::decode("m", &enc[..enc.len() - 1]).is_err());
         let mut bad = enc.clone();
         bad[60] ^= 1;
