@@ -928,10 +928,14 @@ impl Manifest {
     }
 
     /// Page range `(first_pgno, pages)` of part `index`.
+    ///
+    /// Computed in 64 bits: a database of `u32::MAX` pages (which a decoded manifest may
+    /// claim) has no page number past its last. An index past the last part has no pages.
     pub fn part_pages(&self, index: u32) -> (u32, u32) {
-        let first = index * self.pages_per_part + 1;
-        let n = self.pages_per_part.min(self.db_pages + 1 - first);
-        (first, n)
+        let per = self.pages_per_part as u64;
+        let first = index as u64 * per + 1;
+        let n = per.min((self.db_pages as u64 + 1).saturating_sub(first));
+        (first.min(u32::MAX as u64) as u32, n as u32)
     }
 
     /// Total stored bytes of the snapshot (parts and manifest). Saturates: the part sizes come
@@ -1113,6 +1117,25 @@ mod tests {
         };
         let huge = Manifest::decode("m", &huge.encode()).unwrap();
         assert_eq!(huge.stored_bytes(), u64::MAX);
+        // Found by the snapshot_manifest fuzz target: a database of u32::MAX pages made
+        // `db_pages + 1` overflow: a panic with overflow checks (the u32 wrap happened to give
+        // the right count without them, so only builds with overflow checks — debug, and the
+        // fuzz CI pass replaying fuzz/corpus — can catch a regression).
+        let full = Manifest {
+            db_pages: u32::MAX,
+            pages_per_part: 1 << 31,
+            parts: vec![
+                ManifestPart {
+                    size: 1,
+                    body_crc: 0
+                };
+                2
+            ],
+            ..m.clone()
+        };
+        let full = Manifest::decode("m", &full.encode()).unwrap();
+        assert_eq!(full.part_pages(0), (1, 1 << 31));
+        assert_eq!(full.part_pages(1), ((1 << 31) + 1, (1 << 31) - 1));
         assert!(Manifest::decode("m", &enc[..enc.len() - 1]).is_err());
         let mut bad = enc.clone();
         bad[60] ^= 1;
