@@ -147,7 +147,12 @@ pub fn seeds() -> Vec<Seed> {
     assert_eq!(one.len(), 1, "one segment");
     let seg = &one[0];
     add("log_segment", "three-records", with_flags(0, seg), Accepted);
-    add("log_segment", "three-records-fixcrc", with_flags(both, seg), Accepted);
+    add(
+        "log_segment",
+        "three-records-fixcrc",
+        with_flags(both, seg),
+        Accepted,
+    );
     add(
         "log_segment",
         "header-only",
@@ -155,10 +160,20 @@ pub fn seeds() -> Vec<Seed> {
         Accepted,
     );
     let cut = seg.len() - 3;
-    add("log_segment", "torn-tail", with_flags(0, &seg[..cut]), Accepted);
+    add(
+        "log_segment",
+        "torn-tail",
+        with_flags(0, &seg[..cut]),
+        Accepted,
+    );
     let mut zero_tail = seg.clone();
     zero_tail.extend_from_slice(&[0u8; 100]);
-    add("log_segment", "zero-tail", with_flags(0, &zero_tail), Accepted);
+    add(
+        "log_segment",
+        "zero-tail",
+        with_flags(0, &zero_tail),
+        Accepted,
+    );
     let mut flipped = seg.clone();
     flipped[64 + 40 + 10] ^= 0xff; // inside the first payload: synced data damaged
     add(
@@ -195,7 +210,12 @@ pub fn seeds() -> Vec<Seed> {
     // vfs_record
     let txn = txn_payload(512, &[(1, 1), (2, 2)], 4);
     add("vfs_record", "txn-two-pages", txn.clone(), Accepted);
-    add("vfs_record", "txn-no-pages", txn_payload(1024, &[], 0), Accepted);
+    add(
+        "vfs_record",
+        "txn-no-pages",
+        txn_payload(1024, &[], 0),
+        Accepted,
+    );
     add(
         "vfs_record",
         "txn-4k-page",
@@ -213,18 +233,29 @@ pub fn seeds() -> Vec<Seed> {
     // snapshot_batch
     let mut b = BatchBuilder::new();
     for (i, (kind, p)) in payloads.iter().enumerate() {
-        b.push(10 + i as u64, TS + i as u64, *kind, p).expect("push");
+        b.push(10 + i as u64, TS + i as u64, *kind, p)
+            .expect("push");
     }
     let (_, batch) = b.finish(DB_ID, 1).expect("finish");
     add("snapshot_batch", "zstd", with_flags(0, &batch), Accepted);
-    add("snapshot_batch", "zstd-fixcrc", with_flags(both, &batch), Accepted);
+    add(
+        "snapshot_batch",
+        "zstd-fixcrc",
+        with_flags(both, &batch),
+        Accepted,
+    );
     let mut b = BatchBuilder::new();
     b.push(5, TS, 1, &noise(1, 300)).expect("push");
     b.push(6, TS + 1, 1, &noise(2, 40)).expect("push");
     let (h, raw) = b.finish(DB_ID, 2).expect("finish");
     assert_eq!(h.compression, 0, "random payloads are stored raw");
     add("snapshot_batch", "raw", with_flags(0, &raw), Accepted);
-    add("snapshot_batch", "raw-fixcrc", with_flags(both, &raw), Accepted);
+    add(
+        "snapshot_batch",
+        "raw-fixcrc",
+        with_flags(both, &raw),
+        Accepted,
+    );
     let gap = encode_gap_batch(DB_ID, 1, 20, 30, TS);
     add("snapshot_batch", "gap", with_flags(0, &gap), Accepted);
     add(
@@ -238,10 +269,20 @@ pub fn seeds() -> Vec<Seed> {
     let pages: Vec<u8> = (0..3 * 512).map(|i| (i % 251) as u8).collect();
     let part = encode_part(DB_ID, 1, 50, 512, 4, &pages).expect("part");
     add("snapshot_part", "zstd", with_flags(0, &part), Accepted);
-    add("snapshot_part", "zstd-fixcrc", with_flags(both, &part), Accepted);
+    add(
+        "snapshot_part",
+        "zstd-fixcrc",
+        with_flags(both, &part),
+        Accepted,
+    );
     let part = encode_part(DB_ID, 1, 50, 512, 1, &noise(3, 1024)).expect("part");
     add("snapshot_part", "raw", with_flags(0, &part), Accepted);
-    add("snapshot_part", "raw-fixcrc", with_flags(both, &part), Accepted);
+    add(
+        "snapshot_part",
+        "raw-fixcrc",
+        with_flags(both, &part),
+        Accepted,
+    );
     add(
         "snapshot_part",
         "empty",
@@ -266,7 +307,12 @@ pub fn seeds() -> Vec<Seed> {
             })
             .collect(),
     };
-    add("snapshot_manifest", "manifest", with_flags(0, &m.encode()), Accepted);
+    add(
+        "snapshot_manifest",
+        "manifest",
+        with_flags(0, &m.encode()),
+        Accepted,
+    );
     add(
         "snapshot_manifest",
         "manifest-fixcrc",
@@ -292,7 +338,12 @@ pub fn seeds() -> Vec<Seed> {
         created_us: TS,
         first_lsn: 41,
     };
-    add("snapshot_manifest", "timeline", with_flags(0, &t.encode()), Accepted);
+    add(
+        "snapshot_manifest",
+        "timeline",
+        with_flags(0, &t.encode()),
+        Accepted,
+    );
     add(
         "snapshot_manifest",
         "timeline-fixcrc",
@@ -303,9 +354,17 @@ pub fn seeds() -> Vec<Seed> {
     // parse_text
     let texts: &[(&str, String, Outcome)] = &[
         ("bookmark", Bookmark::new(1, 1234).to_string(), Accepted),
-        ("bookmark-max", Bookmark::new(u32::MAX as u64, u64::MAX).to_string(), Accepted),
+        (
+            "bookmark-max",
+            Bookmark::new(u32::MAX as u64, u64::MAX).to_string(),
+            Accepted,
+        ),
         ("time", format_us(TS + 123_456), Accepted),
-        ("time-offset", "2026-11-27T08:18:31.5+01:00".into(), Accepted),
+        (
+            "time-offset",
+            "2026-11-27T08:18:31.5+01:00".into(),
+            Accepted,
+        ),
         // Not a time (before 1970), but still a plain path for a local store.
         ("time-before-1970", "1969-12-31T23:59:59Z".into(), Accepted),
         ("url-s3", "s3://my-bucket/some/prefix".into(), Accepted),

@@ -22,9 +22,9 @@ use pagelog_log::fs::{Fs, OpenOptions, SimFs};
 use pagelog_log::{Log, LogOptions};
 use pagelog_snapshot::bookmark::Bookmark;
 use pagelog_snapshot::format::{
-    BATCH_HEADER_LEN, BatchBuilder, KeyKind, Manifest, PART_HEADER_LEN, TIMELINE_LEN,
-    TimelineInfo, batch_key, decode_batch, decode_part, encode_gap_batch, encode_part,
-    manifest_key, parse_key, part_key, timeline_key,
+    BATCH_HEADER_LEN, BatchBuilder, KeyKind, Manifest, PART_HEADER_LEN, TIMELINE_LEN, TimelineInfo,
+    batch_key, decode_batch, decode_part, encode_gap_batch, encode_part, manifest_key, parse_key,
+    part_key, timeline_key,
 };
 use pagelog_snapshot::store::{StoreUrl, validate_key};
 use pagelog_snapshot::time::{format_us, parse_rfc3339};
@@ -230,7 +230,10 @@ pub fn log_segment(data: &[u8]) -> Outcome {
     assert_eq!(back.len(), records.len() + 1);
     assert_eq!(&back[..records.len()], &records[..]);
     let new = &back[records.len()];
-    assert_eq!((new.lsn, new.kind, &new.payload[..]), (lsn, 7, &payload[..]));
+    assert_eq!(
+        (new.lsn, new.kind, &new.payload[..]),
+        (lsn, 7, &payload[..])
+    );
     Outcome::Accepted
 }
 
@@ -249,7 +252,10 @@ pub fn vfs_record(data: &[u8]) -> Outcome {
         let mut prev = 0;
         let mut n = 0u32;
         for (pgno, page) in txn.pages() {
-            assert!(pgno > prev && pgno <= txn.db_pages, "page {pgno} after {prev}");
+            assert!(
+                pgno > prev && pgno <= txn.db_pages,
+                "page {pgno} after {prev}"
+            );
             assert_eq!(page.len(), txn.page_size as usize);
             push_page(&mut out, pgno, page);
             prev = pgno;
@@ -400,7 +406,10 @@ pub fn snapshot_manifest(data: &[u8]) -> Outcome {
     }
     if let Ok(m) = Manifest::decode("fuzz/manifest", &m_obj) {
         accepted = true;
-        assert_eq!(Manifest::decode("fuzz/again", &m.encode()).ok(), Some(m.clone()));
+        assert_eq!(
+            Manifest::decode("fuzz/again", &m.encode()).ok(),
+            Some(m.clone())
+        );
         let mut next = 1u64;
         for i in 0..m.parts.len() {
             let (first, n) = m.part_pages(i as u32);

@@ -367,7 +367,10 @@ fn segment_headers_with_an_impossible_first_lsn_are_refused() {
                 ..sim_opts()
             },
         );
-        assert!(matches!(err, Err(LogError::LsnOutOfRange { .. })), "{err:?}");
+        assert!(
+            matches!(err, Err(LogError::LsnOutOfRange { .. })),
+            "{err:?}"
+        );
     }
 }
 
