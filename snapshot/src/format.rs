@@ -500,7 +500,10 @@ impl BatchHeader {
         let count_ok = if h.is_gap() {
             h.records == 0 && h.raw_len == 0
         } else {
-            h.last_lsn.checked_sub(h.first_lsn).map(|d| d + 1) == Some(h.records as u64)
+            h.last_lsn
+                .checked_sub(h.first_lsn)
+                .and_then(|d| d.checked_add(1))
+                == Some(h.records as u64)
         };
         if h.flags & !BATCH_FLAG_GAP != 0 {
             return Err(corrupt(key, format!("unknown batch flags {:#x}", h.flags)));
@@ -1066,6 +1069,13 @@ mod tests {
         unknown[92] = 0x10;
         seal_header(&mut unknown[..BATCH_HEADER_LEN]);
         let err = decode_batch("u", unknown).unwrap_err();
+        // First LSN 0 and last LSN u64::MAX: the count `last - first + 1` overflowed (a panic
+        // with overflow checks; found by the snapshot_batch fuzz target).
+        let mut wide = obj.clone();
+        wide[40..48].fill(0);
+        wide[48..56].fill(0xff);
+        seal_header(&mut wide[..BATCH_HEADER_LEN]);
+        assert!(decode_batch("w", wide).is_err());
         // Header timestamps that disagree with the records (restore searches batches by them)
         // are refused (found by the snapshot_batch fuzz target: they used to go unchecked).
         for at in [56, 64] {
