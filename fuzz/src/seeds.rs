@@ -3,7 +3,7 @@
 //! edge cases. Deterministic: fixed ids, timestamps and pseudo-random bytes.
 //!
 //! The committed copies live in `fuzz/corpus/<target>/seed-<name>`. Regenerate them with
-//! `cargo test --release -p pagelog-snapshot --test fuzz_corpus -- --ignored write_seed_corpus`
+//! `cargo test --release --workspace --test fuzz_corpus -- --ignored write_seed_corpus`
 //! (which writes every seed below); the non-ignored tests there check that each committed seed
 //! is still accepted (or rejected) as listed here.
 

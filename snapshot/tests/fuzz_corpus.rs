@@ -3,7 +3,7 @@
 //! under `cargo fuzz`. The target bodies and the seed generator are the fuzz crate's own files
 //! (`fuzz/src/targets.rs`, `fuzz/src/seeds.rs`), compiled in here unchanged.
 //!
-//! Run: `cargo test --release -p pagelog-snapshot --test fuzz_corpus`. A failure names the
+//! Run: `cargo test --release --workspace --test fuzz_corpus`. A failure names the
 //! corpus file; replay it alone with `PAGELOG_FUZZ_REPLAY=path/to/file` (same command).
 //! Regenerate the seed files: `... --test fuzz_corpus -- --ignored write_seed_corpus`.
 
@@ -94,7 +94,7 @@ fn committed_seeds_are_current() {
         let path = corpus_dir().join(s.target).join(format!("seed-{}", s.name));
         let committed = std::fs::read(&path).unwrap_or_else(|e| {
             panic!(
-                "{}: {e}; regenerate with `cargo test --release -p pagelog-snapshot \
+                "{}: {e}; regenerate with `cargo test --release --workspace \
                  --test fuzz_corpus -- --ignored write_seed_corpus`",
                 path.display()
             )
