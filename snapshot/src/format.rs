@@ -36,6 +36,10 @@ pub const MANIFEST_HEADER_LEN: usize = 80;
 pub const MANIFEST_PART_LEN: usize = 16;
 /// Largest decompressed body accepted (a corrupt length must not allocate without bound).
 pub const MAX_BODY: u64 = 4 << 30;
+/// Largest buffer reserved up front for a length an object claims. Past it, buffers grow as the
+/// data really arrives, so a corrupt length field (under a valid CRC) cannot make a small object
+/// allocate gigabytes.
+const PREALLOC_LIMIT: u64 = 64 << 20;
 
 // ---------------------------------------------------------------------------------------------
 // Keys
@@ -639,15 +643,30 @@ impl BatchStream {
         })
     }
 
+    /// Fill `payload[..buf_len]` from the body. The buffer grows as the bytes arrive (at most
+    /// doubling what was read), so a record whose length field claims more than the body holds
+    /// fails after allocating about what the body has, not what the header claims.
     fn read_exact(&mut self, buf_len: usize, what: &str) -> Result<()> {
-        let key = self.key.clone();
-        let lsn = self.next_lsn;
-        std::io::Read::read_exact(&mut self.reader, &mut self.payload[..buf_len]).map_err(|e| {
-            corrupt(
-                &key,
-                format!("{what} of record {lsn} cut short or undecodable: {e}"),
-            )
-        })
+        let mut have = 0;
+        while have < buf_len {
+            let end = buf_len.min(have.max(1 << 20) * 2);
+            if self.payload.len() < end {
+                self.payload.resize(end, 0);
+            }
+            if let Err(e) =
+                std::io::Read::read_exact(&mut self.reader, &mut self.payload[have..end])
+            {
+                return Err(corrupt(
+                    &self.key,
+                    format!(
+                        "{what} of record {} cut short or undecodable: {e}",
+                        self.next_lsn
+                    ),
+                ));
+            }
+            have = end;
+        }
+        Ok(())
     }
 
     /// The next record, or `None` after the last one (once the end has been checked).
@@ -667,8 +686,6 @@ impl BatchStream {
             }
             return Ok(None);
         }
-        self.payload
-            .resize(BATCH_RECORD_HEADER_LEN.max(self.payload.len()), 0);
         self.read_exact(BATCH_RECORD_HEADER_LEN, "header")?;
         let hb = &self.payload[..BATCH_RECORD_HEADER_LEN];
         let (lsn, ts, kind) = (u64_at(hb, 0), u64_at(hb, 8), u16_at(hb, 16));
@@ -685,9 +702,6 @@ impl BatchStream {
                 &self.key,
                 format!("record {lsn} runs past the body"),
             ));
-        }
-        if self.payload.len() < len {
-            self.payload.resize(len, 0);
         }
         self.read_exact(len, "payload")?;
         if crc32fast::hash(&self.payload[..len]) != crc {
@@ -722,7 +736,7 @@ pub fn decode_batch(key: &str, b: Vec<u8>) -> Result<DecodedBatch> {
     // One decoder for the format: read the stream, keep every record in one buffer.
     let mut stream = BatchStream::open(key, b)?;
     let header = stream.header;
-    let mut raw = Vec::with_capacity(header.raw_len.min(MAX_BODY) as usize);
+    let mut raw = Vec::with_capacity(header.raw_len.min(PREALLOC_LIMIT) as usize);
     let mut spans = Vec::with_capacity(header.records.min(1 << 16) as usize);
     while let Some(r) = stream.next_record()? {
         spans.push(RecordSpan {
@@ -1093,6 +1107,55 @@ mod tests {
             "{err}"
         );
         assert!(e.to_string().contains("t/log/x.plb"), "{e}");
+    }
+
+    /// Peak resident memory of this process (Linux), in bytes.
+    fn peak_rss() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+
+    /// Found by the snapshot_batch fuzz target (under AddressSanitizer's allocation limit): a
+    /// small batch whose header claims a body of gigabytes made `decode_batch` reserve that
+    /// much, and a record claiming a payload of gigabytes made `BatchStream` allocate and zero
+    /// it before finding the body too short. Both now grow with the bytes really read.
+    #[test]
+    fn length_fields_do_not_allocate_what_the_object_lacks() {
+        let claimed: u64 = 3 << 30;
+        let mut rec = [0u8; BATCH_RECORD_HEADER_LEN];
+        put_u64(&mut rec, 0, 1);
+        put_u32(
+            &mut rec,
+            20,
+            (claimed - BATCH_RECORD_HEADER_LEN as u64) as u32,
+        );
+        let mut obj = vec![0u8; BATCH_HEADER_LEN];
+        obj.extend_from_slice(&rec);
+        obj.extend_from_slice(b"only a few payload bytes");
+        obj[..8].copy_from_slice(BATCH_MAGIC);
+        put_u16(&mut obj, 8, VERSION);
+        put_u64(&mut obj, 40, 1);
+        put_u64(&mut obj, 48, 1);
+        put_u32(&mut obj, 72, 1);
+        let body_crc = crc32fast::hash(&obj[BATCH_HEADER_LEN..]);
+        put_u32(&mut obj, 76, body_crc);
+        put_u64(&mut obj, 80, claimed);
+        seal_header(&mut obj[..BATCH_HEADER_LEN]);
+        let before = peak_rss();
+        let e = decode_batch("big", obj.clone()).unwrap_err();
+        assert!(e.to_string().contains("cut short"), "{e}");
+        let mut st = BatchStream::open("big", obj).unwrap();
+        assert!(st.next_record().is_err());
+        if let (Some(a), Some(b)) = (before, peak_rss()) {
+            assert!(
+                b.saturating_sub(a) < 256 << 20,
+                "decoding a {} byte object raised peak RSS by {} MiB",
+                BATCH_HEADER_LEN + 52,
+                (b - a) >> 20
+            );
+        }
     }
 
     #[test]
