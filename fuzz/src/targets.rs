@@ -511,8 +511,11 @@ pub fn parse_text(data: &[u8]) -> Outcome {
     outcome(accepted)
 }
 
+/// A target body.
+pub type Target = fn(&[u8]) -> Outcome;
+
 /// Every target by name, for the replay test and the corpus generator.
-pub const TARGETS: &[(&str, fn(&[u8]) -> Outcome)] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("log_segment", log_segment),
     ("vfs_record", vfs_record),
     ("snapshot_batch", snapshot_batch),
