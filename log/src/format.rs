@@ -16,6 +16,10 @@ pub const RECORD_HEADER_LEN: usize = 40;
 /// Largest payload a record may carry (1 GiB); anything larger is refused on append and treated
 /// as corruption on read.
 pub const MAX_PAYLOAD: usize = 1 << 30;
+/// Largest LSN a segment may start at (2^63). LSN 0 means "none" and no segment starts there;
+/// the cap is far beyond any real log and leaves room for every record a segment can hold, so
+/// LSN arithmetic on what recovery reads can never overflow.
+pub const MAX_FIRST_LSN: Lsn = 1 << 63;
 
 /// The decoded header of a segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +45,8 @@ pub enum HeaderProblem {
     BadChecksum,
     /// A version this crate cannot read.
     UnsupportedVersion(u32),
+    /// A first LSN of 0 or above [`MAX_FIRST_LSN`].
+    BadFirstLsn(Lsn),
 }
 
 /// Little-endian u16 at `at` (the caller checked the length).
@@ -89,12 +95,16 @@ impl SegmentHeader {
         if version != SEGMENT_VERSION || u32_at(b, 12) as usize != SEGMENT_HEADER_LEN {
             return Err(HeaderProblem::UnsupportedVersion(version));
         }
+        let first_lsn = u64_at(b, 40);
+        if first_lsn == 0 || first_lsn > MAX_FIRST_LSN {
+            return Err(HeaderProblem::BadFirstLsn(first_lsn));
+        }
         let mut id = [0u8; 16];
         id.copy_from_slice(&b[16..32]);
         Ok(SegmentHeader {
             database_id: u128::from_le_bytes(id),
             timeline: u64_at(b, 32),
-            first_lsn: u64_at(b, 40),
+            first_lsn,
             created_us: u64_at(b, 48),
         })
     }
@@ -217,6 +227,18 @@ mod tests {
             );
         }
         assert_eq!(SegmentHeader::decode(&b[..10]), Err(HeaderProblem::Short));
+        for first_lsn in [0, MAX_FIRST_LSN + 1, u64::MAX] {
+            let bad = SegmentHeader { first_lsn, ..h }.encode();
+            assert_eq!(
+                SegmentHeader::decode(&bad),
+                Err(HeaderProblem::BadFirstLsn(first_lsn))
+            );
+        }
+        let top = SegmentHeader {
+            first_lsn: MAX_FIRST_LSN,
+            ..h
+        };
+        assert_eq!(SegmentHeader::decode(&top.encode()), Ok(top));
     }
 
     #[test]

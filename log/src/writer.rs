@@ -213,9 +213,9 @@ pub const LOCK_FILE: &str = "LOCK";
 impl Log {
     /// Open the log in `dir` (created if missing), recovering from a crash if there was one.
     pub fn open(fs: FsRef, dir: &Path, opts: LogOptions) -> Result<Log> {
-        if opts.first_lsn == 0 {
+        if opts.first_lsn == 0 || opts.first_lsn > crate::format::MAX_FIRST_LSN {
             return Err(LogError::LsnOutOfRange {
-                lsn: 0,
+                lsn: opts.first_lsn,
                 first: 1,
                 last: 0,
             });

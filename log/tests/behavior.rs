@@ -323,6 +323,57 @@ fn bad_segment_header_with_records_is_an_error_but_an_empty_torn_roll_is_removed
     assert!(matches!(err, LogError::BadSegmentHeader { .. }), "{err}");
 }
 
+/// Found by the `log_segment` fuzz target: a checksum-valid segment header with first LSN 0
+/// (in a file named `00000000000000000000.seg`) made the record scan compute `0 - 1`, a panic
+/// with overflow checks and a last LSN of `u64::MAX` without them. LSN 0 means "none" and LSNs
+/// above 2^63 leave no room for arithmetic, so such headers are refused like any bad header.
+#[test]
+fn segment_headers_with_an_impossible_first_lsn_are_refused() {
+    for first_lsn in [0u64, (1 << 63) + 1, u64::MAX] {
+        let fs = SimFs::default();
+        let dir = Path::new(DIR);
+        fs.create_dir_all(dir).unwrap();
+        let header = pagelog_log::format::SegmentHeader {
+            database_id: 7,
+            timeline: 1,
+            first_lsn,
+            created_us: 0,
+        };
+        let payload = b"a record";
+        let mut seg = header.encode().to_vec();
+        seg.extend_from_slice(&pagelog_log::format::RecordHeader::encode(
+            first_lsn, 0, 0, 0, payload,
+        ));
+        seg.extend_from_slice(payload);
+        let path = dir.join(pagelog_log::format::segment_file_name(first_lsn));
+        let f = fs.open(&path, OpenOptions::create()).unwrap();
+        f.write_all_at(&seg, 0).unwrap();
+        let err = Log::open(fs.shared(), dir, sim_opts()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LogError::BadSegmentHeader {
+                    problem: pagelog_log::format::HeaderProblem::BadFirstLsn(n),
+                    ..
+                } if n == first_lsn
+            ),
+            "first LSN {first_lsn}: {err}"
+        );
+        let err = Log::open(
+            fs.shared(),
+            Path::new("/fresh"),
+            LogOptions {
+                first_lsn: (1 << 63) + 1,
+                ..sim_opts()
+            },
+        );
+        assert!(
+            matches!(err, Err(LogError::LsnOutOfRange { .. })),
+            "{err:?}"
+        );
+    }
+}
+
 #[test]
 fn gated_appends_become_durable_without_a_waiter() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,8 @@
+//! Fuzz target `snapshot_part`: the body is `pagelog_fuzz::targets::snapshot_part` (shared with the corpus replay
+//! test, `snapshot/tests/fuzz_corpus.rs`). Run: `cargo fuzz run snapshot_part` from the repository root
+//! (see `fuzz/README.md`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = pagelog_fuzz::targets::snapshot_part(data);
+});
