@@ -357,9 +357,12 @@ pub fn snapshot_batch(data: &[u8]) -> Outcome {
     Outcome::Accepted
 }
 
+/// A record as read: LSN, timestamp, kind, payload.
+type OwnedRecord = (u64, u64, u16, Vec<u8>);
+
 /// A batch's records as `BatchStream::from_reader` reads them (restore's path), fed a few
 /// bytes at a time.
-fn streamed_batch(obj: &[u8]) -> Result<Vec<(u64, u64, u16, Vec<u8>)>, String> {
+fn streamed_batch(obj: &[u8]) -> Result<Vec<OwnedRecord>, String> {
     let reader = Box::new(Dribble(std::io::Cursor::new(obj.to_vec())));
     let mut st = BatchStream::from_reader("fuzz/batch", reader).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
