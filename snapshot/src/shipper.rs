@@ -533,8 +533,18 @@ fn attach(db: &Database, store: &dyn crate::store::ObjectStore) -> Result<Start>
         .filter(|b| b.first_lsn > snapshot_lsn)
         .map(|b| b.size)
         .sum();
+    // A snapshot can be ahead of the batches (it made Gated records durable that no batch
+    // held yet, or the shipper stopped before shipping them): the records between are then
+    // not in the store's history. Ship them from the end of the batches while the local log
+    // still holds them; continuing after the snapshot would leave a gap no batch records.
+    let batches_end = match &last_header {
+        Some(h) => h.last_lsn,
+        None => claim.first_lsn.max(1) - 1,
+    };
     let next_lsn = if remote_last == 0 {
         claim.first_lsn.max(1)
+    } else if batches_end < remote_last && batches_end + 1 >= log.first_lsn() {
+        batches_end + 1
     } else {
         remote_last + 1
     };
