@@ -580,7 +580,7 @@ struct Outcome {
     attempted: u64,
     /// Why the workload stopped early.
     stopped: Option<String>,
-    /// Peak bytes on the disk (measured after each step).
+    /// Peak bytes on the disk (measured after each step, if asked).
     peak_bytes: u64,
 }
 
@@ -636,6 +636,8 @@ struct Ctx<'a> {
     vfs: &'a PagelogVfs,
     store: StoreRef,
     opts: ShipperOptions,
+    /// Measure the peak disk usage (the probe run).
+    measure: bool,
 }
 
 /// Run the workload until it ends or fails; images of every acknowledged-or-not commit that
@@ -811,7 +813,9 @@ fn run(cx: &Ctx<'_>, images: &mut Images) -> Outcome {
             eprintln!("step {step:?}: {:?} -> {r:?}", t0.elapsed());
         }
         out.durable = out.durable.max(counter_at(images, db.durable_lsn()));
-        out.peak_bytes = out.peak_bytes.max(disk_bytes(cx.fs));
+        if cx.measure {
+            out.peak_bytes = out.peak_bytes.max(disk_bytes(cx.fs));
+        }
         if let Err(e) = r {
             stop(&mut out, e);
             break;
@@ -886,6 +890,7 @@ fn probe(seed: u64) -> Probe {
         vfs: &vfs,
         store: store.clone(),
         opts: shipper_options(&w),
+        measure: true,
     };
     let mut images = Images::new();
     let out = run(&cx, &mut images);
@@ -990,6 +995,7 @@ fn check_case(seed: u64, point: u64, p: &Probe, stats: &mut Stats) -> Result<(),
         vfs: &vfs,
         store: store.clone(),
         opts: opts.clone(),
+        measure: false,
     };
     let mut images = Images::new();
     let out = run(&cx, &mut images);
