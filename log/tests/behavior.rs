@@ -210,6 +210,62 @@ fn rollover_reading_across_segments_and_prefix_truncation_with_recycling() {
     assert_eq!(lsns, (log.first_lsn()..=80).collect::<Vec<_>>());
 }
 
+/// Found by the whole-system crash simulation (snapshot/tests/system_sim.rs, seed 338 crash
+/// point 50): the directory sync after truncating the log prefix failed, yet the segment
+/// renamed for recycling went into the pool; the next roll overwrote it with a new header while
+/// its old name was still the one on disk, and after a crash recovery found a segment with a
+/// bad header where acknowledged records had been.
+#[test]
+fn a_failed_directory_sync_while_truncating_latches_and_recycles_nothing() {
+    let fs = SimFs::new(SimFsConfig {
+        seed: 9,
+        apply_probability: 1.0,
+        ..Default::default()
+    });
+    let opts = LogOptions {
+        segment_size: 1024,
+        recycle: 1,
+        ..sim_opts()
+    };
+    let log = Log::open(fs.shared(), Path::new(DIR), opts.clone()).unwrap();
+    for i in 1..=20u64 {
+        log.append_sync(1, &payload(i, 150)).unwrap();
+    }
+    fs.fail_sync_in(1);
+    let err = log.truncate_prefix(12).unwrap_err();
+    assert!(err.to_string().contains("syncing"), "{err}");
+    // Nothing more is acknowledged: no roll can reuse the renamed segment.
+    let more = log.append_sync(1, &payload(21, 150));
+    assert!(matches!(more, Err(LogError::Latched { .. })), "{more:?}");
+    assert_eq!(log.durable_lsn(), 20);
+    drop(log);
+    fs.crash();
+    let log = Log::open(fs.shared(), Path::new(DIR), opts.clone()).unwrap();
+    assert_eq!(log.last_lsn(), 20);
+    let lsns: Vec<_> = log
+        .reader(log.first_lsn())
+        .unwrap()
+        .map(|r| {
+            let r = r.unwrap();
+            assert_eq!(r.payload, payload(r.lsn, r.payload.len()));
+            r.lsn
+        })
+        .collect();
+    assert_eq!(lsns, (log.first_lsn()..=20).collect::<Vec<_>>());
+    // The reopened log continues.
+    for i in 21..=40u64 {
+        assert_eq!(log.append_sync(1, &payload(i, 150)).unwrap(), i);
+    }
+    drop(log);
+    fs.crash();
+    let log = Log::open(fs.shared(), Path::new(DIR), opts).unwrap();
+    assert_eq!(log.last_lsn(), 40);
+    assert_eq!(
+        log.reader(log.first_lsn()).unwrap().count() as u64,
+        41 - log.first_lsn()
+    );
+}
+
 #[test]
 fn corrupt_bytes_before_valid_records_are_an_error_naming_segment_and_offset() {
     let fs = SimFs::default();

@@ -415,12 +415,19 @@ impl Database {
     }
 
     /// Sync the main file if it was written since its last sync.
+    ///
+    /// A failed sync poisons the database: the kernel may have dropped the written pages after
+    /// reporting the error, so a later sync that succeeds proves nothing, and a checkpoint mark
+    /// written after it would tell recovery to trust a file that lacks those pages.
     pub(crate) fn sync_db_file(&self) -> Result<()> {
+        self.check_poisoned()?;
         if self.db_dirty.swap(false, Ordering::AcqRel)
             && let Err(e) = self.file.sync_data()
         {
             self.db_dirty.store(true, Ordering::Release);
-            return Err(io_err(&self.path, "syncing", e));
+            let e = io_err(&self.path, "syncing", e);
+            self.poison(&e);
+            return Err(e);
         }
         Ok(())
     }

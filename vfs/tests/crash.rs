@@ -368,3 +368,72 @@ fn crash_points_through_the_vfs() {
     };
     run_crash_cases(plan, ops, check_case);
 }
+
+/// Found by the whole-system simulation (snapshot/tests/system_sim.rs, seed 3776 crash point
+/// 42): the sync of the main file before a checkpoint mark failed (the disk drops the pages it
+/// could not write) after SQLite had counted the frames as checkpointed; the next mark's sync
+/// succeeded and told recovery that the file held every transaction, so after a crash recovery
+/// refused the database ("does not match its log"). A failed sync of the main file must never
+/// be trusted: the database is poisoned until reopened.
+#[test]
+fn a_failed_sync_of_the_main_file_is_never_trusted_by_a_later_checkpoint() {
+    for fail_at in 1..=30u64 {
+        let fs = SimFs::new(SimFsConfig {
+            seed: fail_at,
+            ..Default::default()
+        });
+        fs.create_dir_all(Path::new("/db")).unwrap();
+        let n = NEXT_VFS.fetch_add(1, Ordering::Relaxed);
+        let vfs = PagelogVfs::register(
+            &format!("crash-{n}"),
+            VfsOptions {
+                fs: fs.shared(),
+                durability: Durability::Sync,
+                log: LogOptions {
+                    background_flush: false,
+                    preallocate: false,
+                    ..Default::default()
+                },
+                page_size: 1024,
+            },
+        )
+        .unwrap();
+        fs.fail_sync_in(fail_at);
+        let mut acked = 0;
+        if let Ok(conn) = vfs.connect(Path::new(DB)) {
+            // The pages reach the main file without SQLite syncing it: the sync that makes
+            // them durable is the one before the checkpoint mark.
+            let _ = conn.execute_batch("PRAGMA synchronous=OFF");
+            for i in 1..=8i64 {
+                let sql = format!(
+                    "BEGIN; CREATE TABLE IF NOT EXISTS t(x); INSERT INTO t VALUES ({i}), (randomblob(3000)); COMMIT;"
+                );
+                if conn.execute_batch(&sql).is_ok() {
+                    acked = i;
+                }
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            }
+        }
+        fs.crash();
+        let conn = vfs
+            .connect(Path::new(DB))
+            .unwrap_or_else(|e| panic!("sync {fail_at} failed: recovery: {e}"));
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok", "sync {fail_at} failed");
+        if acked > 0 {
+            let max: i64 = conn
+                .query_row(
+                    "SELECT max(x) FROM t WHERE typeof(x) = 'integer'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!(
+                max >= acked,
+                "sync {fail_at} failed: {max} < acknowledged {acked}"
+            );
+        }
+    }
+}
