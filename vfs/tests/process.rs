@@ -18,7 +18,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
@@ -28,6 +28,10 @@ use pagelog_log::LogOptions;
 use pagelog_vfs::{Durability, PagelogVfs, VfsError, VfsOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
+
+#[path = "support/child.rs"]
+mod child;
+use child::{collect_stderr, real_tempdir, spawn_self, tail};
 
 const ENV_WRITER_DB: &str = "PAGELOG_PROCESS_WRITER_DB";
 const ENV_WRITER_MODE: &str = "PAGELOG_PROCESS_WRITER_MODE";
@@ -96,70 +100,6 @@ fn random_value(rng: &mut StdRng) -> Vec<u8> {
 fn parse_tag(line: &str, tag: &str) -> Option<i64> {
     let at = line.find(tag)?;
     line[at + tag.len()..].trim().parse().ok()
-}
-
-/// This test binary, running only the ignored test `name`, with `envs` set.
-fn spawn_self(name: &str, envs: &[(&str, String)]) -> Child {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        name,
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawning the child test process")
-}
-
-/// Collect a child's stderr in a thread (for failure messages).
-fn collect_stderr(child: &mut Child) -> JoinHandle<String> {
-    let mut err = child.stderr.take().expect("piped stderr");
-    thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    })
-}
-
-/// The last `n` lines of `s`.
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Keeps the temporary directory when the test panics, and says where it is.
-struct KeepOnPanic(Option<tempfile::TempDir>);
-
-impl KeepOnPanic {
-    fn path(&self) -> &Path {
-        self.0.as_ref().expect("tempdir").path()
-    }
-}
-
-impl Drop for KeepOnPanic {
-    fn drop(&mut self) {
-        if thread::panicking()
-            && let Some(dir) = self.0.take()
-        {
-            eprintln!("test failed: keeping its files in {}", dir.keep().display());
-        }
-    }
-}
-
-/// A temporary directory on the real file system (the target directory, not a tmpfs).
-fn real_tempdir(prefix: &str) -> KeepOnPanic {
-    let dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("creating a temporary directory");
-    KeepOnPanic(Some(dir))
 }
 
 // ---------------------------------------------------------------------------------------------
