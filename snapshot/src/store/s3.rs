@@ -362,6 +362,7 @@ impl ObjectStore for S3Store {
             next_start: first.bytes.len() as u64,
             current: first.bytes,
             pending: VecDeque::new(),
+            failed: false,
         };
         reader.request_ahead();
         Ok(Box::new(reader))
@@ -451,6 +452,8 @@ struct S3Reader {
     next_start: u64,
     /// Chunks requested and not yet read, oldest first.
     pending: VecDeque<PendingChunk>,
+    /// A chunk failed: the stream is over.
+    failed: bool,
 }
 
 struct PendingChunk {
@@ -483,6 +486,11 @@ impl S3Reader {
 
 impl std::io::Read for S3Reader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.failed {
+            return Err(std::io::Error::other(
+                self.inner.other(&self.key, "read after the stream failed"),
+            ));
+        }
         while self.current.is_empty() {
             let Some(next) = self.pending.pop_front() else {
                 return Ok(0);
@@ -493,7 +501,18 @@ impl std::io::Read for S3Reader {
                     "the ranged GET task ended without an answer (its runtime shut down)",
                 ))
             });
-            self.current = chunk.map_err(std::io::Error::other)?;
+            match chunk {
+                Ok(bytes) => self.current = bytes,
+                Err(e) => {
+                    // A failed chunk ends the stream: reading on would skip its bytes.
+                    for p in self.pending.drain(..) {
+                        p.task.abort();
+                    }
+                    self.failed = true;
+                    self.next_start = self.total;
+                    return Err(std::io::Error::other(e));
+                }
+            }
             self.request_ahead();
         }
         let n = buf.len().min(self.current.len());
