@@ -484,6 +484,12 @@ impl BatchHeader {
         if h.flags & !BATCH_FLAG_GAP != 0 {
             return Err(corrupt(key, format!("unknown batch flags {:#x}", h.flags)));
         }
+        if h.is_gap() && h.compression != COMPRESSION_NONE {
+            return Err(corrupt(
+                key,
+                format!("gap batch with compression {}", h.compression),
+            ));
+        }
         if h.first_lsn == 0 || h.last_lsn < h.first_lsn || !count_ok {
             return Err(corrupt(
                 key,
@@ -1253,6 +1259,13 @@ mod tests {
         let d = decode_batch("g", gap.clone()).unwrap();
         let h = d.header;
         assert!(h.is_gap() && d.is_empty() && (h.first_lsn, h.last_lsn) == (10, 20));
+        let mut zstd_gap = gap.clone();
+        put_u16(&mut zstd_gap, 10, COMPRESSION_ZSTD);
+        seal_header(&mut zstd_gap[..BATCH_HEADER_LEN]);
+        assert!(
+            decode_batch("g", zstd_gap).is_err(),
+            "a gap batch is stored uncompressed (FORMAT.md)"
+        );
         let mut bad = gap.clone();
         bad[92] = 0;
         assert!(
