@@ -420,12 +420,15 @@ pub fn restore(
             // Batches can be large (16 MiB of records by default): each is streamed from the
             // store and decoded record by record as it arrives, and the next one is opened
             // (its first chunks requested) while the current one is applied.
-            let fetch = |i: usize| {
+            let open = |i: usize| {
                 let b = &batches[i];
-                let stream = once_more_if_corrupt(&b.key, || {
+                once_more_if_corrupt(&b.key, || {
                     BatchStream::from_reader(&b.key, store.get_reader(&b.key)?)
-                })?;
-                note(b.size);
+                })
+            };
+            let fetch = |i: usize| {
+                let stream = open(i)?;
+                note(batches[i].size);
                 Ok(stream)
             };
             let mut apply = |i: usize, mut batch: BatchStream| -> Result<bool> {
@@ -533,7 +536,7 @@ pub fn restore(
                     Err(SnapshotError::Corrupt { key, reason }) if key == batches[i].key => {
                         tracing::warn!(key = %batches[i].key, %reason,
                             "batch failed its checksums; reading it again");
-                        apply(i, fetch(i)?)
+                        apply(i, open(i)?)
                     }
                     r => r,
                 }
@@ -791,7 +794,6 @@ fn lay_down_part(
     table: &parking_lot::Mutex<PageHashTable>,
 ) -> Result<()> {
     let mut part = PartStream::from_reader(key, store.get_reader(key)?)?;
-    note(m.parts[i].size);
     let h = part.header;
     let (first, n) = m.part_pages(i as u32);
     if h.lsn != m.lsn
@@ -812,7 +814,7 @@ fn lay_down_part(
     let ps = m.page_size as usize;
     let mut buf = vec![0u8; PART_BUFFER_BYTES.max(ps) / ps * ps];
     let mut pgno = first;
-    let mut hs = Vec::with_capacity(n as usize);
+    let mut hs = Vec::with_capacity((n as usize).min(1 << 16));
     loop {
         let len = part.read_pages(&mut buf)?;
         if len == 0 {
@@ -829,6 +831,7 @@ fn lay_down_part(
     for (pgno, h) in hs {
         t.set(pgno, h);
     }
+    note(m.parts[i].size);
     Ok(())
 }
 
