@@ -672,37 +672,42 @@ impl Shared {
         if n == 0 {
             return Ok(0);
         }
-        // Files renamed for recycling join the pool only once the renames are durable: a
-        // recycled file is overwritten, and while its old name may still be on disk a crash
-        // would show the new contents under the old segment's name.
-        let mut renamed = Vec::new();
-        for seg in segs.drain(..n).collect::<Vec<_>>() {
-            let room = self.recycled.lock().len() + renamed.len() < self.opts.recycle;
-            if room && Arc::strong_count(&seg) == 1 {
-                let seq = self.spare_seq.fetch_add(1, Ordering::Relaxed);
-                let to = self.dir.join(format!("{RECYCLE_PREFIX}{seq}.seg"));
-                self.fs
-                    .rename(&seg.path, &to)
-                    .map_err(|e| LogError::io(format!("recycling {}", seg.path.display()), e))?;
-                renamed.push(to);
-            } else {
-                self.fs
-                    .remove(&seg.path)
-                    .map_err(|e| LogError::io(format!("removing {}", seg.path.display()), e))?;
+        // Oldest first, one segment at a time, each removal made durable (directory sync)
+        // before the next: a crash then leaves a contiguous run of segments, never an old
+        // segment whose removal was lost beside newer ones that are gone (recovery would see
+        // records missing between them). A file renamed for recycling joins the pool only once
+        // its rename is durable: it is overwritten later, and while its old name may still be
+        // on disk a crash would show the new contents under the old segment's name.
+        for _ in 0..n {
+            let seg = segs[0].clone();
+            let recycled_to =
+                if self.recycled.lock().len() < self.opts.recycle && Arc::strong_count(&seg) == 2 {
+                    let seq = self.spare_seq.fetch_add(1, Ordering::Relaxed);
+                    let to = self.dir.join(format!("{RECYCLE_PREFIX}{seq}.seg"));
+                    self.fs.rename(&seg.path, &to).map_err(|e| {
+                        LogError::io(format!("recycling {}", seg.path.display()), e)
+                    })?;
+                    Some(to)
+                } else {
+                    self.fs
+                        .remove(&seg.path)
+                        .map_err(|e| LogError::io(format!("removing {}", seg.path.display()), e))?;
+                    None
+                };
+            segs.remove(0);
+            if let Err(e) = self.fs.sync_dir(&self.dir) {
+                // Which names are on disk is unknown now (and a later sync does not settle
+                // it): latch, as for a failed sync of the log itself, so that nothing more is
+                // written or acknowledged until the log is reopened.
+                let e = LogError::io(format!("syncing {}", self.dir.display()), e);
+                tracing::error!(error = %e, "syncing the log directory failed; latching");
+                let mut st = self.state.lock();
+                st.failed.get_or_insert_with(|| e.to_string());
+                self.wake_all();
+                return Err(e);
             }
+            self.recycled.lock().extend(recycled_to);
         }
-        if let Err(e) = self.fs.sync_dir(&self.dir) {
-            // Which names are on disk is unknown now (and a later sync does not settle it):
-            // latch, as for a failed sync of the log itself, so that nothing more is written
-            // or acknowledged until the log is reopened.
-            let e = LogError::io(format!("syncing {}", self.dir.display()), e);
-            tracing::error!(error = %e, "syncing the log directory failed; latching");
-            let mut st = self.state.lock();
-            st.failed.get_or_insert_with(|| e.to_string());
-            self.wake_all();
-            return Err(e);
-        }
-        self.recycled.lock().extend(renamed);
         tracing::debug!(upto, dropped = n, "truncated log prefix");
         Ok(n)
     }

@@ -1289,7 +1289,12 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// - (3776, 42): a failed sync of the main file before a checkpoint mark was not trusted by
 ///   SQLite but was by the VFS: the next mark's sync succeeded and the mark claimed pages the
 ///   disk had dropped; recovery refused the database ("does not match its log").
-const REGRESSIONS: &[(u64, u64)] = &[(33, 53), (338, 50), (3776, 42)];
+/// - (1001827, 190): truncating the log's prefix removed several segments and then synced the
+///   directory once; that sync failed, the crash kept the removal of the newer segments and
+///   lost that of an older one, and recovery found records missing between the old segment
+///   and the next ("segment 8 ends early; records 9..11 are lost"). Segments are now removed
+///   one at a time, oldest first, each removal synced before the next.
+const REGRESSIONS: &[(u64, u64)] = &[(33, 53), (338, 50), (3776, 42), (1001827, 190)];
 
 #[test]
 fn regression_cases() {
