@@ -679,6 +679,10 @@ impl Shared {
         // its rename is durable: it is overwritten later, and while its old name may still be
         // on disk a crash would show the new contents under the old segment's name.
         for _ in 0..n {
+            // A latched log (a failed sync, here or elsewhere) removes nothing more: after a
+            // failed directory sync the earlier removal may never reach the disk, and removing
+            // newer segments would leave that old segment beside a hole.
+            self.check_usable(&self.state.lock())?;
             let seg = segs[0].clone();
             let recycled_to =
                 if self.recycled.lock().len() < self.opts.recycle && Arc::strong_count(&seg) == 2 {

@@ -238,6 +238,12 @@ fn a_failed_directory_sync_while_truncating_latches_and_recycles_nothing() {
     let more = log.append_sync(1, &payload(21, 150));
     assert!(matches!(more, Err(LogError::Latched { .. })), "{more:?}");
     assert_eq!(log.durable_lsn(), 20);
+    // Nor is anything more removed: the first removal may never reach the disk, and removing
+    // newer segments would leave that segment beside a hole.
+    let files_before = fs.list(Path::new(DIR)).unwrap();
+    let again = log.truncate_prefix(18);
+    assert!(matches!(again, Err(LogError::Latched { .. })), "{again:?}");
+    assert_eq!(fs.list(Path::new(DIR)).unwrap(), files_before);
     drop(log);
     fs.crash();
     let log = Log::open(fs.shared(), Path::new(DIR), opts.clone()).unwrap();
