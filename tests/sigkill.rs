@@ -50,7 +50,7 @@ use rand::{Rng, RngCore, SeedableRng};
 
 #[path = "../vfs/tests/support/child.rs"]
 mod child;
-use child::{collect_stderr, real_tempdir, spawn_self, tail};
+use child::{SCHEMA, check_content, collect_stderr, fnv, real_tempdir, spawn_self, tail};
 
 const ENV_DB: &str = "PAGELOG_FACADE_KILL_DB";
 const ENV_STORE: &str = "PAGELOG_FACADE_KILL_STORE";
@@ -58,9 +58,6 @@ const ENV_MODE: &str = "PAGELOG_FACADE_KILL_MODE";
 const ENV_SEED: &str = "PAGELOG_FACADE_KILL_SEED";
 const ENV_CYCLES: &str = "PAGELOG_FACADE_SIGKILL_CYCLES";
 const ENV_LOOP_SEED: &str = "PAGELOG_FACADE_SIGKILL_SEED";
-
-const SCHEMA: &str = "CREATE TABLE a(id INTEGER PRIMARY KEY, v BLOB);
-                      CREATE TABLE b(id INTEGER PRIMARY KEY, h INTEGER);";
 
 /// How long a child may take to open the database before the test gives up on it.
 const CHILD_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -75,16 +72,6 @@ fn mode_name(d: Durability) -> &'static str {
         Durability::Sync => "sync",
         Durability::Gated => "gated",
     }
-}
-
-/// FNV-1a, stored in `b.h` as a check of `a.v`.
-fn fnv(data: &[u8]) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in data {
-        h ^= byte as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h as i64
 }
 
 /// A value for `a.v`: mostly small, sometimes a page or two (overflow chains). Kept small so
@@ -290,60 +277,6 @@ fn read_child_stdout(child: &mut Child, ready_tx: mpsc::Sender<()>) -> JoinHandl
         }
         out
     })
-}
-
-/// Check a database's content through `conn`: integrity ok, `a` holds exactly ids 1..=n, `b`
-/// the same ids, every `b.h` the hash of its `a.v`. Returns n.
-fn check_content(conn: &rusqlite::Connection) -> Result<i64, String> {
-    let sql = |e: rusqlite::Error| format!("query failed: {e}");
-    let integrity: Vec<String> = conn
-        .prepare("PRAGMA integrity_check")
-        .and_then(|mut s| {
-            s.query_map([], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .map_err(sql)?;
-    if integrity != ["ok"] {
-        return Err(format!("integrity_check: {}", integrity.join("; ")));
-    }
-    let mut rows = 0i64;
-    {
-        let mut stmt = conn
-            .prepare("SELECT a.id, a.v, b.h FROM a LEFT JOIN b USING (id) ORDER BY a.id")
-            .map_err(sql)?;
-        let mut q = stmt.query([]).map_err(sql)?;
-        while let Some(r) = q.next().map_err(sql)? {
-            let id: i64 = r.get(0).map_err(sql)?;
-            let v: Vec<u8> = r.get(1).map_err(sql)?;
-            let h: Option<i64> = r.get(2).map_err(sql)?;
-            rows += 1;
-            if id != rows {
-                return Err(format!("table a: expected id {rows}, found {id} (a gap)"));
-            }
-            match h {
-                None => return Err(format!("id {id} is in a but not in b (half a transaction)")),
-                Some(h) if h != fnv(&v) => {
-                    return Err(format!(
-                        "id {id}: b.h {h:#x} is not the hash of a.v ({} bytes, hash {:#x})",
-                        v.len(),
-                        fnv(&v)
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    let (b_count, b_max): (i64, i64) = conn
-        .query_row("SELECT count(*), coalesce(max(id), 0) FROM b", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .map_err(sql)?;
-    if b_count != rows || b_max != rows {
-        return Err(format!(
-            "table b has {b_count} rows up to id {b_max}, table a has ids 1..={rows} (half a transaction)"
-        ));
-    }
-    Ok(rows)
 }
 
 /// Every acknowledged transaction so far, (id, lsn) in id order (LSNs rise with ids).

@@ -31,15 +31,12 @@ use rand::{Rng, RngCore, SeedableRng};
 
 #[path = "support/child.rs"]
 mod child;
-use child::{collect_stderr, real_tempdir, spawn_self, tail};
+use child::{SCHEMA, check_content, collect_stderr, fnv, real_tempdir, spawn_self, tail};
 
 const ENV_WRITER_DB: &str = "PAGELOG_PROCESS_WRITER_DB";
 const ENV_WRITER_MODE: &str = "PAGELOG_PROCESS_WRITER_MODE";
 const ENV_WRITER_SEED: &str = "PAGELOG_PROCESS_WRITER_SEED";
 const ENV_OPENER_DB: &str = "PAGELOG_PROCESS_OPENER_DB";
-
-const SCHEMA: &str = "CREATE TABLE a(id INTEGER PRIMARY KEY, v BLOB);
-                      CREATE TABLE b(id INTEGER PRIMARY KEY, h INTEGER);";
 
 /// How long a child may take to open the database before the test gives up on it.
 const CHILD_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -72,16 +69,6 @@ fn mode_name(d: Durability) -> &'static str {
         Durability::Sync => "sync",
         Durability::Gated => "gated",
     }
-}
-
-/// FNV-1a, stored in `b.h` as a check of `a.v`.
-fn fnv(data: &[u8]) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in data {
-        h ^= byte as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h as i64
 }
 
 /// A value for `a.v`: mostly small, sometimes a few pages (overflow chains).
@@ -264,56 +251,7 @@ fn check_after_kill(
     let conn = vfs
         .connect(path)
         .map_err(|e| format!("connecting after the kill failed: {e}"))?;
-    let sql = |e: rusqlite::Error| format!("query failed: {e}");
-
-    let integrity: Vec<String> = conn
-        .prepare("PRAGMA integrity_check")
-        .and_then(|mut s| {
-            s.query_map([], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .map_err(sql)?;
-    if integrity != ["ok"] {
-        return Err(format!("integrity_check: {}", integrity.join("; ")));
-    }
-
-    let mut rows = 0i64;
-    {
-        let mut stmt = conn
-            .prepare("SELECT a.id, a.v, b.h FROM a LEFT JOIN b USING (id) ORDER BY a.id")
-            .map_err(sql)?;
-        let mut q = stmt.query([]).map_err(sql)?;
-        while let Some(r) = q.next().map_err(sql)? {
-            let id: i64 = r.get(0).map_err(sql)?;
-            let v: Vec<u8> = r.get(1).map_err(sql)?;
-            let h: Option<i64> = r.get(2).map_err(sql)?;
-            rows += 1;
-            if id != rows {
-                return Err(format!("table a: expected id {rows}, found {id} (a gap)"));
-            }
-            match h {
-                None => return Err(format!("id {id} is in a but not in b (half a transaction)")),
-                Some(h) if h != fnv(&v) => {
-                    return Err(format!(
-                        "id {id}: b.h {h:#x} is not the hash of a.v ({} bytes, hash {:#x})",
-                        v.len(),
-                        fnv(&v)
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    let (b_count, b_max): (i64, i64) = conn
-        .query_row("SELECT count(*), coalesce(max(id), 0) FROM b", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .map_err(sql)?;
-    if b_count != rows || b_max != rows {
-        return Err(format!(
-            "table b has {b_count} rows up to id {b_max}, table a has ids 1..={rows} (half a transaction)"
-        ));
-    }
+    let rows = check_content(&conn)?;
     if let Some(&lost) = acks.iter().find(|&&id| id > rows) {
         return Err(format!(
             "acknowledged id {lost} is lost: the tables end at id {rows} ({} acks, last {:?})",
