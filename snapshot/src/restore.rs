@@ -21,10 +21,8 @@ use pagelog_vfs::record::{KIND_TXN, TxnRecord, begin_txn, finish_txn};
 
 use crate::catalog::{Catalog, TimelineCatalog};
 use crate::error::{Result, SnapshotError};
-use crate::fetch::{fetch_ordered, get_decoded, once_more_if_corrupt};
-use crate::format::{
-    BatchStream, Manifest, PartStream, TimelineInfo, decode_batch, part_key, timeline_key,
-};
+use crate::fetch::{fetch_ordered, once_more_if_corrupt};
+use crate::format::{BatchStream, Manifest, PartStream, TimelineInfo, part_key, timeline_key};
 use crate::store::{ObjectStore, PutOutcome};
 
 /// The point of history to restore.
@@ -255,13 +253,20 @@ fn resolve_target(
                 }
                 let from_batches = match lo.checked_sub(1) {
                     Some(i) => {
+                        // Streamed like a restore's batches, not decoded whole: read up to the
+                        // first record after the time.
                         let key = &t.batches[i].key;
-                        let batch = get_decoded(key, || store.get(key), |b| decode_batch(key, b))?;
-                        batch
-                            .records()
-                            .take_while(|r| r.timestamp_us <= at)
-                            .last()
-                            .map(|r| r.lsn)
+                        once_more_if_corrupt(key, || {
+                            let mut batch = BatchStream::from_reader(key, store.get_reader(key)?)?;
+                            let mut found = None;
+                            while let Some(r) = batch.next_record()? {
+                                if r.timestamp_us > at {
+                                    break;
+                                }
+                                found = Some(r.lsn);
+                            }
+                            Ok(found)
+                        })?
                     }
                     None => None,
                 };
