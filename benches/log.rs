@@ -7,6 +7,10 @@
 //!   checkpoint and shipping) so that segments are recycled.
 //! - `group_commit/log_sync_4k_16threads`: 16 threads append 4 KiB records and wait for each;
 //!   reported time is per durable record (the threads persist across samples).
+//!
+//! Before each function the disk is settled (`support::settle`), and every function's files
+//! stay until the end of the run, so that no function pays for another's write-back or
+//! deletion.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -17,6 +21,10 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use pagelog_log::fs::StdFs;
 use pagelog_log::{Log, LogOptions};
+use tempfile::TempDir;
+
+mod support;
+use support::{bench_dir, settle};
 
 const FILE_SIZE: u64 = 64 << 20;
 
@@ -24,8 +32,8 @@ fn raw_write_fdatasync(
     c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
     size: usize,
-) {
-    let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
+) -> TempDir {
+    let dir = bench_dir();
     let path = dir.path().join("raw");
     let file = OpenOptions::new()
         .read(true)
@@ -41,6 +49,7 @@ fn raw_write_fdatasync(
     file.sync_all().expect("sync");
     let buf = vec![0x5au8; size];
     let mut offset = 0u64;
+    settle();
     c.bench_function(name, |b| {
         b.iter(|| {
             file.write_all_at(&buf, offset).expect("write");
@@ -48,17 +57,19 @@ fn raw_write_fdatasync(
             offset = (offset + size as u64) % FILE_SIZE;
         })
     });
+    dir
 }
 
 fn log_sync(
     c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
     size: usize,
-) {
-    let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
+) -> (TempDir, Log) {
+    let dir = bench_dir();
     let log = Log::open(StdFs::shared(), dir.path(), LogOptions::default()).expect("open log");
     let payload = vec![0x5au8; size];
     let mut n = 0u64;
+    settle();
     c.bench_function(name, |b| {
         b.iter(|| {
             let lsn = log.append_sync(0, &payload).expect("append");
@@ -71,32 +82,25 @@ fn log_sync(
             }
         })
     });
-}
-
-fn bench_dir() -> std::path::PathBuf {
-    // Benchmark on the disk the project lives on (target/), not a tmpfs.
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join("bench-tmp");
-    std::fs::create_dir_all(&p).expect("bench dir");
-    p
+    (dir, log)
 }
 
 fn log_append(c: &mut Criterion) {
     let mut g = c.benchmark_group("log_append");
     g.measurement_time(Duration::from_secs(8));
-    raw_write_fdatasync(&mut g, "raw_write_fdatasync_4k", 4096);
-    log_sync(&mut g, "log_sync_4k", 4096);
+    let raw_4k = raw_write_fdatasync(&mut g, "raw_write_fdatasync_4k", 4096);
+    let log_4k = log_sync(&mut g, "log_sync_4k", 4096);
     g.sample_size(30);
-    raw_write_fdatasync(&mut g, "raw_write_fdatasync_1m", 1 << 20);
-    log_sync(&mut g, "log_sync_1m", 1 << 20);
+    let raw_1m = raw_write_fdatasync(&mut g, "raw_write_fdatasync_1m", 1 << 20);
+    let log_1m = log_sync(&mut g, "log_sync_1m", 1 << 20);
     g.finish();
+    drop((raw_4k, log_4k, raw_1m, log_1m));
 }
 
 fn group_commit(c: &mut Criterion) {
     let mut g = c.benchmark_group("group_commit");
     g.measurement_time(Duration::from_secs(8));
-    let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
+    let dir = bench_dir();
     let log =
         Arc::new(Log::open(StdFs::shared(), dir.path(), LogOptions::default()).expect("open log"));
     // 16 appender threads live for the whole benchmark (spawning them per sample would add
@@ -127,6 +131,7 @@ fn group_commit(c: &mut Criterion) {
             })
         })
         .collect();
+    settle();
     g.bench_function("log_sync_4k_16threads", |b| {
         b.iter_custom(|iters| {
             remaining.store(iters, Ordering::Release);
