@@ -162,6 +162,67 @@ fn sixteen_threads_append_concurrently_with_group_commit() {
 }
 
 #[test]
+fn direct_writes_interleave_with_buffered_records_across_rollovers() {
+    // Synced records of 1,500 bytes or more are written from the caller's buffer, after the
+    // records buffered before them; some are bigger than a segment.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogOptions {
+        segment_size: 16 << 10,
+        direct_write_bytes: 1500,
+        ..Default::default()
+    };
+    let log = Arc::new(Log::open(StdFs::shared(), dir.path(), opts.clone()).unwrap());
+    let handles: Vec<_> = (0..8u64)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..60u64 {
+                    let len = match (t + i) % 4 {
+                        0 => 10 + i as usize,
+                        1 => 1499,
+                        2 => 1500 + (i as usize * 97) % 3000,
+                        _ => 20_000 + i as usize,
+                    };
+                    let p = payload(t * 1000 + i, len);
+                    let lsn = if i % 3 == 0 {
+                        log.append(t as u16, &p).unwrap()
+                    } else {
+                        let lsn = log.append_sync(t as u16, &p).unwrap();
+                        assert!(log.durable_lsn() >= lsn);
+                        lsn
+                    };
+                    mine.push((lsn, t as u16, p));
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut all: Vec<_> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    all.sort();
+    assert_eq!(all.len(), 480);
+    log.flush().unwrap();
+    let check = |log: &Log| {
+        let read: Vec<_> = log.reader(1).unwrap().map(|r| r.unwrap()).collect();
+        assert_eq!(read.len(), all.len());
+        for (r, (lsn, kind, p)) in read.iter().zip(&all) {
+            assert_eq!((r.lsn, r.kind, &r.payload), (*lsn, *kind, p));
+        }
+    };
+    check(&log);
+    let stats = log.stats();
+    assert!(stats.segments > 10, "rolled over: {stats:?}");
+    let log = Arc::into_inner(log).unwrap();
+    log.close().unwrap();
+    let log = Log::open(StdFs::shared(), dir.path(), opts).unwrap();
+    assert_eq!(log.last_lsn(), 480);
+    check(&log);
+}
+
+#[test]
 fn rollover_reading_across_segments_and_prefix_truncation_with_recycling() {
     let fs = SimFs::default();
     let opts = LogOptions {

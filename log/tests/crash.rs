@@ -50,6 +50,8 @@ fn workload(seed: u64) -> Workload {
         preallocate: rng.random_bool(0.5),
         recycle: rng.random_range(0..3),
         background_flush: false,
+        // Also write some synced records straight from the caller's buffer.
+        direct_write_bytes: [0usize, 1000, usize::MAX][rng.random_range(0..3)],
         ..Default::default()
     };
     let n = rng.random_range(10..40);
