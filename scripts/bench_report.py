@@ -3,11 +3,13 @@
 
 Usage: cargo bench --bench log && cargo bench --bench commit && cargo bench --bench restore &&
     python3 scripts/bench_report.py
+       python3 scripts/bench_report.py --goals   (one line: each goal's ratio, for repeated runs)
 Reads target/criterion/<group>/<function>/new/estimates.json: the median and the mean time per
 iteration, and the goal ratios computed from the means (as the issues define them).
 """
 import json
 import pathlib
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CRIT = ROOT / "target" / "criterion"
@@ -54,7 +56,26 @@ ROWS = [
 ]
 
 
+def goals():
+    parts = []
+    for group, function, base, goal in ROWS:
+        if not goal or base is None or not goal.startswith("≤"):
+            continue
+        e = est(group, function)
+        bg, bf = base if isinstance(base, tuple) else (group, base)
+        b = est(bg, bf)
+        if e is None or b is None:
+            continue
+        r = e[1] / b[1]
+        limit = float(goal.split()[1])
+        parts.append(f"{function} {r:.3f}{'' if r <= limit else ' (not met)'}")
+    print("; ".join(parts))
+
+
 def main():
+    if "--goals" in sys.argv:
+        goals()
+        return
     current = None
     for group, function, base, goal in ROWS:
         e = est(group, function)
