@@ -513,6 +513,42 @@ fn gated_appends_become_durable_without_a_waiter() {
 }
 
 #[test]
+fn a_spare_segment_prepared_beside_commits_is_synced_a_mebibyte_at_a_time() {
+    // One flush of a whole spare segment would queue ahead of the commits' syncs on the same
+    // disk; the background flusher syncs the spare every 1 MiB instead.
+    let fs = SimFs::default();
+    let opts = LogOptions {
+        segment_size: 8 << 20,
+        ..Default::default()
+    };
+    let log = Log::open(fs.shared(), Path::new(DIR), opts).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let spare = loop {
+        let names = fs.list(Path::new(DIR)).unwrap();
+        let counts = fs.sync_counts();
+        let done = names
+            .iter()
+            .find(|n| n.starts_with("recycle-"))
+            .and_then(|n| {
+                let p = Path::new(DIR).join(n);
+                let len = fs.open(&p, OpenOptions::existing()).ok()?.len().ok()?;
+                (len == 8 << 20 && counts.files.get(&p).copied().unwrap_or(0) >= 8).then_some(p)
+            });
+        if let Some(p) = done {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no synced spare: {names:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // 7 syncs along the way (after each of the first 7 MiB) and one at the end.
+    assert_eq!(fs.sync_counts().files.get(&spare), Some(&8), "{spare:?}");
+    log.close().unwrap();
+}
+
+#[test]
 fn oversized_records_and_bad_lsns_are_refused() {
     let fs = SimFs::default();
     let log = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap();
