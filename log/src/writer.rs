@@ -382,14 +382,14 @@ impl Log {
     /// from `payload`.
     pub fn append_sync(&self, kind: u16, payload: &[u8]) -> Result<Lsn> {
         if payload.len() >= self.shared.opts.direct_write_bytes {
-            return self.append_sync_direct(kind, payload, now_us());
+            return self.append_sync_direct(kind, payload);
         }
         let lsn = self.append_at(kind, payload, now_us(), false)?;
         self.wait_durable(lsn)?;
         Ok(lsn)
     }
 
-    fn append_sync_direct(&self, kind: u16, payload: &[u8], ts: u64) -> Result<Lsn> {
+    fn append_sync_direct(&self, kind: u16, payload: &[u8]) -> Result<Lsn> {
         check_len(payload)?;
         let crc = PayloadCrc::of(payload);
         let s = &self.shared;
@@ -406,12 +406,7 @@ impl Log {
         }
         // This is an append: a leader-to-be must not wait for it.
         s.returned(&mut st);
-        let direct = Direct {
-            kind,
-            ts,
-            crc,
-            payload,
-        };
+        let direct = Direct { kind, crc, payload };
         s.lead(&mut st, Some(&direct))
     }
 
@@ -639,10 +634,13 @@ impl Shared {
         let direct_payload = match direct {
             Some(d) => {
                 // Appended only now, after gathering, under the lock until the buffer is
-                // taken: its header must be the buffer's last bytes, its payload follows.
+                // taken: its header must be the buffer's last bytes, its payload follows. Its
+                // commit time is taken now too, with its LSN, so that it is not older than the
+                // records appended while it waited to lead (timestamps grow with LSNs).
                 let lsn = st.next_lsn;
                 st.next_lsn += 1;
-                let header = RecordHeader::encode_with(lsn, d.ts, st.durable_lsn, d.kind, &d.crc);
+                let header =
+                    RecordHeader::encode_with(lsn, now_us(), st.durable_lsn, d.kind, &d.crc);
                 st.buf.extend_from_slice(&header);
                 st.buf_lens
                     .push((RECORD_HEADER_LEN + d.payload.len()) as u64);
@@ -939,7 +937,6 @@ impl Shared {
 /// A record [`Log::append_sync`] writes from the caller's buffer.
 struct Direct<'a> {
     kind: u16,
-    ts: u64,
     crc: PayloadCrc,
     payload: &'a [u8],
 }
