@@ -19,6 +19,16 @@ fn sim_opts() -> LogOptions {
     }
 }
 
+/// What the appender threads returned, together, sorted (by LSN first).
+fn join_sorted<T: Ord>(handles: Vec<std::thread::JoinHandle<Vec<T>>>) -> Vec<T> {
+    let mut all: Vec<T> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    all.sort();
+    all
+}
+
 fn payload(i: u64, len: usize) -> Vec<u8> {
     (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
 }
@@ -133,11 +143,7 @@ fn sixteen_threads_append_concurrently_with_group_commit() {
             })
         })
         .collect();
-    let mut all: Vec<_> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
-    all.sort();
+    let all = join_sorted(handles);
     assert_eq!(all.len(), 1600);
     for (i, (lsn, _)) in all.iter().enumerate() {
         assert_eq!(*lsn, i as u64 + 1, "LSNs are dense");
@@ -198,11 +204,7 @@ fn direct_writes_interleave_with_buffered_records_across_rollovers() {
             })
         })
         .collect();
-    let mut all: Vec<_> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
-    all.sort();
+    let all = join_sorted(handles);
     assert_eq!(all.len(), 480);
     log.flush().unwrap();
     let check = |log: &Log| {
