@@ -620,8 +620,8 @@ impl Body {
             return Err(corrupt(key, "body longer than its header says"));
         }
         // A compressed body is one zstd frame (FORMAT.md), which the decoder stops at: nothing
-        // may follow it. (Decoding on into what follows made the outcome depend on how the
-        // bytes arrived: found by the snapshot_part fuzz target.)
+        // may follow it. (It used to decode on into a second frame, which the format does not
+        // allow; seen while looking into a snapshot_part fuzz finding, docs/RELIABILITY.md.)
         if let Body::Zstd(d) = self {
             let input = d.get_mut();
             let buffered = input.buffer().len() as u64;
