@@ -188,7 +188,7 @@ fn direct_writes_interleave_with_buffered_records_across_rollovers() {
                         0 => 10 + i as usize,
                         1 => 1499,
                         2 => 1500 + (i as usize * 97) % 3000,
-                        _ => 20_000 + i as usize,
+                        _ => 70_000 + i as usize, // CRC computed before the lock
                     };
                     let p = payload(t * 1000 + i, len);
                     let lsn = if i % 3 == 0 {
