@@ -22,9 +22,9 @@ pub fn bench_dir() -> tempfile::TempDir {
 /// Write back every dirty page of the machine before the next function is measured.
 ///
 /// The functions of a group run one after another on one disk. Without this, what one leaves
-/// behind is paid for by the next: `sqlite_wal_normal` leaves megabytes of unsynced WAL and
-/// database pages that the kernel writes back while `pagelog_sync` runs, and a deleted 64 MiB
-/// file is discarded (`discard` mount option) while the next function syncs. For the same
+/// behind can be paid for by the next: `sqlite_wal_normal` leaves megabytes of unsynced WAL and
+/// database pages that the kernel may write back while `pagelog_sync` runs, and a deleted
+/// 64 MiB file may be discarded (`discard` mount option) while the next function syncs. For the same
 /// reason each function's directory is kept until its group ends, not removed between
 /// functions. What a function dirties itself while it runs is still written back during its
 /// own measurement, as in production.
