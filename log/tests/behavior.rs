@@ -29,6 +29,16 @@ fn join_sorted<T: Ord>(handles: Vec<std::thread::JoinHandle<Vec<T>>>) -> Vec<T> 
     all
 }
 
+/// Run `f` on a thread; fail the test if it has not returned within `limit` (a hang).
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|e| panic!("did not return within {limit:?}: {e}"))
+}
+
 fn payload(i: u64, len: usize) -> Vec<u8> {
     (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
 }
@@ -594,4 +604,119 @@ fn header_only_scan_matches_full_reads_across_segments() {
             (r.lsn, r.kind, r.timestamp_us, r.payload.len())
         );
     }
+}
+
+/// A file system whose file syncs take `delay` longer (over the simulated disk).
+#[derive(Debug)]
+struct SlowSyncFs {
+    inner: pagelog_log::fs::FsRef,
+    delay: Duration,
+}
+
+#[derive(Debug)]
+struct SlowSyncFile {
+    inner: pagelog_log::fs::FileRef,
+    delay: Duration,
+}
+
+impl pagelog_log::fs::FsFile for SlowSyncFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        std::thread::sleep(self.delay);
+        self.inner.sync_data()
+    }
+}
+
+impl Fs for SlowSyncFs {
+    fn open(&self, path: &Path, opts: OpenOptions) -> std::io::Result<pagelog_log::fs::FileRef> {
+        Ok(Arc::new(SlowSyncFile {
+            inner: self.inner.open(path, opts)?,
+            delay: self.delay,
+        }))
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn exists(&self, path: &Path) -> std::io::Result<bool> {
+        self.inner.exists(path)
+    }
+    fn try_lock(&self, path: &Path) -> std::io::Result<Box<dyn pagelog_log::fs::FsLock>> {
+        self.inner.try_lock(path)
+    }
+}
+
+#[test]
+fn waiters_released_by_a_batch_that_never_append_again_do_not_stall_the_next_sync() {
+    // After a batch with waiters is published, the buffer is kept open for those waiters to
+    // append again (the last of them leads). Here they exit instead: a later sync must still
+    // happen, bounded by a quarter of the last sync's time, and so must the flush on close.
+    let sim = SimFs::new(SimFsConfig {
+        seed: 7,
+        ..Default::default()
+    });
+    let fs: pagelog_log::fs::FsRef = Arc::new(SlowSyncFs {
+        inner: sim.shared(),
+        delay: Duration::from_millis(200),
+    });
+    let log = Arc::new(Log::open(fs, Path::new(DIR), sim_opts()).unwrap());
+    for round in 0..3u64 {
+        // Three records appended first, so that the leader's batch holds them; their threads
+        // wait while the slow sync runs, then exit without appending again.
+        let lsns: Vec<_> = (0..3)
+            .map(|i| log.append(0, &payload(round * 10 + i, 64)).unwrap())
+            .collect();
+        let leader = {
+            let log = log.clone();
+            let last = *lsns.last().unwrap();
+            std::thread::spawn(move || log.wait_durable(last))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let waiters: Vec<_> = lsns
+            .iter()
+            .map(|&lsn| {
+                let log = log.clone();
+                std::thread::spawn(move || log.wait_durable(lsn))
+            })
+            .collect();
+        leader.join().unwrap().unwrap();
+        for w in waiters {
+            w.join().unwrap().unwrap();
+        }
+        // 200 ms for its own sync; the buffer stays open at most 50 ms more.
+        let lsn = within(Duration::from_secs(10), {
+            let log = log.clone();
+            move || log.append_sync(0, &payload(round * 10 + 9, 64)).unwrap()
+        });
+        assert!(log.durable_lsn() >= lsn);
+    }
+    // The waiters of the last round's batch are gone too when the log closes.
+    let log = Arc::into_inner(log).unwrap();
+    let last = log.last_lsn();
+    log.append(0, b"flushed on close").unwrap();
+    within(Duration::from_secs(10), move || log.close().unwrap());
+    let log = Log::open(sim.shared(), Path::new(DIR), sim_opts()).unwrap();
+    assert_eq!(log.last_lsn(), last + 1);
 }
