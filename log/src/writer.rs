@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, ThreadId};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -131,6 +131,10 @@ const LAZY_FLUSH_BYTES: usize = 1 << 20;
 /// 250 ns in all, measured here); from 64 KiB on, the lock is held microseconds less.
 const PRECOMPUTED_CRC_BYTES: usize = 64 << 10;
 
+/// Waiters of one batch tracked by thread, for the next batch to be kept open until they have
+/// appended again (see [`Shared::guard`]); more are not waited for.
+const MAX_TRACKED_WAITERS: usize = 64;
+
 /// Largest batch buffer kept for reuse (bigger ones, from huge records, are freed).
 const MAX_SPARE_BYTES: usize = 8 << 20;
 
@@ -161,12 +165,23 @@ struct State {
     failed: Option<String>,
     closed: bool,
     flush_requested: bool,
-    /// Waiters the last finished batch released that have not appended again since: the buffer
-    /// is kept open for them until `gather_deadline` (see [`Shared::guard`]).
-    returning: u32,
+    /// The threads asleep on each `batch_done` slot (at most [`MAX_TRACKED_WAITERS`]).
+    sleeping: [Vec<ThreadId>; 2],
+    /// The threads the last finished batch released that have not appended again since: the
+    /// buffer is kept open for them (see [`Shared::guard`]).
+    returning: Vec<ThreadId>,
+    /// The generation of the batch that released `returning`.
+    returning_from: u64,
+    /// They are waited for until this instant at the latest (one sync's time after their
+    /// release)...
     gather_deadline: std::time::Instant,
-    /// A thread waits as the guard of the returning appenders (see [`Shared::guard`]).
-    guarded: bool,
+    /// ...and no longer than this after the last of them came back (a quarter of it).
+    gather_gap: std::time::Duration,
+    /// When the last of them came back (or their release).
+    last_return: std::time::Instant,
+    /// A thread waits as the guard of the appenders `returning_from` released (see
+    /// [`Shared::guard`]). A guard of an earlier batch's appenders guards nothing any more.
+    guard_of: Option<u64>,
     /// How long the last batch's write and sync took, in microseconds.
     last_sync_us: u64,
 }
@@ -317,9 +332,13 @@ impl Log {
                 failed: None,
                 closed: false,
                 flush_requested: false,
-                returning: 0,
+                sleeping: [Vec::new(), Vec::new()],
+                returning: Vec::new(),
                 gather_deadline: std::time::Instant::now(),
-                guarded: false,
+                gather_gap: std::time::Duration::ZERO,
+                last_return: std::time::Instant::now(),
+                returning_from: 0,
+                guard_of: None,
                 last_sync_us: 0,
             }),
             batch_done: [Slot::default(), Slot::default()],
@@ -407,14 +426,15 @@ impl Log {
             }
             // Wait as a waiter of the next batch would: its leader-to-be is woken when the
             // batch in flight is done.
-            let slot = &s.batch_done[((st.generation + 1) % 2) as usize];
-            let epoch = slot.prepare();
-            drop(st);
-            slot.sleep(epoch);
+            let i = ((st.generation + 1) % 2) as usize;
+            let me = std::thread::current().id();
+            s.sleep_on(st, i, me);
             st = s.state.lock();
+            forget_sleeper(&mut st.sleeping[i], me);
         }
-        // This is an append: if this thread is one the last batch released, it is back.
-        s.returned(&mut st);
+        // This is an append: if this thread is one the last batch released, it is back (and
+        // leads at once).
+        s.returned(&mut st, true);
         let direct = Direct { kind, crc, payload };
         let led = s.lead(&mut st, Some(&direct));
         drop(st);
@@ -450,7 +470,8 @@ impl Log {
         st.buf.extend_from_slice(&header);
         st.buf.extend_from_slice(payload);
         st.buf_lens.push((RECORD_HEADER_LEN + payload.len()) as u64);
-        s.returned(&mut st);
+        // A caller that did not ask to wake the flusher waits for its record next.
+        s.returned(&mut st, !wake_flusher);
         if wake_flusher && (!st.flush_requested || st.buf.len() >= LAZY_FLUSH_BYTES) {
             st.flush_requested = true;
             s.flush_cond.notify_one();
@@ -590,11 +611,11 @@ impl Shared {
 
     /// Leader/follower loop: return once `lsn` is durable.
     fn sync_up_to(&self, lsn: Lsn) -> Result<()> {
+        if self.durable.load(Ordering::Acquire) >= lsn {
+            return Ok(());
+        }
+        let mut st = self.state.lock();
         loop {
-            if self.durable.load(Ordering::Acquire) >= lsn {
-                return Ok(());
-            }
-            let mut st = self.state.lock();
             if st.durable_lsn >= lsn {
                 return Ok(());
             }
@@ -608,13 +629,13 @@ impl Shared {
                     last: st.next_lsn - 1,
                 });
             }
-            if !st.leading && st.returning > 0 && !st.guarded {
+            if !st.leading && !st.returning.is_empty() && st.guard_of != Some(st.returning_from) {
                 // Appenders the last batch released are still coming back: keep the buffer
                 // open for them (see `Shared::guard`).
                 self.guard(&mut st);
                 continue;
             }
-            if st.leading || st.returning > 0 {
+            if st.leading || !st.returning.is_empty() {
                 // Wait for the batch in flight, or, while the last batch's waiters come back
                 // (a guard waits with a deadline), for the one the last of them will lead.
                 let generation = if lsn <= st.taken_last {
@@ -622,17 +643,41 @@ impl Shared {
                 } else {
                     st.generation + 1
                 };
-                let slot = &self.batch_done[(generation % 2) as usize];
-                let epoch = slot.prepare();
-                drop(st);
-                slot.sleep(epoch);
+                let i = (generation % 2) as usize;
+                let me = std::thread::current().id();
+                self.sleep_on(st, i, me);
+                // Woken for its batch, the common case: return without the lock (and stay
+                // counted among the waiters this batch released).
+                if self.durable.load(Ordering::Acquire) >= lsn {
+                    return Ok(());
+                }
+                st = self.state.lock();
+                forget_sleeper(&mut st.sleeping[i], me);
                 continue;
             }
             // Become the leader for everything buffered.
             let led = self.lead(&mut st, None);
             drop(st);
             led?.1.run(self);
+            if self.durable.load(Ordering::Acquire) >= lsn {
+                return Ok(());
+            }
+            st = self.state.lock();
         }
+    }
+
+    /// Release the lock and sleep on `batch_done[i]` as thread `me` until woken (or
+    /// spuriously). A thread woken for another reason than its batch being published must
+    /// [`forget_sleeper`] itself once it holds the lock again.
+    fn sleep_on(&self, mut st: MutexGuard<'_, State>, i: usize, me: ThreadId) {
+        let sleeping = &mut st.sleeping[i];
+        if sleeping.len() < MAX_TRACKED_WAITERS && !sleeping.contains(&me) {
+            sleeping.push(me);
+        }
+        let slot = &self.batch_done[i];
+        let epoch = slot.prepare();
+        drop(st);
+        slot.sleep(epoch);
     }
 
     /// Lead one group commit (the caller checked that nobody leads): append `direct`'s header
@@ -699,10 +744,19 @@ impl Shared {
         // This batch's waiters return (and, if they append again at once, the next leader
         // waits a moment for them); one waiter of the next batch comes to lead it. They are
         // woken once the caller has released the lock.
-        let done = &self.batch_done[(generation % 2) as usize];
-        st.returning = done.sleepers();
-        st.gather_deadline =
-            std::time::Instant::now() + std::time::Duration::from_micros(st.last_sync_us / 4);
+        let i = (generation % 2) as usize;
+        let done = &self.batch_done[i];
+        // The threads asleep on this batch are the ones expected back.
+        let state = &mut **st;
+        state.returning.clear();
+        std::mem::swap(&mut state.returning, &mut state.sleeping[i]);
+        state.returning_from = generation;
+        // They are waited for while they keep coming back, up to one sync's time in all, and
+        // no longer than a quarter of it after the last one came back (see `Shared::guard`).
+        let now = std::time::Instant::now();
+        st.gather_deadline = now + std::time::Duration::from_micros(st.last_sync_us);
+        st.gather_gap = std::time::Duration::from_micros(st.last_sync_us / 4);
+        st.last_return = now;
         let wakes = Wakes {
             batch: done.bump().then_some((generation % 2) as usize),
             leader: self.batch_done[((generation + 1) % 2) as usize]
@@ -713,7 +767,8 @@ impl Shared {
     }
 
     /// Wait, as the guard, for the waiters the last batch released to append again before the
-    /// buffer is taken, but no longer than a quarter of that batch's write and sync time.
+    /// buffer is taken: while they keep coming back, each within a quarter of that batch's
+    /// write and sync time of the previous one (or of their release), up to that whole time.
     ///
     /// Appenders that wait for each record before appending the next (16 threads in
     /// `append_sync` loops, say) otherwise split into two groups that alternate: the one whose
@@ -724,31 +779,61 @@ impl Shared {
     /// The last of them to append leads the batch itself, at once (it is running; waking a
     /// sleeping leader would put a thread wake-up on every batch's path). The guard, the first
     /// to need a sync meanwhile, only makes sure that someone leads if they do not all come
-    /// back: at the deadline it stops waiting for them and leads. A lone appender, whom no batch
-    /// keeps waiting, never waits here.
+    /// back: once they stop coming, it stops waiting for them and leads. So a waiter that does
+    /// not come back costs the next batch at most a quarter of a sync. A lone appender, whom no
+    /// batch keeps waiting, never waits here.
+    ///
+    /// Measured with 16 threads in `append_sync` loops (docs/BENCHMARKS.md): with a fixed
+    /// quarter of a sync in all, the slowest of them were often cut off (on that 2-vCPU machine
+    /// waking 15 threads takes about as long), and batches held 15 records more often than 16.
+    ///
+    /// A batch published while the guard waits (the last one back led it) releases new
+    /// appenders, whom this guard does not guard: it leaves them to a new guard. (A guard that
+    /// kept guarding them, then left without leading because its own record was durable, left
+    /// them all asleep: a hang the `..._never_hang` test reproduces.)
     fn guard(&self, st: &mut MutexGuard<'_, State>) {
-        st.guarded = true;
-        while st.returning > 0 && !st.leading && st.failed.is_none() && !st.closed {
-            let deadline = st.gather_deadline;
-            if self.gather.wait_until(st, deadline).timed_out() {
-                st.returning = 0;
+        let of = st.returning_from;
+        st.guard_of = Some(of);
+        while st.returning_from == of
+            && !st.returning.is_empty()
+            && !st.leading
+            && st.failed.is_none()
+            && !st.closed
+        {
+            let until = |st: &State| st.gather_deadline.min(st.last_return + st.gather_gap);
+            let deadline = until(st);
+            // Woken at the deadline, it waits on if one came back meanwhile.
+            if self.gather.wait_until(st, deadline).timed_out()
+                && st.returning_from == of
+                && std::time::Instant::now() >= until(st)
+            {
+                st.returning.clear();
             }
         }
-        if st.failed.is_some() || st.closed {
+        if st.returning_from == of && (st.failed.is_some() || st.closed) {
             // Nobody waits for the stragglers now (callers fail, or flush the rest).
-            st.returning = 0;
+            st.returning.clear();
         }
-        st.guarded = false;
+        if st.guard_of == Some(of) {
+            st.guard_of = None;
+        }
     }
 
-    /// Count an append against the appenders expected back (see [`Shared::guard`]).
-    fn returned(&self, st: &mut State) {
-        if st.returning > 0 {
-            st.returning -= 1;
-            if st.returning == 0 && st.guarded {
-                // This appender leads if it waits for its record; if it does not, the guard
-                // leads.
-                self.gather.notify_one();
+    /// An append by this thread: if the last batch released it, it is back (see
+    /// [`Shared::guard`]). If it is the last one back and `will_wait` (it is about to wait for
+    /// its record, so it leads), the guard is left asleep until its deadline, off the path of
+    /// the next batch; otherwise the guard is woken to lead.
+    fn returned(&self, st: &mut State, will_wait: bool) {
+        if st.returning.is_empty() {
+            return;
+        }
+        let me = std::thread::current().id();
+        if let Some(pos) = st.returning.iter().position(|t| *t == me) {
+            st.returning.swap_remove(pos);
+            st.last_return = std::time::Instant::now();
+            if st.returning.is_empty() && st.guard_of == Some(st.returning_from) && !will_wait {
+                // A guard of an earlier batch may still be waiting beside this one.
+                self.gather.notify_all();
             }
         }
     }
@@ -1017,6 +1102,14 @@ impl Wakes {
         if let Some(i) = self.leader {
             atomic_wait::wake_one(&s.batch_done[i].epoch);
         }
+    }
+}
+
+/// Stop counting `me` among the threads asleep on a slot (it woke up without its batch being
+/// published: it was called to lead, or spuriously).
+fn forget_sleeper(sleeping: &mut Vec<ThreadId>, me: ThreadId) {
+    if let Some(pos) = sleeping.iter().position(|t| *t == me) {
+        sleeping.swap_remove(pos);
     }
 }
 

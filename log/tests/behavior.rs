@@ -606,17 +606,41 @@ fn header_only_scan_matches_full_reads_across_segments() {
     }
 }
 
-/// A file system whose file syncs take `delay` longer (over the simulated disk).
+/// A file system whose file syncs take longer (over the simulated disk): `delay`, plus, for
+/// one sync in `slow_one_in` drawn at random, `slow` more.
 #[derive(Debug)]
 struct SlowSyncFs {
     inner: pagelog_log::fs::FsRef,
     delay: Duration,
+    slow: Duration,
+    slow_one_in: u64,
+    rng: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug)]
 struct SlowSyncFile {
     inner: pagelog_log::fs::FileRef,
     delay: Duration,
+    slow: Duration,
+    slow_one_in: u64,
+    rng: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SlowSyncFs {
+    fn new(
+        inner: pagelog_log::fs::FsRef,
+        delay: Duration,
+        (slow, slow_one_in): (Duration, u64),
+        seed: u64,
+    ) -> Self {
+        SlowSyncFs {
+            inner,
+            delay,
+            slow,
+            slow_one_in,
+            rng: Arc::new(std::sync::atomic::AtomicU64::new(seed | 1)),
+        }
+    }
 }
 
 impl pagelog_log::fs::FsFile for SlowSyncFile {
@@ -633,7 +657,14 @@ impl pagelog_log::fs::FsFile for SlowSyncFile {
         self.inner.set_len(len)
     }
     fn sync_data(&self) -> std::io::Result<()> {
-        std::thread::sleep(self.delay);
+        // xorshift: a new random draw per sync, shared by every file of the disk.
+        let mut x = self.rng.load(std::sync::atomic::Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.store(x, std::sync::atomic::Ordering::Relaxed);
+        let slow = x.is_multiple_of(self.slow_one_in.max(1));
+        std::thread::sleep(self.delay + if slow { self.slow } else { Duration::ZERO });
         self.inner.sync_data()
     }
 }
@@ -643,6 +674,9 @@ impl Fs for SlowSyncFs {
         Ok(Arc::new(SlowSyncFile {
             inner: self.inner.open(path, opts)?,
             delay: self.delay,
+            slow: self.slow,
+            slow_one_in: self.slow_one_in,
+            rng: self.rng.clone(),
         }))
     }
     fn remove(&self, path: &Path) -> std::io::Result<()> {
@@ -677,10 +711,12 @@ fn waiters_released_by_a_batch_that_never_append_again_do_not_stall_the_next_syn
         seed: 7,
         ..Default::default()
     });
-    let fs: pagelog_log::fs::FsRef = Arc::new(SlowSyncFs {
-        inner: sim.shared(),
-        delay: Duration::from_millis(200),
-    });
+    let fs: pagelog_log::fs::FsRef = Arc::new(SlowSyncFs::new(
+        sim.shared(),
+        Duration::from_millis(200),
+        (Duration::ZERO, 1),
+        1,
+    ));
     let log = Arc::new(Log::open(fs, Path::new(DIR), sim_opts()).unwrap());
     for round in 0..3u64 {
         // Three records appended first, so that the leader's batch holds them; their threads
@@ -719,4 +755,59 @@ fn waiters_released_by_a_batch_that_never_append_again_do_not_stall_the_next_syn
     within(Duration::from_secs(10), move || log.close().unwrap());
     let log = Log::open(sim.shared(), Path::new(DIR), sim_opts()).unwrap();
     assert_eq!(log.last_lsn(), last + 1);
+}
+
+#[test]
+fn appenders_that_wait_for_each_record_and_stop_at_different_times_never_hang() {
+    // Threads in append_sync loops (the released ones keep the next batch open for each other),
+    // each stopping after its own number of records, on a disk where one sync in four takes
+    // 3 ms more: after a slow batch, the next ones often end while the guard of the slow one
+    // still waits (a quarter of 3 ms). Every thread must finish, and every record be durable
+    // and read back. (It hung, now and then, when such a guard kept guarding the appenders of
+    // the later batches and then left without leading.)
+    for seed in 0..100u64 {
+        let sim = SimFs::new(SimFsConfig {
+            seed,
+            ..Default::default()
+        });
+        let fs: pagelog_log::fs::FsRef = Arc::new(SlowSyncFs::new(
+            sim.shared(),
+            Duration::from_micros(50),
+            (Duration::from_millis(3), 4),
+            seed + 1,
+        ));
+        let log = Arc::new(
+            Log::open(
+                fs,
+                Path::new(DIR),
+                LogOptions {
+                    segment_size: 64 << 10,
+                    ..sim_opts()
+                },
+            )
+            .unwrap(),
+        );
+        let threads = 4 + seed % 13;
+        let total: u64 = within(Duration::from_secs(60), {
+            let log = log.clone();
+            move || {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let log = log.clone();
+                        std::thread::spawn(move || {
+                            let n = 2 + (t * 7 + seed * 3) % 11;
+                            for i in 0..n {
+                                let lsn = log.append_sync(0, &payload(t * 1000 + i, 64)).unwrap();
+                                assert!(log.durable_lsn() >= lsn);
+                            }
+                            n
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).sum()
+            }
+        });
+        assert_eq!(log.durable_lsn(), total, "seed {seed}");
+        assert_eq!(log.reader(1).unwrap().count() as u64, total, "seed {seed}");
+    }
 }
