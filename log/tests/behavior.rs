@@ -39,6 +39,19 @@ fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'st
         .unwrap_or_else(|e| panic!("did not return within {limit:?}: {e}"))
 }
 
+/// One thread per LSN, each waiting until that record is durable.
+fn spawn_waiters(
+    log: &Arc<Log>,
+    lsns: &[u64],
+) -> Vec<std::thread::JoinHandle<Result<(), LogError>>> {
+    lsns.iter()
+        .map(|&lsn| {
+            let log = log.clone();
+            std::thread::spawn(move || log.wait_durable(lsn))
+        })
+        .collect()
+}
+
 fn payload(i: u64, len: usize) -> Vec<u8> {
     (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
 }
@@ -57,13 +70,7 @@ fn failed_fsync_latches_wakes_waiters_and_acknowledges_nothing_more() {
     for i in 0..8 {
         lsns.push(log.append(0, &payload(i, 100)).unwrap());
     }
-    let handles: Vec<_> = lsns
-        .iter()
-        .map(|&lsn| {
-            let log = log.clone();
-            std::thread::spawn(move || log.wait_durable(lsn))
-        })
-        .collect();
+    let handles = spawn_waiters(&log, &lsns);
     for h in handles {
         // The leader that ran the failing sync sees the I/O error itself; everyone else the
         // latch.
@@ -730,13 +737,7 @@ fn waiters_released_by_a_batch_that_never_append_again_do_not_stall_the_next_syn
             std::thread::spawn(move || log.wait_durable(last))
         };
         std::thread::sleep(Duration::from_millis(50));
-        let waiters: Vec<_> = lsns
-            .iter()
-            .map(|&lsn| {
-                let log = log.clone();
-                std::thread::spawn(move || log.wait_durable(lsn))
-            })
-            .collect();
+        let waiters = spawn_waiters(&log, &lsns);
         leader.join().unwrap().unwrap();
         for w in waiters {
             w.join().unwrap().unwrap();
