@@ -8,9 +8,9 @@
 //! durable LSN and wakes that batch's waiters. Records appended while a leader syncs wait for
 //! the next leader, so one `fdatasync` covers every record written before it started. Nothing
 //! waits on a fixed delay, except that while the waiters the previous batch just released are
-//! appending again, the buffer is kept open for them (the last of them leads; bounded by a
-//! quarter of the last sync's time; see `Shared::guard`). Waiters sleep on a futex word per
-//! batch and return without taking the lock (see `Slot`).
+//! appending again, the buffer is kept open for them: the last of them leads, and they are
+//! waited for only while they keep coming back (see `Shared::guard`). Waiters sleep on a futex
+//! word per batch and return without taking the lock (see `Slot`).
 //! `append_sync` of a big payload writes it from the caller's buffer instead of copying it.
 //! Records nobody waits for (Gated commits) are synced by a background flusher thread, which
 //! lets them accumulate for up to 1 ms so that they share an fsync.
@@ -597,6 +597,8 @@ impl Shared {
             slot.bump();
             atomic_wait::wake_all(&slot.epoch);
         }
+        // A guard stops waiting too.
+        self.gather.notify_all();
     }
 
     fn check_usable(&self, st: &State) -> Result<()> {
