@@ -175,9 +175,8 @@ struct State {
     /// They are waited for until this instant at the latest (one sync's time after their
     /// release)...
     gather_deadline: std::time::Instant,
-    /// ...and no longer than this after the last of them came back (a quarter of it).
-    gather_gap: std::time::Duration,
-    /// When the last of them came back (or their release).
+    /// When the last of them came back (or their release); they are not waited for longer
+    /// than a quarter of the last sync's time after it.
     last_return: std::time::Instant,
     /// A thread waits as the guard of the appenders `returning_from` released (see
     /// [`Shared::guard`]). A guard of an earlier batch's appenders guards nothing any more.
@@ -335,7 +334,6 @@ impl Log {
                 sleeping: [Vec::new(), Vec::new()],
                 returning: Vec::new(),
                 gather_deadline: std::time::Instant::now(),
-                gather_gap: std::time::Duration::ZERO,
                 last_return: std::time::Instant::now(),
                 returning_from: 0,
                 guard_of: None,
@@ -677,7 +675,7 @@ impl Shared {
             sleeping.push(me);
         }
         let slot = &self.batch_done[i];
-        let epoch = slot.prepare();
+        let epoch = slot.epoch();
         drop(st);
         slot.sleep(epoch);
     }
@@ -747,7 +745,7 @@ impl Shared {
         // waits a moment for them); one waiter of the next batch comes to lead it. They are
         // woken once the caller has released the lock.
         let i = (generation % 2) as usize;
-        let done = &self.batch_done[i];
+        let next = ((generation + 1) % 2) as usize;
         // The threads asleep on this batch are the ones expected back.
         let state = &mut **st;
         state.returning.clear();
@@ -757,13 +755,13 @@ impl Shared {
         // no longer than a quarter of it after the last one came back (see `Shared::guard`).
         let now = std::time::Instant::now();
         st.gather_deadline = now + std::time::Duration::from_micros(st.last_sync_us);
-        st.gather_gap = std::time::Duration::from_micros(st.last_sync_us / 4);
         st.last_return = now;
+        self.batch_done[i].bump();
+        self.batch_done[next].bump();
+        // A list holds every sleeper of its slot, or is full: an empty one means nobody to wake.
         let wakes = Wakes {
-            batch: done.bump().then_some((generation % 2) as usize),
-            leader: self.batch_done[((generation + 1) % 2) as usize]
-                .bump()
-                .then_some(((generation + 1) % 2) as usize),
+            batch: (!st.returning.is_empty()).then_some(i),
+            leader: (!st.sleeping[next].is_empty()).then_some(next),
         };
         Ok((last, wakes))
     }
@@ -802,7 +800,10 @@ impl Shared {
             && st.failed.is_none()
             && !st.closed
         {
-            let until = |st: &State| st.gather_deadline.min(st.last_return + st.gather_gap);
+            let until = |st: &State| {
+                let gap = std::time::Duration::from_micros(st.last_sync_us / 4);
+                st.gather_deadline.min(st.last_return + gap)
+            };
             let deadline = until(st);
             // Woken at the deadline, it waits on if one came back meanwhile.
             if self.gather.wait_until(st, deadline).timed_out()
@@ -1048,7 +1049,7 @@ impl Shared {
 
 /// Where the threads waiting for one batch sleep: a futex word (`epoch`), bumped under the
 /// state lock whenever they should look again (their batch is durable, the next batch needs a
-/// leader, the log latched or closed), and how many sleep on it.
+/// leader, the log latched or closed). Who sleeps on it is in `State::sleeping`.
 ///
 /// A woken waiter whose record is durable returns without taking the state lock. With a
 /// condition variable, every waiter woken must take the lock on its way out, so they are handed
@@ -1058,33 +1059,23 @@ impl Shared {
 #[derive(Default)]
 struct Slot {
     epoch: AtomicU32,
-    sleepers: AtomicU32,
 }
 
 impl Slot {
-    /// Count the caller as a sleeper and return the epoch to sleep on. Call under the state
-    /// lock, then [`Slot::sleep`] after releasing it: a bump in between makes the sleep return
-    /// at once, so no wake-up is lost.
-    fn prepare(&self) -> u32 {
-        self.sleepers.fetch_add(1, Ordering::Relaxed);
+    /// The epoch to sleep on. Read it under the state lock, then [`Slot::sleep`] after
+    /// releasing it: a bump in between makes the sleep return at once, so no wake-up is lost.
+    fn epoch(&self) -> u32 {
         self.epoch.load(Ordering::Acquire)
     }
 
     /// Sleep until the epoch moves on from `epoch` (or spuriously; callers check again).
     fn sleep(&self, epoch: u32) {
         atomic_wait::wait(&self.epoch, epoch);
-        self.sleepers.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Threads counted as sleeping here.
-    fn sleepers(&self) -> u32 {
-        self.sleepers.load(Ordering::Relaxed)
-    }
-
-    /// Move the epoch on (under the state lock); returns whether anyone sleeps here, to wake.
-    fn bump(&self) -> bool {
+    /// Move the epoch on (under the state lock).
+    fn bump(&self) {
         self.epoch.fetch_add(1, Ordering::Release);
-        self.sleepers() > 0
     }
 }
 
