@@ -15,8 +15,10 @@
 //! the seed and crash point, and `PAGELOG_SEED` + `PAGELOG_CRASH_POINT` replay one case.
 //!
 //! A second test races up to 16 appender threads against a power cut or a failed sync
-//! (`PAGELOG_CONCURRENT_CRASH_CASES`, default 300, from `PAGELOG_SEED_BASE`): every record a
-//! thread saw acknowledged must survive the crash.
+//! (`PAGELOG_CONCURRENT_CRASH_CASES`, default 300; the same `PAGELOG_SEED` +
+//! `PAGELOG_CRASH_POINT` rerun one case's workload and fault, though not its interleaving):
+//! every record a thread saw acknowledged must survive the crash.
+//! Both tests start at seed `PAGELOG_SEED_BASE` (default 0).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -303,13 +305,9 @@ fn crash_at_every_point_recovers_acknowledged_prefix() {
     run_crash_cases(plan, ops, check_case);
 }
 
-/// One concurrent case: `threads` appenders (synced, direct, and append-then-wait) race on a
-/// log whose disk loses power after a random number of operations, or whose N-th sync fails;
-/// then the disk crashes and the log recovers. Every record a thread saw acknowledged must be
-/// there, byte for byte, at its LSN; the recovered records are a gap-free prefix, each one
-/// that some thread attempted. Thread scheduling is not replayable: a failure prints the seed,
-/// and the same seed reruns the same workload and fault, not the same interleaving.
-fn check_concurrent_case(seed: u64) -> Result<(), String> {
+/// The concurrent workload of a seed: threads, records per thread, options, and whether the
+/// fault is a failed sync (else a power cut).
+fn concurrent_workload(seed: u64) -> (u64, u64, LogOptions, bool) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let threads = rng.random_range(2..=16u64);
     let per_thread = rng.random_range(5..40u64);
@@ -320,16 +318,28 @@ fn check_concurrent_case(seed: u64) -> Result<(), String> {
         direct_write_bytes: [600, 1500, usize::MAX][rng.random_range(0..3)],
         ..Default::default()
     };
+    (threads, per_thread, opts, rng.random_bool(0.2))
+}
+
+/// One concurrent case: `threads` appenders (synced, direct, and append-then-wait) race on a
+/// log whose disk loses power after `point` disk operations, or, for a seed whose fault is a
+/// failed sync, whose `1 + point % records`-th sync fails; then the disk crashes and the log
+/// recovers. Every record a thread saw acknowledged must be there, byte for byte, at its LSN;
+/// the recovered records are a gap-free prefix, each one that some thread attempted. Thread
+/// scheduling is not replayable: a failure prints the seed and crash point, which rerun the
+/// same workload and fault, not the same interleaving.
+fn check_concurrent_case(seed: u64, point: u64) -> Result<(), String> {
+    let (threads, per_thread, opts, sync_fault) = concurrent_workload(seed);
     let fs = SimFs::new(SimFsConfig {
         seed,
         ..Default::default()
     });
     let log = Log::open(fs.shared(), Path::new(DIR), opts.clone())
         .map_err(|e| format!("open failed: {e}"))?;
-    if rng.random_bool(0.8) {
-        fs.set_power_cut_after(Some(rng.random_range(0..threads * per_thread * 3)));
+    if sync_fault {
+        fs.fail_sync_in(1 + point % (threads * per_thread));
     } else {
-        fs.fail_sync_in(rng.random_range(1..threads * per_thread));
+        fs.set_power_cut_after(Some(point));
     }
     // A payload names its thread and sequence number, so that any recovered record can be
     // checked against what was attempted.
@@ -406,17 +416,16 @@ fn check_concurrent_case(seed: u64) -> Result<(), String> {
 
 #[test]
 fn concurrent_appenders_lose_no_acknowledged_record_across_power_cuts() {
-    let cases: u64 = std::env::var("PAGELOG_CONCURRENT_CRASH_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
-    let base: u64 = std::env::var("PAGELOG_SEED_BASE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    for seed in base..base + cases {
-        if let Err(e) = check_concurrent_case(seed) {
-            panic!("concurrent crash case failed, seed {seed}: {e}");
-        }
-    }
+    let plan = CrashPlan {
+        cases_env: "PAGELOG_CONCURRENT_CRASH_CASES",
+        cases: 300,
+        points_per_seed: 4,
+    };
+    // Crash points spread over up to three disk operations per record (no run without faults
+    // is needed to count them: the threads' interleaving changes the count anyway).
+    let ops = |seed| {
+        let (threads, per_thread, _, _) = concurrent_workload(seed);
+        threads * per_thread * 3
+    };
+    run_crash_cases(plan, ops, check_concurrent_case);
 }
