@@ -957,16 +957,31 @@ fn read_state(conn: &Connection) -> Result<(u64, Rows), String> {
     Ok((n as u64, rows))
 }
 
-/// Where restores are written (tmpfs when there is one); removed at the end of each test.
+/// Where restores are written (tmpfs when there is one); removed when each test ends, passed or
+/// failed (see [`ScratchGuard`]).
 fn scratch_dir() -> PathBuf {
+    let d = scratch_path();
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+fn scratch_path() -> PathBuf {
     let base = if Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
     } else {
         std::env::temp_dir()
     };
-    let d = base.join(format!("pagelog-system-sim-{}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("scratch dir");
-    d
+    base.join(format!("pagelog-system-sim-{}", std::process::id()))
+}
+
+/// Removes the scratch directory when dropped, also while a failing test unwinds (a failed case
+/// used to leave its restores in `/dev/shm`).
+struct ScratchGuard;
+
+impl Drop for ScratchGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(scratch_path());
+    }
 }
 
 fn check_case(seed: u64, point: u64, p: &Probe, stats: &mut Stats) -> Result<(), String> {
@@ -1309,6 +1324,7 @@ const REGRESSIONS: &[(u64, u64)] = &[
 #[test]
 fn regression_cases() {
     let _serial = serial();
+    let _scratch = ScratchGuard;
     for &(seed, point) in REGRESSIONS {
         let p = probe(seed);
         let mut stats = Stats::default();
@@ -1318,7 +1334,6 @@ fn regression_cases() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(scratch_dir());
 }
 
 /// A snapshot can get ahead of the shipped batches (in Gated mode it makes records durable
@@ -1327,6 +1342,7 @@ fn regression_cases() {
 #[test]
 fn a_restarted_shipper_ships_the_records_a_snapshot_got_ahead_of() {
     let _serial = serial();
+    let _scratch = ScratchGuard;
     let fs = SimFs::new(SimFsConfig::default());
     fs.create_dir_all(Path::new("/db")).unwrap();
     install_disk(&fs);
@@ -1381,12 +1397,12 @@ fn a_restarted_shipper_ships_the_records_a_snapshot_got_ahead_of() {
         .unwrap_or_else(|e| panic!("restore at LSN {lsn}: {e}"));
         assert!(std::fs::read(&out).unwrap() == *want, "LSN {lsn}");
     }
-    let _ = std::fs::remove_dir_all(scratch_dir());
 }
 
 #[test]
 fn system_crash_simulation() {
     let _serial = serial();
+    let _scratch = ScratchGuard;
     let started = Instant::now();
     let stats = RefCell::new(Stats::default());
     let probes: RefCell<HashMap<u64, Probe>> = RefCell::new(HashMap::new());
@@ -1434,5 +1450,4 @@ fn system_crash_simulation() {
         s.store_faults,
         started.elapsed().as_secs_f64()
     );
-    let _ = std::fs::remove_dir_all(scratch_dir());
 }
