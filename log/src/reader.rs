@@ -25,6 +25,10 @@ pub struct RecordInfo {
 }
 
 /// An iterator over durable records, in LSN order, starting at a chosen LSN.
+///
+/// Once [`crate::Log::truncate_prefix`] has dropped the record it would return next, it
+/// yields [`LogError::LsnOutOfRange`] and stops (open a new reader at
+/// [`crate::Log::first_lsn`] to go on).
 pub struct LogReader {
     shared: Arc<Shared>,
     next_lsn: Lsn,
@@ -144,14 +148,26 @@ impl LogReader {
     }
 
     /// The segment and offset of the next record, switching segments where one starts.
+    /// Fails with [`LogError::LsnOutOfRange`] once [`crate::Log::truncate_prefix`] has dropped
+    /// the record: its segment may be gone from the list, and the end of the segment this
+    /// reader holds is not a place to look for it (past it lie unwritten bytes).
     fn position(&mut self) -> Result<(Arc<Segment>, u64)> {
         let lsn = self.next_lsn;
-        let switch = match &self.pos {
-            None => true,
-            Some((seg, _)) => {
-                let segs = self.shared.segments.lock();
-                segs.iter()
-                    .any(|s| s.header.first_lsn == lsn && !Arc::ptr_eq(s, seg))
+        let switch = {
+            let segs = self.shared.segments.lock();
+            let first = segs.first().map(|s| s.header.first_lsn).unwrap_or(1);
+            if lsn < first {
+                return Err(LogError::LsnOutOfRange {
+                    lsn,
+                    first,
+                    last: self.shared.durable.load(Ordering::Acquire),
+                });
+            }
+            match &self.pos {
+                None => true,
+                Some((seg, _)) => segs
+                    .iter()
+                    .any(|s| s.header.first_lsn == lsn && !Arc::ptr_eq(s, seg)),
             }
         };
         if switch {
