@@ -53,7 +53,10 @@ pub struct LogOptions {
     pub first_lsn: Lsn,
     /// Zero-fill new segments to `segment_size` and sync them before use, so that appends
     /// overwrite allocated blocks and `fdatasync` has no metadata to write. With a background
-    /// flusher this happens off the commit path (a spare segment is kept ready). Default true.
+    /// flusher this happens off the commit path: it keeps a spare segment ready, preparing the
+    /// next one whenever a roll uses it (the spare waits in the recycling pool, so this needs
+    /// `recycle` ≥ 1; without a spare, a new segment grows as records are written).
+    /// Default true.
     pub preallocate: bool,
     /// Keep up to this many truncated segments to reuse instead of allocating. Default 2.
     pub recycle: usize,
@@ -922,6 +925,15 @@ impl Shared {
         );
         self.recycled.lock().extend(pool);
         let seg = seg?;
+        if self.wants_spare() {
+            // The spare is used: the flusher prepares the next one now, not only when an
+            // append or a flush happens to wake it (appenders that wait for their records never
+            // do), so that the next roll too finds a preallocated segment. Notified under the
+            // state lock, which the flusher holds from looking at the pool until it sleeps, so
+            // the wake-up cannot fall in between.
+            let _st = self.state.lock();
+            self.flush_cond.notify_one();
+        }
         tracing::debug!(segment = %seg.path.display(), first_lsn, "rolled to a new segment");
         self.segments.lock().push(seg.clone());
         io.active = seg;
@@ -982,9 +994,18 @@ impl Shared {
         Ok(n)
     }
 
+    /// Whether the background flusher should prepare a spare segment: preallocation is on,
+    /// spares are kept (`recycle` > 0), and the pool is empty.
+    fn wants_spare(&self) -> bool {
+        self.opts.preallocate
+            && self.opts.background_flush
+            && self.opts.recycle > 0
+            && self.recycled.lock().is_empty()
+    }
+
     /// Prepare a zero-filled spare segment when the pool is empty (background flusher only).
     fn ensure_spare(&self) -> Result<()> {
-        if !self.opts.preallocate || self.opts.recycle == 0 || !self.recycled.lock().is_empty() {
+        if !self.wants_spare() {
             return Ok(());
         }
         let seq = self.spare_seq.fetch_add(1, Ordering::Relaxed);
@@ -1007,33 +1028,40 @@ impl Shared {
 
     fn flusher_loop(self: Arc<Self>) {
         loop {
-            {
+            let flush = {
                 let mut st = self.state.lock();
                 while !st.closed && !st.flush_requested && st.failed.is_none() {
-                    if !self.opts.preallocate || !self.recycled.lock().is_empty() {
-                        self.flush_cond.wait(&mut st);
-                    } else {
+                    if self.wants_spare() {
                         break;
                     }
+                    self.flush_cond.wait(&mut st);
                 }
                 if st.closed || st.failed.is_some() {
                     return;
                 }
-                // Let records nobody waits for accumulate a moment, so that they share one
-                // fsync (each costs the kernel real CPU). Waiters never wait for this: they
-                // lead their own sync at once. `flush_requested` stays set meanwhile, so
-                // appends do not wake this thread for every record.
-                let deadline = std::time::Instant::now() + LAZY_FLUSH_DELAY;
-                while st.buf.len() < LAZY_FLUSH_BYTES && !st.closed && st.failed.is_none() {
-                    if self.flush_cond.wait_until(&mut st, deadline).timed_out() {
-                        break;
+                let requested = st.flush_requested;
+                if requested {
+                    // Let records nobody waits for accumulate a moment, so that they share one
+                    // fsync (each costs the kernel real CPU). Waiters never wait for this: they
+                    // lead their own sync at once. `flush_requested` stays set meanwhile, so
+                    // appends do not wake this thread for every record.
+                    let deadline = std::time::Instant::now() + LAZY_FLUSH_DELAY;
+                    while st.buf.len() < LAZY_FLUSH_BYTES && !st.closed && st.failed.is_none() {
+                        if self.flush_cond.wait_until(&mut st, deadline).timed_out() {
+                            break;
+                        }
                     }
+                    st.flush_requested = false;
                 }
-                st.flush_requested = false;
-            }
-            let last = self.state.lock().next_lsn - 1;
-            if self.sync_up_to(last).is_err() {
-                return;
+                // Else woken only to prepare a spare: no sync to lead (the records buffered
+                // have waiters, who lead their own).
+                requested
+            };
+            if flush {
+                let last = self.state.lock().next_lsn - 1;
+                if self.sync_up_to(last).is_err() {
+                    return;
+                }
             }
             if let Err(e) = self.ensure_spare() {
                 // Not fatal: rolls fall back to growing files.
