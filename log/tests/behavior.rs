@@ -920,10 +920,12 @@ fn appenders_that_wait_for_each_record_and_stop_at_different_times_never_hang() 
 /// them, so that any record read back can be checked against what was appended.
 fn mixed_payload(seed: u64, t: u64, i: u64) -> Vec<u8> {
     let mut r = SmallRng::seed_from_u64(seed ^ (t << 40) ^ (i << 8) ^ 0x5eed);
-    let len = if r.random_bool(0.2) {
-        r.random_range(1000..6000)
-    } else {
-        r.random_range(16..300)
+    // Mostly small records; some big enough to be written directly; a few larger than the
+    // smaller segment size (8 KiB), which get a segment of their own.
+    let len = match r.random_range(0..100) {
+        0..=2 => r.random_range(9000..20000),
+        3..=22 => r.random_range(1000..6000),
+        _ => r.random_range(16..300),
     };
     let mut p = vec![0u8; len];
     r.fill_bytes(&mut p);
@@ -1137,13 +1139,14 @@ fn mixed_case(seed: u64, threads: u64, delay: u64, opts: LogOptions) -> Result<(
 
 #[test]
 fn mixed_concurrent_operations_never_hang_and_every_acknowledged_record_reads_back() {
-    // Every public way to append and wait, racing on one log: append_sync of small and big
-    // (direct) records, append then wait_durable, append_then_wait then wait_durable, appends
-    // left for the flusher or a later flush, waits for other threads' LSNs, flush, one thread
-    // dropping the prefix and others reading; syncs of varied speed (one in five 2 ms slower),
-    // small segments (many rolls), with and without the background flusher. No call may hang;
-    // each acknowledged LSN is durable when its call returns; after a close and a reopen, every
-    // record from the first one kept reads back as its thread appended it, once, with no gap.
+    // Every public way to append and wait, racing on one log: append_sync of small records,
+    // big ones (written directly) and some larger than a segment; append then wait_durable;
+    // append_then_wait then wait_durable; appends left for the flusher or a later flush; waits
+    // for other threads' LSNs; flush; one thread dropping the prefix and others reading. Syncs
+    // of varied speed (one in five 2 ms slower), small segments (many rolls), with and without
+    // the background flusher. No call may hang; each acknowledged LSN is durable when its call
+    // returns; after a close and a reopen, every record from the first one kept reads back as
+    // its thread appended it, once, with no gap.
     // `PAGELOG_MIXED_SEEDS` sets how many seeds (default 40).
     let seeds: u64 = std::env::var("PAGELOG_MIXED_SEEDS")
         .ok()
