@@ -1147,14 +1147,16 @@ fn mixed_concurrent_operations_never_hang_and_every_acknowledged_record_reads_ba
     // the background flusher. No call may hang; each acknowledged LSN is durable when its call
     // returns; after a close and a reopen, every record from the first one kept reads back as
     // its thread appended it, once, with no gap.
-    // `PAGELOG_MIXED_SEEDS` sets how many seeds (default 40).
-    let seeds: u64 = std::env::var("PAGELOG_MIXED_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
-    for seed in 0..seeds {
+    // `PAGELOG_MIXED_SEEDS` sets how many seeds (default 40); `PAGELOG_SEED` runs one seed
+    // (the same setup and operations; the threads' interleaving differs from run to run).
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let seeds = match env("PAGELOG_SEED") {
+        Some(seed) => seed..seed + 1,
+        None => 0..env("PAGELOG_MIXED_SEEDS").unwrap_or(40),
+    };
+    for seed in seeds {
         if let Err(e) = run_mixed_seed(seed) {
-            panic!("mixed operations, seed {seed}: {e}");
+            panic!("mixed operations, seed {seed}: {e} (rerun: PAGELOG_SEED={seed})");
         }
     }
 }
