@@ -122,6 +122,8 @@ pub struct LogStats {
     /// Bytes the segment files holding records take on disk (their lengths, preallocation
     /// included).
     pub disk_bytes: u64,
+    /// Files ready to become the next segments: recycled segments and preallocated spares.
+    pub spare_segments: usize,
 }
 
 /// How long the background flusher lets unwaited records accumulate before syncing them.
@@ -547,6 +549,7 @@ impl Log {
             syncs: self.shared.syncs.load(Ordering::Relaxed),
             bytes_written: self.shared.bytes_written.load(Ordering::Relaxed),
             disk_bytes: segs.iter().map(|s| s.file.len().unwrap_or(0)).sum(),
+            spare_segments: self.shared.recycled.lock().len(),
         }
     }
 
@@ -1016,14 +1019,52 @@ impl Shared {
             .map_err(|e| LogError::io(format!("creating {}", path.display()), e))?;
         // Synced every few MiB: one flush of a whole 64 MiB segment queues ahead of the commits'
         // small syncs on the same disk and stalled them for 50-70 ms (docs/BENCHMARKS.md).
-        let filled = zero_fill(&*file, self.opts.segment_size, SPARE_SYNC_EVERY);
-        if let Err(e) = filled.and_then(|_| file.sync_data()) {
-            // Do not leave a half-filled file taking space (e.g. after ENOSPC).
-            let _ = self.fs.remove(&path);
-            return Err(LogError::io(format!("preallocating {}", path.display()), e));
+        // Between mebibytes this thread still does its other work: records appended without a
+        // waiter are synced within a few ms, not after the whole spare (about 100 ms for
+        // 64 MiB), and a close or a latch stops the filling.
+        let mut between = || {
+            let mut st = self.state.lock();
+            if st.closed || st.failed.is_some() {
+                return false;
+            }
+            if st.flush_requested {
+                st.flush_requested = false;
+                let last = st.next_lsn - 1;
+                drop(st);
+                // A failure latches the log, which the next check sees.
+                let _ = self.sync_up_to(last);
+            }
+            true
+        };
+        let filled = zero_fill(
+            &*file,
+            self.opts.segment_size,
+            SPARE_SYNC_EVERY,
+            &mut between,
+        )
+        .and_then(|done| {
+            if done {
+                file.sync_data().map(|_| true)
+            } else {
+                Ok(false)
+            }
+        });
+        match filled {
+            Ok(true) => {
+                self.recycled.lock().push(path);
+                Ok(())
+            }
+            Ok(false) => {
+                // Closed or latched: no spare is needed.
+                let _ = self.fs.remove(&path);
+                Ok(())
+            }
+            Err(e) => {
+                // Do not leave a half-filled file taking space (e.g. after ENOSPC).
+                let _ = self.fs.remove(&path);
+                Err(LogError::io(format!("preallocating {}", path.display()), e))
+            }
         }
-        self.recycled.lock().push(path);
-        Ok(())
     }
 
     fn flusher_loop(self: Arc<Self>) {
@@ -1162,9 +1203,15 @@ fn check_len(payload: &[u8]) -> Result<()> {
 /// A spare segment prepared while commits run is synced every this many bytes.
 const SPARE_SYNC_EVERY: u64 = 1 << 20;
 
-/// Extend `file` with zeros to `size`, syncing every `sync_every` bytes written (the caller
-/// syncs the end).
-fn zero_fill(file: &dyn crate::fs::FsFile, size: u64, sync_every: u64) -> std::io::Result<()> {
+/// Extend `file` with zeros to `size`, 1 MiB at a time, syncing every `sync_every` bytes
+/// written (the caller syncs the end). `between` runs after each mebibyte; when it returns
+/// false the filling stops there. Returns whether the file was filled to `size`.
+fn zero_fill(
+    file: &dyn crate::fs::FsFile,
+    size: u64,
+    sync_every: u64,
+    between: &mut dyn FnMut() -> bool,
+) -> std::io::Result<bool> {
     const CHUNK: usize = 1 << 20;
     let zeros = vec![0u8; CHUNK];
     let mut at = file.len()?;
@@ -1178,8 +1225,11 @@ fn zero_fill(file: &dyn crate::fs::FsFile, size: u64, sync_every: u64) -> std::i
             file.sync_data()?;
             unsynced = 0;
         }
+        if !between() {
+            return Ok(false);
+        }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Create (or take from the recycle pool) the segment whose first record is `first_lsn`, with
@@ -1221,7 +1271,7 @@ fn create_segment(
             .and_then(|_| file.write_all_at(&header.encode(), 0))
             .map_err(|e| LogError::io(ctx("writing header of"), e))?;
         if preallocate {
-            zero_fill(&*file, opts.segment_size, u64::MAX)
+            zero_fill(&*file, opts.segment_size, u64::MAX, &mut || true)
                 .map_err(|e| LogError::io(ctx("preallocating"), e))?;
         }
         file.sync_data()
