@@ -1069,6 +1069,7 @@ impl Shared {
 
     fn flusher_loop(self: Arc<Self>) {
         loop {
+            // The last LSN to sync, if records nobody waits for asked for a flush.
             let flush = {
                 let mut st = self.state.lock();
                 while !st.closed && !st.flush_requested && st.failed.is_none() {
@@ -1080,8 +1081,7 @@ impl Shared {
                 if st.closed || st.failed.is_some() {
                     return;
                 }
-                let requested = st.flush_requested;
-                if requested {
+                if st.flush_requested {
                     // Let records nobody waits for accumulate a moment, so that they share one
                     // fsync (each costs the kernel real CPU). Waiters never wait for this: they
                     // lead their own sync at once. `flush_requested` stays set meanwhile, so
@@ -1093,16 +1093,17 @@ impl Shared {
                         }
                     }
                     st.flush_requested = false;
+                    Some(st.next_lsn - 1)
+                } else {
+                    // Woken only to prepare a spare: no sync to lead (the records buffered
+                    // have waiters, who lead their own).
+                    None
                 }
-                // Else woken only to prepare a spare: no sync to lead (the records buffered
-                // have waiters, who lead their own).
-                requested
             };
-            if flush {
-                let last = self.state.lock().next_lsn - 1;
-                if self.sync_up_to(last).is_err() {
-                    return;
-                }
+            if let Some(last) = flush
+                && self.sync_up_to(last).is_err()
+            {
+                return;
             }
             if let Err(e) = self.ensure_spare() {
                 // Not fatal: rolls fall back to growing files.
