@@ -246,7 +246,8 @@ fn finish_record(
 ///
 /// The only `unsafe` in this crate. It is sound because the log never writes to a sealed
 /// segment again, and only recycles (overwrites) a segment file once no [`Segment`] handle —
-/// and so no map — refers to it any more (the log checks the `Arc` count); removal merely
+/// and so no map — refers to it any more (the log first takes the segment off its list, where
+/// readers find segments, then checks that its own `Arc` is the only one left); removal merely
 /// unlinks the name, which leaves an existing map valid. Another process modifying the file
 /// would break this, which the log's directory lock (taken by its owner) rules out.
 #[allow(unsafe_code)]

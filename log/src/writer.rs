@@ -212,8 +212,12 @@ pub(crate) struct Shared {
     gather: Condvar,
     pub durable: AtomicU64,
     io: Mutex<Io>,
-    /// Every segment holding records, oldest first; the last is the active one.
+    /// Every segment holding records, oldest first; the last is the active one. Held only
+    /// briefly: a roll (on the commit path) and every reader's step take it.
     pub segments: Mutex<Vec<Arc<Segment>>>,
+    /// Held for a whole [`Log::truncate_prefix`]: one truncation at a time, so that segments
+    /// are dropped strictly oldest first, each removal durable before the next.
+    truncating: Mutex<()>,
     recycled: Mutex<Vec<PathBuf>>,
     /// Makes recycle file names unique.
     spare_seq: AtomicU64,
@@ -351,6 +355,7 @@ impl Log {
             io: Mutex::new(Io { active, offset }),
             spare_seq: AtomicU64::new(spare_seq),
             segments: Mutex::new(segments),
+            truncating: Mutex::new(()),
             recycled: Mutex::new(recycled),
             syncs: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
@@ -945,11 +950,21 @@ impl Shared {
     }
 
     fn truncate_prefix(&self, upto: Lsn) -> Result<usize> {
-        let mut segs = self.segments.lock();
-        let mut n = 0;
-        while n + 1 < segs.len() && segs[n + 1].header.first_lsn <= upto.saturating_add(1) {
-            n += 1;
-        }
+        let _one_at_a_time = self.truncating.lock();
+        // Only truncations take segments off the front of the list, and they run one at a
+        // time; a roll only adds at the back. So the first `n` segments counted here are the
+        // ones removed below, and the list's lock is needed only for moments: the renames,
+        // removals and directory syncs below (a removal can take tens of milliseconds where
+        // the file system discards the freed blocks) must not stall a roll on the commit path
+        // or a reader.
+        let n = {
+            let segs = self.segments.lock();
+            let mut n = 0;
+            while n + 1 < segs.len() && segs[n + 1].header.first_lsn <= upto.saturating_add(1) {
+                n += 1;
+            }
+            n
+        };
         if n == 0 {
             return Ok(0);
         }
@@ -964,22 +979,34 @@ impl Shared {
             // failed directory sync the earlier removal may never reach the disk, and removing
             // newer segments would leave that old segment beside a hole.
             self.check_usable(&self.state.lock())?;
-            let seg = segs[0].clone();
-            let recycled_to =
-                if self.recycled.lock().len() < self.opts.recycle && Arc::strong_count(&seg) == 2 {
-                    let seq = self.spare_seq.fetch_add(1, Ordering::Relaxed);
-                    let to = self.dir.join(format!("{RECYCLE_PREFIX}{seq}.seg"));
-                    self.fs.rename(&seg.path, &to).map_err(|e| {
-                        LogError::io(format!("recycling {}", seg.path.display()), e)
-                    })?;
-                    Some(to)
-                } else {
-                    self.fs
-                        .remove(&seg.path)
-                        .map_err(|e| LogError::io(format!("removing {}", seg.path.display()), e))?;
-                    None
-                };
-            segs.remove(0);
+            // Off the list first: from then on no reader can find the segment, so if nobody
+            // holds it now (the list's reference was the only other one), nobody will, and its
+            // file may be overwritten as a recycled segment without changing a reader's map.
+            let seg = self.segments.lock().remove(0);
+            let unshared = Arc::strong_count(&seg) == 1;
+            let dropped = if unshared && self.recycled.lock().len() < self.opts.recycle {
+                let seq = self.spare_seq.fetch_add(1, Ordering::Relaxed);
+                let to = self.dir.join(format!("{RECYCLE_PREFIX}{seq}.seg"));
+                self.fs
+                    .rename(&seg.path, &to)
+                    .map(|()| Some(to))
+                    .map_err(|e| LogError::io(format!("recycling {}", seg.path.display()), e))
+            } else {
+                self.fs
+                    .remove(&seg.path)
+                    .map(|()| None)
+                    .map_err(|e| LogError::io(format!("removing {}", seg.path.display()), e))
+            };
+            let recycled_to = match dropped {
+                Ok(to) => to,
+                Err(e) => {
+                    // The file is still there under its name: back to the front of the list.
+                    // A reader that looked for one of its records meanwhile was told that the
+                    // record had been dropped.
+                    self.segments.lock().insert(0, seg);
+                    return Err(e);
+                }
+            };
             if let Err(e) = self.fs.sync_dir(&self.dir) {
                 // Which names are on disk is unknown now (and a later sync does not settle
                 // it): latch, as for a failed sync of the log itself, so that nothing more is
