@@ -566,6 +566,11 @@ impl Log {
 
     /// Drop every segment whose records are all `<= upto` (never the active segment); a
     /// recyclable segment is kept for reuse. Returns how many segments were dropped.
+    ///
+    /// Safe to call beside appends and readers, which never wait for its removals and
+    /// directory syncs; two calls at once run one after the other. A segment that a reader is
+    /// still reading is removed, never reused, and that reader's next record is reported as
+    /// dropped ([`LogError::LsnOutOfRange`]).
     pub fn truncate_prefix(&self, upto: Lsn) -> Result<usize> {
         self.shared.truncate_prefix(upto)
     }
