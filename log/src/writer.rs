@@ -188,6 +188,9 @@ struct State {
     guard_of: Option<u64>,
     /// How long the last batch's write and sync took, in microseconds.
     last_sync_us: u64,
+    /// How many rolls have asked the flusher for a spare (see [`Shared::roll`]): after a
+    /// failed spare, the flusher tries again at once if one asked meanwhile.
+    spare_asked: u64,
 }
 
 struct Io {
@@ -347,6 +350,7 @@ impl Log {
                 returning_from: 0,
                 guard_of: None,
                 last_sync_us: 0,
+                spare_asked: 0,
             }),
             batch_done: [Slot::default(), Slot::default()],
             flush_cond: Condvar::new(),
@@ -944,7 +948,8 @@ impl Shared {
             // do), so that the next roll too finds a preallocated segment. Notified under the
             // state lock, which the flusher holds from looking at the pool until it sleeps, so
             // the wake-up cannot fall in between.
-            let _st = self.state.lock();
+            let mut st = self.state.lock();
+            st.spare_asked += 1;
             self.flush_cond.notify_one();
         }
         tracing::debug!(segment = %seg.path.display(), first_lsn, "rolled to a new segment");
@@ -1101,8 +1106,9 @@ impl Shared {
 
     fn flusher_loop(self: Arc<Self>) {
         loop {
-            // The last LSN to sync, if records nobody waits for asked for a flush.
-            let flush = {
+            // The last LSN to sync, if records nobody waits for asked for a flush; and how many
+            // rolls had asked for a spare when this thread last looked.
+            let (flush, spare_asked) = {
                 let mut st = self.state.lock();
                 while !st.closed && !st.flush_requested && st.failed.is_none() {
                     if self.wants_spare() {
@@ -1125,11 +1131,11 @@ impl Shared {
                         }
                     }
                     st.flush_requested = false;
-                    Some(st.next_lsn - 1)
+                    (Some(st.next_lsn - 1), st.spare_asked)
                 } else {
                     // Woken only to prepare a spare: no sync to lead (the records buffered
                     // have waiters, who lead their own).
-                    None
+                    (None, st.spare_asked)
                 }
             };
             if let Some(last) = flush
@@ -1140,8 +1146,10 @@ impl Shared {
             if let Err(e) = self.ensure_spare() {
                 // Not fatal: rolls fall back to growing files.
                 tracing::warn!(error = %e, "could not preallocate a spare segment");
+                // Not again until a roll asks (or a flush wakes this thread). A roll that asked
+                // while this one was failing found nobody waiting: try again at once for it.
                 let mut st = self.state.lock();
-                if !st.flush_requested && !st.closed {
+                if !st.flush_requested && !st.closed && st.spare_asked == spare_asked {
                     self.flush_cond.wait(&mut st);
                 }
             }

@@ -675,6 +675,162 @@ fn every_roll_finds_a_preallocated_spare_though_appenders_never_wake_the_flusher
     log.close().unwrap();
 }
 
+/// Over the simulated disk: the `fail_at`-th spare segment the log creates (a `recycle-`
+/// file) fails with ENOSPC at its first write, once the test allows it (`release`); `entered`
+/// says that the write has begun.
+#[derive(Debug)]
+struct FailingSpareFs {
+    inner: pagelog_log::fs::FsRef,
+    spares: std::sync::atomic::AtomicU64,
+    fail_at: u64,
+    entered: Arc<std::sync::atomic::AtomicBool>,
+    release: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Debug)]
+struct FailingSpareFile {
+    inner: pagelog_log::fs::FileRef,
+    entered: Arc<std::sync::atomic::AtomicBool>,
+    release: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl pagelog_log::fs::FsFile for FailingSpareFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_all_at(&self, _buf: &[u8], _offset: u64) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.entered.store(true, SeqCst);
+        while !self.release.load(SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.inner.sync_data()
+    }
+}
+
+impl Fs for FailingSpareFs {
+    fn open(&self, path: &Path, opts: OpenOptions) -> std::io::Result<pagelog_log::fs::FileRef> {
+        // A spare being created: a `recycle-` file that does not exist yet (a roll opens an
+        // existing one; a truncation renames a segment to such a name).
+        let new_spare = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("recycle-"))
+            && !self.inner.exists(path)?;
+        let file = self.inner.open(path, opts)?;
+        if new_spare
+            && self
+                .spares
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1
+                == self.fail_at
+        {
+            return Ok(Arc::new(FailingSpareFile {
+                inner: file,
+                entered: self.entered.clone(),
+                release: self.release.clone(),
+            }));
+        }
+        Ok(file)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn exists(&self, path: &Path) -> std::io::Result<bool> {
+        self.inner.exists(path)
+    }
+    fn try_lock(&self, path: &Path) -> std::io::Result<Box<dyn pagelog_log::fs::FsLock>> {
+        self.inner.try_lock(path)
+    }
+}
+
+#[test]
+fn a_roll_while_a_spare_fails_still_gets_the_next_spare() {
+    // After a failed spare (here ENOSPC), the flusher waits until a roll asks for a spare
+    // again. A roll that asked while the failing spare was still being written found nobody
+    // waiting, and its request was lost: no spare until some later roll or flush. Now the
+    // flusher tries again at once when a roll asked meanwhile.
+    use std::sync::atomic::Ordering::SeqCst;
+    let sim = SimFs::default();
+    let entered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fs = FailingSpareFs {
+        inner: sim.shared(),
+        spares: std::sync::atomic::AtomicU64::new(0),
+        fail_at: 2,
+        entered: entered.clone(),
+        release: release.clone(),
+    };
+    let opts = LogOptions {
+        segment_size: 64 << 10,
+        recycle: 1,
+        ..Default::default()
+    };
+    // Whatever happens, the blocked write ends (a failing assertion must not leave the
+    // flusher blocked, and the close that ends the test with it).
+    struct Release(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let log = Log::open(Arc::new(fs), Path::new(DIR), opts).unwrap();
+    // Declared after the log, so dropped before it.
+    let _release = Release(release.clone());
+    let mut i = 0;
+    let mut roll = |log: &Log| {
+        let segments = log.stats().segments;
+        while log.stats().segments == segments {
+            log.append_sync(0, &payload(i, 1000)).unwrap();
+            i += 1;
+        }
+    };
+    assert!(
+        spare_ready(&log, Duration::from_secs(20)),
+        "the first spare"
+    );
+    // The first roll uses it; the flusher's next spare (the second) blocks in its first write.
+    roll(&log);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !entered.load(SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second spare was never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A roll without a spare (the new segment grows), asking for one meanwhile.
+    roll(&log);
+    release.store(true, SeqCst);
+    // The second spare fails; the third must follow without any other wake-up (appends with
+    // `append_sync` never wake the flusher).
+    assert!(
+        spare_ready(&log, Duration::from_secs(5)),
+        "no spare after a roll asked while the previous one was failing"
+    );
+    log.close().unwrap();
+}
+
 #[test]
 fn records_nobody_waits_for_are_synced_while_a_spare_is_being_prepared() {
     // After a roll uses the spare, the flusher zero-fills the next one: 8 MiB here, synced
