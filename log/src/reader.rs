@@ -26,9 +26,10 @@ pub struct RecordInfo {
 
 /// An iterator over durable records, in LSN order, starting at a chosen LSN.
 ///
-/// Once [`crate::Log::truncate_prefix`] has dropped the record it would return next, it
-/// yields [`LogError::LsnOutOfRange`] and stops (open a new reader at
-/// [`crate::Log::first_lsn`] to go on).
+/// Once [`crate::Log::truncate_prefix`] has dropped the record it would return next (or is
+/// dropping it: its segment is off the log's list while the file is removed), it yields
+/// [`LogError::LsnOutOfRange`] and stops (open a new reader at [`crate::Log::first_lsn`] to go
+/// on).
 pub struct LogReader {
     shared: Arc<Shared>,
     next_lsn: Lsn,

@@ -572,9 +572,13 @@ impl Log {
     /// recyclable segment is kept for reuse. Returns how many segments were dropped.
     ///
     /// Safe to call beside appends and readers, which never wait for its removals and
-    /// directory syncs; two calls at once run one after the other. A segment that a reader is
-    /// still reading is removed, never reused, and that reader's next record is reported as
-    /// dropped ([`LogError::LsnOutOfRange`]).
+    /// directory syncs; two calls at once run one after the other. A segment that a reader
+    /// still holds is removed, never reused; a reader whose next record was dropped is told so
+    /// ([`LogError::LsnOutOfRange`]).
+    ///
+    /// Each segment leaves [`Log::first_lsn`]'s view (and readers') as its removal starts. If
+    /// renaming or removing its file fails, the error is returned and the segment is kept:
+    /// `first_lsn` is then lower again than it was during the call.
     pub fn truncate_prefix(&self, upto: Lsn) -> Result<usize> {
         self.shared.truncate_prefix(upto)
     }
@@ -1028,6 +1032,9 @@ impl Shared {
                 self.wake_all();
                 return Err(e);
             }
+            // The last handle (and with it any map a finished reader left in it) goes before
+            // the file can be reused.
+            drop(seg);
             self.recycled.lock().extend(recycled_to);
         }
         tracing::debug!(upto, dropped = n, "truncated log prefix");

@@ -1132,27 +1132,32 @@ fn a_slow_removal_while_truncating_stalls_neither_a_roll_nor_a_reader() {
     while removals.load(std::sync::atomic::Ordering::SeqCst) == 0 {
         std::thread::sleep(Duration::from_millis(1));
     }
-    // A reader of the third segment (sealed, kept).
-    let started = std::time::Instant::now();
-    let read: Vec<u64> = log
-        .reader(2 * per + 1)
-        .unwrap()
-        .take(per as usize)
-        .map(|r| r.unwrap().lsn)
-        .collect();
-    let reading = started.elapsed();
-    assert_eq!(read, (2 * per + 1..=3 * per).collect::<Vec<_>>());
-    // Fill the fifth segment and roll to a sixth.
+    // At the same time: a reader of the third segment (sealed, kept), on another thread...
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let read: Vec<u64> = log
+                .reader(2 * per + 1)
+                .unwrap()
+                .take(per as usize)
+                .map(|r| r.unwrap().lsn)
+                .collect();
+            (read, started.elapsed())
+        })
+    };
+    // ...and appends that fill the fifth segment and roll to a sixth.
     let started = std::time::Instant::now();
     for i in last + 1..=5 * per + 1 {
         last = log.append_sync(1, &payload(i, 100)).unwrap();
     }
     let rolling = started.elapsed();
+    let (read, reading) = reader.join().unwrap();
+    assert_eq!(read, (2 * per + 1..=3 * per).collect::<Vec<_>>());
     assert!(
-        reading < BOUND,
-        "the reader waited {reading:?} for a removal"
+        reading < BOUND && rolling < BOUND,
+        "the reader waited {reading:?} and the roll {rolling:?} for a removal"
     );
-    assert!(rolling < BOUND, "the roll waited {rolling:?} for a removal");
     assert!(
         !truncation.is_finished(),
         "the truncation must still be running (removals of {REMOVAL:?})"
@@ -1571,9 +1576,12 @@ fn mixed_concurrent_operations_never_hang_and_every_acknowledged_record_reads_ba
 #[test]
 fn mixed_concurrent_operations_on_the_real_disk_with_mapped_readers() {
     // The mixed test on a real file system, where readers read sealed segments through memory
-    // maps while thread 0 drops the prefix and the log recycles (overwrites) dropped segments:
-    // a recycled file that a reader still had mapped would change under it, and the record it
-    // read would fail its checks. Same checks as on the simulated disk, real syncs.
+    // maps while thread 0 drops the prefix and the log recycles (overwrites) dropped segments,
+    // with real syncs; the same checks as on the simulated disk. (Whether a segment a reader
+    // holds is ever recycled is tested directly by
+    // `a_segment_a_reader_holds_is_removed_not_recycled`: here a reader checks that its next
+    // record is still in the log before each read, so an overwrite would have to fall in the
+    // moment between that check and the read, and 300 seeds did not catch it.)
     // `PAGELOG_MIXED_REAL_SEEDS` sets how many seeds (default 12); `PAGELOG_SEED` runs one.
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let seeds = match env("PAGELOG_SEED") {
