@@ -675,95 +675,6 @@ fn every_roll_finds_a_preallocated_spare_though_appenders_never_wake_the_flusher
     log.close().unwrap();
 }
 
-/// Over the simulated disk: the `fail_at`-th spare segment the log creates (a `recycle-`
-/// file) fails with ENOSPC at its first write, once the test allows it (`release`); `entered`
-/// says that the write has begun.
-#[derive(Debug)]
-struct FailingSpareFs {
-    inner: pagelog_log::fs::FsRef,
-    spares: std::sync::atomic::AtomicU64,
-    fail_at: u64,
-    entered: Arc<std::sync::atomic::AtomicBool>,
-    release: Arc<std::sync::atomic::AtomicBool>,
-}
-
-#[derive(Debug)]
-struct FailingSpareFile {
-    inner: pagelog_log::fs::FileRef,
-    entered: Arc<std::sync::atomic::AtomicBool>,
-    release: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl pagelog_log::fs::FsFile for FailingSpareFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_all_at(&self, _buf: &[u8], _offset: u64) -> std::io::Result<()> {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.entered.store(true, SeqCst);
-        while !self.release.load(SeqCst) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
-    }
-    fn len(&self) -> std::io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        self.inner.sync_data()
-    }
-}
-
-impl Fs for FailingSpareFs {
-    fn open(&self, path: &Path, opts: OpenOptions) -> std::io::Result<pagelog_log::fs::FileRef> {
-        // A spare being created: a `recycle-` file that does not exist yet (a roll opens an
-        // existing one; a truncation renames a segment to such a name).
-        let new_spare = path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("recycle-"))
-            && !self.inner.exists(path)?;
-        let file = self.inner.open(path, opts)?;
-        if new_spare
-            && self
-                .spares
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-                + 1
-                == self.fail_at
-        {
-            return Ok(Arc::new(FailingSpareFile {
-                inner: file,
-                entered: self.entered.clone(),
-                release: self.release.clone(),
-            }));
-        }
-        Ok(file)
-    }
-    fn remove(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn exists(&self, path: &Path) -> std::io::Result<bool> {
-        self.inner.exists(path)
-    }
-    fn try_lock(&self, path: &Path) -> std::io::Result<Box<dyn pagelog_log::fs::FsLock>> {
-        self.inner.try_lock(path)
-    }
-}
-
 #[test]
 fn a_roll_while_a_spare_fails_still_gets_the_next_spare() {
     // After a failed spare (here ENOSPC), the flusher waits until a roll asks for a spare
@@ -774,13 +685,14 @@ fn a_roll_while_a_spare_fails_still_gets_the_next_spare() {
     let sim = SimFs::default();
     let entered = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let fs = FailingSpareFs {
-        inner: sim.shared(),
-        spares: std::sync::atomic::AtomicU64::new(0),
-        fail_at: 2,
-        entered: entered.clone(),
-        release: release.clone(),
-    };
+    let fs = SlowSyncFs::new(sim.shared(), Duration::ZERO, (Duration::ZERO, 1), 1)
+        .with_failing_spare(
+            2,
+            FailingWrite {
+                entered: entered.clone(),
+                release: release.clone(),
+            },
+        );
     let opts = LogOptions {
         segment_size: 64 << 10,
         recycle: 1,
@@ -994,6 +906,18 @@ struct SlowSyncFs {
     remove_delay: Duration,
     /// How many removals have started.
     removals: Arc<std::sync::atomic::AtomicU64>,
+    /// The n-th spare segment created fails its first write (see
+    /// [`SlowSyncFs::with_failing_spare`]), and how many have been created.
+    failing_spare: Option<(u64, FailingWrite)>,
+    spares: std::sync::atomic::AtomicU64,
+}
+
+/// Makes a file's writes fail with ENOSPC: the first one says it has begun (`entered`), then
+/// waits until the test allows it to fail (`release`).
+#[derive(Debug, Clone)]
+struct FailingWrite {
+    entered: Arc<std::sync::atomic::AtomicBool>,
+    release: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -1003,6 +927,7 @@ struct SlowSyncFile {
     slow: Duration,
     slow_one_in: u64,
     rng: Arc<std::sync::atomic::AtomicU64>,
+    failing: Option<FailingWrite>,
 }
 
 impl SlowSyncFs {
@@ -1020,7 +945,16 @@ impl SlowSyncFs {
             rng: Arc::new(std::sync::atomic::AtomicU64::new(seed | 1)),
             remove_delay: Duration::ZERO,
             removals: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            failing_spare: None,
+            spares: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The `n`-th spare segment the log creates (a `recycle-` file that did not exist) fails
+    /// its writes as `failing` says.
+    fn with_failing_spare(mut self, n: u64, failing: FailingWrite) -> Self {
+        self.failing_spare = Some((n, failing));
+        self
     }
 
     /// Every removal takes `delay` before the file is gone, as an unlink does where the file
@@ -1037,6 +971,14 @@ impl pagelog_log::fs::FsFile for SlowSyncFile {
         self.inner.read_at(buf, offset)
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        if let Some(f) = &self.failing {
+            use std::sync::atomic::Ordering::SeqCst;
+            f.entered.store(true, SeqCst);
+            while !f.release.load(SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        }
         self.inner.write_all_at(buf, offset)
     }
     fn len(&self) -> std::io::Result<u64> {
@@ -1064,12 +1006,31 @@ impl pagelog_log::fs::FsFile for SlowSyncFile {
 
 impl Fs for SlowSyncFs {
     fn open(&self, path: &Path, opts: OpenOptions) -> std::io::Result<pagelog_log::fs::FileRef> {
+        let mut failing = None;
+        if let Some((n, f)) = &self.failing_spare {
+            // A spare being created: a `recycle-` file that does not exist yet (a roll opens
+            // an existing one; a truncation renames a segment to such a name).
+            let new_spare = path
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("recycle-"))
+                && !self.inner.exists(path)?;
+            if new_spare
+                && self
+                    .spares
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    + 1
+                    == *n
+            {
+                failing = Some(f.clone());
+            }
+        }
         Ok(Arc::new(SlowSyncFile {
             inner: self.inner.open(path, opts)?,
             delay: self.delay,
             slow: self.slow,
             slow_one_in: self.slow_one_in,
             rng: self.rng.clone(),
+            failing,
         }))
     }
     fn remove(&self, path: &Path) -> std::io::Result<()> {
@@ -1561,14 +1522,22 @@ fn mixed_concurrent_operations_never_hang_and_every_acknowledged_record_reads_ba
     // its thread appended it, once, with no gap.
     // `PAGELOG_MIXED_SEEDS` sets how many seeds (default 40); `PAGELOG_SEED` runs one seed
     // (the same setup and operations; the threads' interleaving differs from run to run).
+    run_mixed_seeds(MixedDisk::Sim, "PAGELOG_MIXED_SEEDS", 40);
+}
+
+/// The mixed test's seeds on `disk`: `count_var` of them (`default` when unset), or the one
+/// that `PAGELOG_SEED` names. The first failing seed fails the test, naming it.
+fn run_mixed_seeds(disk: MixedDisk, count_var: &str, default: u64) {
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let seeds = match env("PAGELOG_SEED") {
         Some(seed) => seed..seed + 1,
-        None => 0..env("PAGELOG_MIXED_SEEDS").unwrap_or(40),
+        None => 0..env(count_var).unwrap_or(default),
     };
     for seed in seeds {
-        if let Err(e) = run_mixed_seed(seed, MixedDisk::Sim) {
-            panic!("mixed operations, seed {seed}: {e} (rerun: PAGELOG_SEED={seed})");
+        if let Err(e) = run_mixed_seed(seed, disk) {
+            panic!(
+                "mixed operations ({disk:?} disk), seed {seed}: {e} (rerun: PAGELOG_SEED={seed})"
+            );
         }
     }
 }
@@ -1583,16 +1552,5 @@ fn mixed_concurrent_operations_on_the_real_disk_with_mapped_readers() {
     // record is still in the log before each read, so an overwrite would have to fall in the
     // moment between that check and the read, and 300 seeds did not catch it.)
     // `PAGELOG_MIXED_REAL_SEEDS` sets how many seeds (default 12); `PAGELOG_SEED` runs one.
-    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-    let seeds = match env("PAGELOG_SEED") {
-        Some(seed) => seed..seed + 1,
-        None => 0..env("PAGELOG_MIXED_REAL_SEEDS").unwrap_or(12),
-    };
-    for seed in seeds {
-        if let Err(e) = run_mixed_seed(seed, MixedDisk::Real) {
-            panic!(
-                "mixed operations on the real disk, seed {seed}: {e} (rerun: PAGELOG_SEED={seed})"
-            );
-        }
-    }
+    run_mixed_seeds(MixedDisk::Real, "PAGELOG_MIXED_REAL_SEEDS", 12);
 }
