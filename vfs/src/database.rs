@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use pagelog_log::fs::{FileRef, FsFile, FsRef, OpenOptions, parent_dir};
+use pagelog_log::fs::{FileRef, FsFile, FsLock, FsRef, OpenOptions, parent_dir};
 use pagelog_log::{Log, LogError, Lsn};
 use parking_lot::Mutex;
 
@@ -125,6 +125,9 @@ pub struct Database {
     db_dirty: AtomicBool,
     poisoned: Mutex<Option<String>>,
     report: OpenReport,
+    /// Keeps other programs' SQLite off the main file while this database is open
+    /// ([`Fs::try_lock_sqlite`](pagelog_log::fs::Fs::try_lock_sqlite)).
+    _sqlite_lock: Option<Box<dyn FsLock>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -195,6 +198,20 @@ impl Database {
         let file = fs
             .open(path, OpenOptions::create())
             .map_err(|e| io_err(path, "opening", e))?;
+        // Keep SQLite connections that bypass this VFS (the `sqlite3` shell, another program,
+        // an `ATTACH` through the default VFS) off the file before recovery writes it: they
+        // could not see the WAL-index, which lives in this process's memory, and would
+        // checkpoint and delete the WAL behind the VFS's back.
+        let sqlite_lock = fs.try_lock_sqlite(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                VfsError::Owned {
+                    path: path.to_path_buf(),
+                    detail: e.to_string(),
+                }
+            } else {
+                io_err(path, "locking", e)
+            }
+        })?;
         fs.sync_dir(&parent_dir(path))
             .map_err(|e| io_err(path, "syncing the directory of", e))?;
         let wal_path = PathBuf::from(format!("{}-wal", path.display()));
@@ -335,6 +352,7 @@ impl Database {
             db_dirty: AtomicBool::new(false),
             poisoned: Mutex::new(None),
             report,
+            _sqlite_lock: sqlite_lock,
         })
     }
 

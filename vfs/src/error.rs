@@ -19,12 +19,15 @@ pub enum VfsError {
         #[source]
         source: std::io::Error,
     },
-    /// Another process owns the database.
-    #[error("database {path} is owned by another process: {detail}")]
+    /// The database is open elsewhere: another process owns it (holds its log's lock), or a
+    /// SQLite connection outside the pagelog VFS — in any process, this one included — holds
+    /// SQLite's own lock on the main file.
+    #[error("database {path} is open elsewhere: {detail}")]
     Owned {
         /// Database path.
         path: PathBuf,
-        /// Who holds it, as the lock file says.
+        /// Who holds it: the pid and host the log's lock file names, or the pid holding
+        /// SQLite's lock.
         detail: String,
     },
     /// A log record could not be decoded.

@@ -1,9 +1,11 @@
 //! Real-process tests on the real file system: a writer child is killed with SIGKILL at a
 //! random moment and the parent checks what survived; a second process is refused while one
-//! owns the database.
+//! owns the database, and so is stock SQLite (a connection outside the pagelog VFS), in another
+//! process or in this one.
 //!
 //! The children are this test binary re-executed to run one `#[ignore]`d test
-//! (`child_writer`, `child_opener`), which does nothing unless its environment variable is set.
+//! (`child_writer`, `child_opener`, `child_stock_sqlite`), which does nothing unless its
+//! environment variable is set.
 //!
 //! `sigkill_loop_sync_and_gated`: `PAGELOG_SIGKILL_CYCLES` sets the number of cycles (default
 //! 40, alternating Sync and Gated); `PAGELOG_SIGKILL_SEED` replays a seed (every failure prints
@@ -37,6 +39,7 @@ const ENV_WRITER_DB: &str = "PAGELOG_PROCESS_WRITER_DB";
 const ENV_WRITER_MODE: &str = "PAGELOG_PROCESS_WRITER_MODE";
 const ENV_WRITER_SEED: &str = "PAGELOG_PROCESS_WRITER_SEED";
 const ENV_OPENER_DB: &str = "PAGELOG_PROCESS_OPENER_DB";
+const ENV_STOCK_DB: &str = "PAGELOG_PROCESS_STOCK_DB";
 
 /// How long a child may take to open the database before the test gives up on it.
 const CHILD_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -452,10 +455,18 @@ fn child_opener() {
 
 /// Run `child_opener` on `path` to the end; its result line.
 fn run_opener(path: &Path) -> String {
-    let mut child = spawn_self(
+    run_child(
         "child_opener",
-        &[(ENV_OPENER_DB, path.display().to_string())],
-    );
+        ENV_OPENER_DB,
+        path,
+        &["OWNED:", "OPENED ", "ERROR:"],
+    )
+}
+
+/// Run the child test `name` on `path` (given in `env`) to the end; its line starting with one
+/// of `tags`.
+fn run_child(name: &str, env: &str, path: &Path, tags: &[&str]) -> String {
+    let mut child = spawn_self(name, &[(env, path.display().to_string())]);
     let mut stdout = child.stdout.take().expect("piped stdout");
     let out_thread = thread::spawn(move || {
         let mut s = String::new();
@@ -471,7 +482,7 @@ fn run_opener(path: &Path) -> String {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the opener child did not finish in {CHILD_START_TIMEOUT:?} (blocked?)");
+            panic!("the {name} child did not finish in {CHILD_START_TIMEOUT:?} (blocked?)");
         }
         thread::sleep(Duration::from_millis(10));
     };
@@ -479,16 +490,15 @@ fn run_opener(path: &Path) -> String {
     let err = err_thread.join().expect("stderr reader");
     assert!(
         status.success(),
-        "the opener child failed: {status:?}\n--- stdout ---\n{out}\n--- stderr ---\n{}",
+        "the {name} child failed: {status:?}\n--- stdout ---\n{out}\n--- stderr ---\n{}",
         tail(&err, 40)
     );
     out.lines()
         .find_map(|l| {
-            ["OWNED:", "OPENED ", "ERROR:"]
-                .iter()
+            tags.iter()
                 .find_map(|tag| l.find(tag).map(|at| l[at..].to_string()))
         })
-        .unwrap_or_else(|| panic!("the opener child printed no result\n--- stdout ---\n{out}"))
+        .unwrap_or_else(|| panic!("the {name} child printed no result\n--- stdout ---\n{out}"))
 }
 
 #[test]
@@ -541,4 +551,141 @@ fn second_process_is_refused_with_the_owner_named() {
         .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Stock SQLite is kept off an open database.
+//
+// The pagelog VFS keeps the WAL-index in its process's memory, so a connection through SQLite's
+// own unix VFS cannot see it: before the main file was locked, such a connection (the `sqlite3`
+// shell, say) built a WAL-index of its own, checkpointed and deleted the WAL when it closed,
+// after which every new pagelog connection failed with "disk I/O error", and its own writes
+// never reached the log. Now the open database holds a lock that SQLite's locks conflict with.
+
+/// What a stock SQLite statement did: `busy`, `ok <value>`, or `error <message>`.
+fn stock_outcome(r: rusqlite::Result<i64>) -> String {
+    match r {
+        Ok(v) => format!("ok {v}"),
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+            "busy".to_string()
+        }
+        Err(e) => format!("error {e}"),
+    }
+}
+
+/// Try to read, and if that is refused also to write, `t` through stock SQLite (the default
+/// VFS) on `path`; `read=… write=…`.
+fn stock_read_then_write(path: &Path) -> String {
+    let conn = rusqlite::Connection::open(path).expect("stock sqlite opens the file");
+    // rusqlite waits 5 s on a busy database by default; a refusal is what is being tested.
+    conn.busy_timeout(Duration::ZERO).unwrap();
+    let read = stock_outcome(conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)));
+    // Only try to write where the read was refused: a write that succeeded would bypass the
+    // log (that is the point of refusing it).
+    let write = if read == "busy" {
+        stock_outcome(
+            conn.execute("INSERT INTO t VALUES (99)", [])
+                .map(|n| n as i64),
+        )
+    } else {
+        "skipped".to_string()
+    };
+    format!("read={read} write={write}")
+}
+
+/// Child: open the database with stock SQLite and say what it could do.
+#[test]
+#[ignore = "child process of stock_sqlite_in_another_process_is_locked_out; does nothing on its own"]
+fn child_stock_sqlite() {
+    let Ok(path) = std::env::var(ENV_STOCK_DB) else {
+        return;
+    };
+    println!("\nSTOCK {}", stock_read_then_write(Path::new(&path)));
+}
+
+fn run_stock(path: &Path) -> String {
+    run_child("child_stock_sqlite", ENV_STOCK_DB, path, &["STOCK "])
+}
+
+fn count(conn: &rusqlite::Connection) -> i64 {
+    conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn stock_sqlite_in_another_process_is_locked_out() {
+    let dir = real_tempdir("pagelog-stock-");
+    let path = dir.path().join("app.db");
+    let wal = dir.path().join("app.db-wal");
+    let vfs = PagelogVfs::register(&vfs_name("stock"), options(Durability::Sync)).unwrap();
+    let conn = vfs.connect(&path).unwrap();
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+
+    let line = run_stock(&path);
+    assert_eq!(
+        line, "STOCK read=busy write=busy",
+        "stock SQLite in another process must be refused while the database is open"
+    );
+    // Nothing was disturbed: the WAL is still there, and the open connection and a new one
+    // (the one that failed with "disk I/O error" before) both work.
+    assert!(wal.exists(), "the WAL was removed under the open database");
+    conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
+    let fresh = vfs.connect(&path).unwrap();
+    assert_eq!(count(&fresh), 2);
+    drop(fresh);
+    drop(conn);
+
+    // Closed, the database is a plain SQLite file again: the lock went with it.
+    let line = run_stock(&path);
+    assert_eq!(line, "STOCK read=ok 2 write=skipped");
+    let conn = vfs.connect(&path).unwrap();
+    assert_eq!(count(&conn), 2);
+}
+
+#[test]
+fn stock_sqlite_in_this_process_is_locked_out_and_locks_pagelog_out() {
+    let dir = real_tempdir("pagelog-stock-self-");
+    let path = dir.path().join("app.db");
+    let vfs = PagelogVfs::register(&vfs_name("stock-self"), options(Durability::Sync)).unwrap();
+    let conn = vfs.connect(&path).unwrap();
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+
+    // A connection through the default VFS in this very process is refused as well, and so is
+    // an ATTACH of the database through it.
+    assert_eq!(stock_read_then_write(&path), "read=busy write=busy");
+    let other = rusqlite::Connection::open_in_memory().unwrap();
+    other.busy_timeout(Duration::ZERO).unwrap();
+    let attached = other
+        .execute(
+            "ATTACH ?1 AS live",
+            [format!("file:{}?vfs=unix", path.display())],
+        )
+        .and_then(|_| other.query_row("SELECT count(*) FROM live.t", [], |r| r.get(0)));
+    assert_eq!(stock_outcome(attached), "busy");
+    drop(other);
+    let fresh = vfs.connect(&path).unwrap();
+    assert_eq!(count(&fresh), 1);
+    drop(fresh);
+    drop(conn);
+
+    // The other way round: while a stock connection holds SQLite's lock (a WAL-mode connection
+    // holds a shared lock on the main file as long as it is open), pagelog refuses to open the
+    // database, naming this process, instead of writing it under the stock connection.
+    let stock = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(count(&stock), 1);
+    let err = vfs.open_database(&path).unwrap_err();
+    assert!(
+        matches!(&err, VfsError::Owned { .. }),
+        "expected VfsError::Owned, got {err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("pid {} (this process)", std::process::id())),
+        "the refusal does not name this process: {msg}"
+    );
+    drop(stock);
+    let conn = vfs.connect(&path).unwrap();
+    assert_eq!(count(&conn), 1);
 }

@@ -133,6 +133,17 @@ pub trait Fs: Send + Sync + Debug + 'static {
     /// Take an exclusive lock on `path` (created if missing), or fail with `WouldBlock` if another
     /// holder has it. Used to make one process the owner of a database.
     fn try_lock(&self, path: &Path) -> io::Result<Box<dyn FsLock>>;
+    /// Lock other programs' SQLite out of the existing file at `path` for as long as the
+    /// returned lock lives: an exclusive lock on the whole file, of the kind SQLite's own unix
+    /// VFS takes and tests (POSIX record locks), so that a stock SQLite connection to a database
+    /// the pagelog VFS has open gets `SQLITE_BUSY` ("database is locked") instead of rebuilding
+    /// a WAL-index of its own, checkpointing behind the VFS's back and deleting its WAL. Fails
+    /// with `WouldBlock` if someone holds such a lock on the file. `Ok(None)` where there are no
+    /// other programs to lock out (the simulated disk, the default) or no suitable lock (see
+    /// [`StdFs`]).
+    fn try_lock_sqlite(&self, _path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
+        Ok(None)
+    }
 }
 
 /// A shared file system.

@@ -1,5 +1,6 @@
 //! [`StdFs`]: the fs layer on real files through `std::fs` (positional I/O, `fdatasync`,
-//! directory fsync, `flock`-style advisory locks).
+//! directory fsync, `flock`-style advisory locks, and on Linux the open-file-description lock
+//! that keeps other programs' SQLite away from a database file).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -162,5 +163,89 @@ impl Fs for StdFs {
             _file: file,
             path: path.to_path_buf(),
         }))
+    }
+
+    /// On Linux: a write lock on the whole file through `fcntl(F_OFD_SETLK)` on a descriptor of
+    /// its own. An open-file-description lock conflicts with the classic POSIX record locks
+    /// SQLite's unix VFS takes — even with those of this same process, so an `ATTACH` through
+    /// the default VFS is refused too — and, unlike a POSIX lock, it is not dropped when this
+    /// process closes some other descriptor of the file (which SQLite and the VFS do all the
+    /// time). `flock` would not do: on Linux it does not conflict with `fcntl` locks at all.
+    /// Elsewhere `Ok(None)`: macOS has no public open-file-description locks, and a POSIX lock
+    /// would vanish at the first `close` of another descriptor of the file.
+    fn try_lock_sqlite(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
+        #[cfg(target_os = "linux")]
+        {
+            ofd::lock_whole_file(path).map(|l| Some(Box::new(l) as Box<dyn FsLock>))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = path;
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod ofd {
+    //! The open-file-description lock of [`StdFs::try_lock_sqlite`](super::StdFs).
+
+    use std::fs::{self, File};
+    use std::io;
+    use std::path::Path;
+
+    use nix::errno::Errno;
+    use nix::fcntl::{FcntlArg, fcntl};
+
+    use super::StdLock;
+
+    /// `struct flock` for the whole file (`l_len` 0: to the end, however far it grows).
+    fn whole_file(l_type: libc::c_short) -> libc::flock {
+        libc::flock {
+            l_type,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            // Must be 0 for open-file-description locks.
+            l_pid: 0,
+        }
+    }
+
+    pub(super) fn lock_whole_file(path: &Path) -> io::Result<StdLock> {
+        // Writing is needed for a write lock; the file is never written through this handle.
+        let file = fs::OpenOptions::new().read(true).write(true).open(path)?;
+        let want = whole_file(libc::F_WRLCK as libc::c_short);
+        match fcntl(&file, FcntlArg::F_OFD_SETLK(&want)) {
+            Ok(_) => Ok(StdLock {
+                _file: file,
+                path: path.to_path_buf(),
+            }),
+            Err(Errno::EAGAIN | Errno::EACCES) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is locked by {}", path.display(), holder(&file)),
+            )),
+            Err(e) => Err(io::Error::from(e)),
+        }
+    }
+
+    /// Who holds a conflicting lock, as well as `F_OFD_GETLK` tells.
+    fn holder(file: &File) -> String {
+        let mut probe = whole_file(libc::F_WRLCK as libc::c_short);
+        match fcntl(file, FcntlArg::F_OFD_GETLK(&mut probe)) {
+            // A POSIX lock (SQLite's own) names its process; an OFD lock says -1.
+            Ok(_) if probe.l_type != libc::F_UNLCK as libc::c_short && probe.l_pid > 0 => {
+                let this = if probe.l_pid as u32 == std::process::id() {
+                    " (this process)"
+                } else {
+                    ""
+                };
+                format!(
+                    "pid {}{this}, through SQLite's own file locks: a connection that does not use \
+                     the pagelog VFS has the database open",
+                    probe.l_pid
+                )
+            }
+            _ => "another process".to_string(),
+        }
     }
 }
