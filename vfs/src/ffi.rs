@@ -130,6 +130,9 @@ fn vfs_code(e: &VfsError, default: c_int) -> c_int {
     match e {
         VfsError::Io { source, .. } => io_code(source, default),
         VfsError::Log(pagelog_log::LogError::NoSpace { .. }) => ffi::SQLITE_FULL,
+        // SQLITE_FULL, not SQLITE_TOOBIG: see the crate docs (a refused commit-frame write is
+        // a failed commit SQLite rolls back and recovers from).
+        VfsError::TxnTooLarge { .. } => ffi::SQLITE_FULL,
         _ => default,
     }
 }

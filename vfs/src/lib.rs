@@ -30,6 +30,14 @@
 //!   [`Database::wait_durable`] before releasing results (output gating).
 //! - The WAL is never fsynced, and no page reaches the main file before the log holds it
 //!   durably (the write-ahead gate); a completed checkpoint writes a checkpoint mark.
+//! - One transaction is one log record, at most [`pagelog_log::LogOptions::max_record_bytes`]
+//!   (1 GiB, the log format's limit, by default): a transaction whose record would be bigger
+//!   (changed pages × (page size + 4) bytes, e.g. a `VACUUM` of a database over 1 GiB) is
+//!   refused at its commit frame, before anything is appended, with `SQLITE_FULL` and
+//!   [`VfsError::TxnTooLarge`] in [`last_error`]; SQLite rolls it back and the database goes
+//!   on. `SQLITE_FULL` rather than `SQLITE_TOOBIG`: a failed WAL write of a commit is a path
+//!   SQLite handles (it rolls back and overwrites the frames), and `SQLITE_TOOBIG` is meant for
+//!   single strings and blobs, which are not what is over.
 //! - One process owns a database (the log's lock file); its connections share in-process locks
 //!   and a heap WAL-index. On open, recovery replays the log after the last checkpoint mark onto
 //!   the main file, discards the WAL, and verifies the whole-database checksum.
