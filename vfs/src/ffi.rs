@@ -495,7 +495,7 @@ unsafe extern "C" fn io_write(
                 }
                 match w.db.on_wal_write(offset, data) {
                     Ok(Some(lsn)) => {
-                        set_last_commit(lsn);
+                        set_last_commit(&w.db, lsn);
                         ffi::SQLITE_OK
                     }
                     Ok(None) => ffi::SQLITE_OK,

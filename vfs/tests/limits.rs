@@ -137,3 +137,56 @@ fn a_transaction_over_the_record_limit_is_refused_and_the_database_goes_on() {
         small(&conn, 25);
     }
 }
+
+#[test]
+fn the_commit_lsn_of_a_thread_is_per_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let vfs = vfs(Durability::Gated);
+    let a = vfs.open_database(&pa).unwrap();
+    let b = vfs.open_database(&pb).unwrap();
+    let ca = vfs.connect(&pa).unwrap();
+    let cb = vfs.connect(&pb).unwrap();
+    ca.execute_batch("CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)")
+        .unwrap();
+    cb.execute_batch("CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)")
+        .unwrap();
+    // A's LSNs run ahead of B's, so that one database's LSN is not the other's.
+    for i in 0..20 {
+        small(&ca, i);
+    }
+    small(&ca, 100);
+    let la = a.last_lsn();
+    assert_eq!(pagelog_vfs::last_commit_lsn_of(&a), Some(la));
+    small(&cb, 100);
+    let lb = b.last_lsn();
+    assert_ne!(la, lb);
+    assert_eq!(
+        pagelog_vfs::last_commit_lsn_of(&a),
+        Some(la),
+        "A's, not B's"
+    );
+    assert_eq!(pagelog_vfs::last_commit_lsn_of(&b), Some(lb));
+    // The thread-wide value is the trap this replaces: it is B's now.
+    assert_eq!(pagelog_vfs::last_commit_lsn(), Some(lb));
+
+    // One transaction over A and an attached B commits once in each.
+    ca.execute("ATTACH ?1 AS aux", [pb.to_str().unwrap()])
+        .unwrap();
+    ca.execute_batch(
+        "BEGIN; INSERT INTO main.t VALUES (200, x'01'); INSERT INTO aux.t VALUES (200, x'02'); COMMIT",
+    )
+    .unwrap();
+    assert!(a.last_lsn() > la && b.last_lsn() > lb);
+    assert_eq!(pagelog_vfs::last_commit_lsn_of(&a), Some(a.last_lsn()));
+    assert_eq!(pagelog_vfs::last_commit_lsn_of(&b), Some(b.last_lsn()));
+    a.wait_durable(pagelog_vfs::last_commit_lsn_of(&a).unwrap())
+        .unwrap();
+    assert!(a.durable_lsn() >= a.last_lsn());
+
+    // Another thread committed nothing.
+    let a2 = a.clone();
+    std::thread::spawn(move || assert_eq!(pagelog_vfs::last_commit_lsn_of(&a2), None))
+        .join()
+        .unwrap();
+}
