@@ -73,6 +73,11 @@ pub struct LogOptions {
     /// buffer (a copy costs about 45 µs per MiB on the machine measured, more than the extra
     /// write call). Default 256 KiB.
     pub direct_write_bytes: usize,
+    /// Largest payload an append accepts; a bigger one is refused with
+    /// [`LogError::TooLarge`] before anything is appended. Capped at (and by default)
+    /// [`MAX_PAYLOAD`] (1 GiB), the most the format can hold; lower it to bound record size
+    /// (tests use a few MiB).
+    pub max_record_bytes: usize,
 }
 
 impl Default for LogOptions {
@@ -87,6 +92,7 @@ impl Default for LogOptions {
             max_buffered_bytes: 64 << 20,
             background_flush: true,
             direct_write_bytes: 256 << 10,
+            max_record_bytes: MAX_PAYLOAD,
         }
     }
 }
@@ -427,7 +433,7 @@ impl Log {
     }
 
     fn append_sync_direct(&self, kind: u16, payload: &[u8]) -> Result<Lsn> {
-        check_len(payload)?;
+        self.check_len(payload)?;
         let crc = PayloadCrc::of(payload);
         let s = &self.shared;
         let mut st = s.state.lock();
@@ -456,7 +462,7 @@ impl Log {
     }
 
     fn append_at(&self, kind: u16, payload: &[u8], ts: u64, wake_flusher: bool) -> Result<Lsn> {
-        check_len(payload)?;
+        self.check_len(payload)?;
         // A big payload's CRC is computed before taking the lock (and combined with the
         // header's under it); for a small one, combining would cost more than it saves.
         let crc = (payload.len() >= PRECOMPUTED_CRC_BYTES).then(|| PayloadCrc::of(payload));
@@ -501,6 +507,23 @@ impl Log {
     pub fn flush(&self) -> Result<()> {
         let last = self.last_lsn();
         self.shared.sync_up_to(last)
+    }
+
+    /// Largest payload an append accepts ([`LogOptions::max_record_bytes`], at most
+    /// [`MAX_PAYLOAD`]).
+    pub fn max_record_bytes(&self) -> usize {
+        self.shared.opts.max_record_bytes.min(MAX_PAYLOAD)
+    }
+
+    fn check_len(&self, payload: &[u8]) -> Result<()> {
+        let max = self.max_record_bytes();
+        if payload.len() > max {
+            return Err(LogError::TooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        Ok(())
     }
 
     /// Every record up to this LSN is durable (a cheap atomic read).
@@ -1236,16 +1259,6 @@ fn latched(st: &State) -> Option<LogError> {
         cause: cause.clone(),
         durable_lsn: st.durable_lsn,
     })
-}
-
-fn check_len(payload: &[u8]) -> Result<()> {
-    if payload.len() > MAX_PAYLOAD {
-        return Err(LogError::TooLarge {
-            len: payload.len(),
-            max: MAX_PAYLOAD,
-        });
-    }
-    Ok(())
 }
 
 /// A spare segment prepared while commits run is synced every this many bytes.

@@ -209,6 +209,18 @@ impl WalCapture {
             .map(move |&(pgno, slot)| (pgno, &arena[slot as usize * ps..(slot as usize + 1) * ps]))
     }
 
+    /// The commit just reported was refused (SQLite's write of the commit frame failed, so
+    /// its WAL index does not hold the transaction and the next transaction overwrites its
+    /// frames): forget the transaction's frames; the next frame starts a new transaction at
+    /// the same place.
+    pub fn abandon_commit(&mut self) {
+        self.commit_slot = None;
+        self.slots.clear();
+        if self.arena.len() > 64 << 20 {
+            self.arena = Vec::new();
+        }
+    }
+
     /// Done with the commit: the next frame starts a new transaction.
     pub fn end_commit(&mut self) {
         if let Some(last) = self.commit_slot.take() {

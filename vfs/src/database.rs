@@ -20,8 +20,8 @@ use crate::checksum::PageHashes;
 use crate::error::{Result, VfsError};
 use crate::locks::{FileLocks, ShmLocks};
 use crate::record::{
-    CheckpointMark, KIND_CHECKPOINT, KIND_TXN, TxnRecord, begin_txn, finish_txn, push_page,
-    valid_page_size,
+    CheckpointMark, KIND_CHECKPOINT, KIND_TXN, TXN_HEADER_LEN, TxnRecord, begin_txn, finish_txn,
+    push_page, valid_page_size,
 };
 use crate::replay::replay_log;
 use crate::{Durability, VfsOptions};
@@ -544,10 +544,14 @@ impl Database {
                 .map_err(VfsError::from),
             other => other,
         };
-        if let Err(e) = &res {
+        match &res {
+            // Refused before anything was appended or accounted: SQLite rolls the transaction
+            // back and the database goes on.
+            Err(VfsError::TxnTooLarge { .. }) => {}
             // SQLite will report the commit as failed, but the log may already hold it: this
             // process's view and the log can differ, so nothing more is written until reopen.
-            self.poison(e);
+            Err(e) => self.poison(e),
+            Ok(_) => {}
         }
         res
     }
@@ -576,6 +580,23 @@ impl Database {
                     hashes,
                     payload,
                 } = inner;
+                // The record's size is known before it is built: refuse one over the log's
+                // limit before touching the checksum, and forget the transaction (SQLite's
+                // failed commit-frame write leaves its WAL index without it).
+                let count = capture
+                    .pages()
+                    .filter(|&(pgno, _)| pgno <= db_pages)
+                    .count();
+                let len = TXN_HEADER_LEN as u64 + count as u64 * (4 + self.page_size as u64);
+                let max = self.log.max_record_bytes();
+                if len > max as u64 {
+                    capture.abandon_commit();
+                    return Err(VfsError::TxnTooLarge {
+                        path: self.path.clone(),
+                        len,
+                        max,
+                    });
+                }
                 hashes.resize(db_pages);
                 begin_txn(payload, self.page_size, db_pages);
                 let mut count = 0;

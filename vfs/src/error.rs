@@ -61,6 +61,21 @@ pub enum VfsError {
     /// Bad configuration.
     #[error("invalid pagelog VFS configuration: {0}")]
     Config(String),
+    /// A transaction's log record would exceed the log's record limit
+    /// ([`pagelog_log::LogOptions::max_record_bytes`], 1 GiB at most). The commit is refused
+    /// before anything is appended (SQLite gets `SQLITE_FULL` and rolls the transaction back);
+    /// the database stays usable.
+    #[error(
+        "transaction on {path} refused: its log record of {len} bytes is larger than the maximum of {max} bytes (split it into smaller transactions)"
+    )]
+    TxnTooLarge {
+        /// Database path.
+        path: PathBuf,
+        /// Size the record would have had.
+        len: u64,
+        /// The log's limit.
+        max: usize,
+    },
     /// The database failed earlier (a commit could not be made durable) and must be reopened.
     #[error("database {path} failed earlier and must be reopened: {cause}")]
     Poisoned {

@@ -130,6 +130,9 @@ fn vfs_code(e: &VfsError, default: c_int) -> c_int {
     match e {
         VfsError::Io { source, .. } => io_code(source, default),
         VfsError::Log(pagelog_log::LogError::NoSpace { .. }) => ffi::SQLITE_FULL,
+        // SQLITE_FULL, not SQLITE_TOOBIG: see the crate docs (a refused commit-frame write is
+        // a failed commit SQLite rolls back and recovers from).
+        VfsError::TxnTooLarge { .. } => ffi::SQLITE_FULL,
         _ => default,
     }
 }
@@ -492,7 +495,7 @@ unsafe extern "C" fn io_write(
                 }
                 match w.db.on_wal_write(offset, data) {
                     Ok(Some(lsn)) => {
-                        set_last_commit(lsn);
+                        set_last_commit(&w.db, lsn);
                         ffi::SQLITE_OK
                     }
                     Ok(None) => ffi::SQLITE_OK,
@@ -636,12 +639,24 @@ unsafe extern "C" fn io_file_control(
                 };
                 let name = name.to_string_lossy().to_ascii_lowercase();
                 let value = value.to_string_lossy().to_ascii_lowercase();
-                if name == "journal_mode" && value != "wal" {
-                    let msg = VfsError::NotWal(format!(
+                let refused = if name == "journal_mode" && value != "wal" {
+                    Some(VfsError::NotWal(format!(
                         "journal_mode={value} refused for {}; a pagelog database stays in WAL mode",
                         h.db.path().display()
-                    ))
-                    .to_string();
+                    )))
+                } else if name == "locking_mode" && value == "exclusive" {
+                    // In exclusive locking mode SQLite skips the WAL-index locks, among them
+                    // the checkpoint lock a snapshot holds while it copies the main file.
+                    Some(VfsError::Config(format!(
+                        "locking_mode=exclusive refused for {}: a pagelog database needs SQLite's \
+                         WAL-index locks (snapshots hold the checkpoint lock while copying)",
+                        h.db.path().display()
+                    )))
+                } else {
+                    None
+                };
+                if let Some(e) = refused {
+                    let msg = e.to_string();
                     let c = std::ffi::CString::new(msg.clone()).unwrap_or_default();
                     // SAFETY: SQLite frees aArg[0] with sqlite3_free; sqlite3_mprintf allocates
                     // it with SQLite's allocator.

@@ -27,9 +27,18 @@
 //!   page images, the database size and an incremental whole-database checksum become one log
 //!   record. In [`Durability::Sync`] the commit returns once that record is durable; in
 //!   [`Durability::Gated`] it returns at once and the caller waits with
-//!   [`Database::wait_durable`] before releasing results (output gating).
+//!   [`Database::wait_durable`] (for the LSN [`last_commit_lsn_of`] gives) before releasing
+//!   results (output gating).
 //! - The WAL is never fsynced, and no page reaches the main file before the log holds it
 //!   durably (the write-ahead gate); a completed checkpoint writes a checkpoint mark.
+//! - One transaction is one log record, at most [`pagelog_log::LogOptions::max_record_bytes`]
+//!   (1 GiB, the log format's limit, by default): a transaction whose record would be bigger
+//!   (changed pages × (page size + 4) bytes, e.g. a `VACUUM` of a database over 1 GiB) is
+//!   refused at its commit frame, before anything is appended, with `SQLITE_FULL` and
+//!   [`VfsError::TxnTooLarge`] in [`last_error`]; SQLite rolls it back and the database goes
+//!   on. `SQLITE_FULL` rather than `SQLITE_TOOBIG`: a failed WAL write of a commit is a path
+//!   SQLite handles (it rolls back and overwrites the frames), and `SQLITE_TOOBIG` is meant for
+//!   single strings and blobs, which are not what is over.
 //! - One process owns a database (the log's lock file); its connections share in-process locks
 //!   and a heap WAL-index. On open, recovery replays the log after the last checkpoint mark onto
 //!   the main file, discards the WAL, and verifies the whole-database checksum.
@@ -50,7 +59,7 @@ pub mod locks;
 pub mod record;
 pub mod replay;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -244,17 +253,53 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 
 thread_local! {
     static LAST_COMMIT: Cell<Option<u64>> = const { Cell::new(None) };
+    /// The last commit of this thread to each database (by path), most recent last.
+    static LAST_COMMITS: RefCell<Vec<(PathBuf, u64)>> = const { RefCell::new(Vec::new()) };
 }
 
-pub(crate) fn set_last_commit(lsn: u64) {
+/// Databases [`last_commit_lsn_of`] remembers per thread; the least recently committed to is
+/// forgotten first (its answer becomes None).
+const REMEMBERED_DATABASES: usize = 64;
+
+pub(crate) fn set_last_commit(db: &Database, lsn: u64) {
     LAST_COMMIT.with(|c| c.set(Some(lsn)));
+    LAST_COMMITS.with(|m| {
+        let mut m = m.borrow_mut();
+        let entry = match m.iter().position(|(p, _)| p == db.path()) {
+            Some(i) => (m.remove(i).0, lsn),
+            None => {
+                if m.len() >= REMEMBERED_DATABASES {
+                    m.remove(0);
+                }
+                (db.path().to_path_buf(), lsn)
+            }
+        };
+        m.push(entry);
+    });
 }
 
-/// LSN of the last transaction this thread committed through a pagelog VFS. After a statement
-/// or `COMMIT` returns, pass it to [`Database::wait_durable`] (Gated mode) before releasing
-/// the results.
+/// LSN of the last transaction this thread committed through a pagelog VFS — to *any*
+/// database. LSNs are per database: with more than one database used on this thread (two
+/// databases, or an `ATTACH`ed one, whose commit comes last), this may be another database's
+/// LSN, and waiting for it on the wrong [`Database`] proves nothing. Use
+/// [`last_commit_lsn_of`] (this thread's last commit to one database) or
+/// [`connection_last_lsn`] (the database's last commit, by any connection) instead.
 pub fn last_commit_lsn() -> Option<u64> {
     LAST_COMMIT.with(|c| c.get())
+}
+
+/// LSN of the last transaction this thread committed to `db` (None if it committed none, or
+/// committed to more than 64 other databases since). After a statement or `COMMIT` returns,
+/// pass it to `db.wait_durable` (Gated mode) before releasing the results. A transaction over
+/// an `ATTACH`ed database commits once per database it wrote: ask each database for its own.
+pub fn last_commit_lsn_of(db: &Database) -> Option<u64> {
+    LAST_COMMITS.with(|m| {
+        m.borrow()
+            .iter()
+            .rev()
+            .find(|(p, _)| p == db.path())
+            .map(|&(_, lsn)| lsn)
+    })
 }
 
 /// LSN of the last transaction committed to the database behind `conn` (by any connection),

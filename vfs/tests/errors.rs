@@ -212,3 +212,46 @@ fn page_sizes_other_than_4096() {
         Err(VfsError::Config(_))
     ));
 }
+
+#[test]
+fn exclusive_locking_mode_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let vfs = vfs_with(4096);
+    let db = vfs.open_database(&path).unwrap();
+    let conn = vfs.connect(&path).unwrap();
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+        .unwrap();
+    for pragma in [
+        "PRAGMA locking_mode=EXCLUSIVE",
+        "PRAGMA main.locking_mode = exclusive",
+    ] {
+        let err = conn.execute_batch(pragma).unwrap_err().to_string();
+        assert!(
+            err.contains("locking_mode=exclusive refused"),
+            "{pragma}: {err}"
+        );
+    }
+    let mode: String = conn
+        .query_row("PRAGMA locking_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "normal");
+    let mode: String = conn
+        .query_row("PRAGMA locking_mode=NORMAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "normal");
+    // Still in normal mode: a commit and a checkpoint release the locks a snapshot's copy
+    // takes (in exclusive mode SQLite would not take them at all).
+    conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    let copy = db
+        .fs()
+        .open(
+            &dir.path().join("copy"),
+            pagelog_log::fs::OpenOptions::create(),
+        )
+        .unwrap();
+    let base = db.copy_main_file(&*copy).unwrap();
+    assert_eq!(base.last_lsn, db.last_lsn());
+}
