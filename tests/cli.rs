@@ -382,6 +382,54 @@ fn restore_refuses_to_overwrite_without_force() {
     assert!(sub.join("keep").exists());
 }
 
+/// The names and contents of the files under `dir` (the log's segments, LOCK, ...).
+fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = Vec::new();
+    files_with_suffix(dir, "", &mut files);
+    files
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn restore_force_refuses_a_database_that_is_open() {
+    let h = history();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live.db");
+    let conn = vfs().connect(&db).unwrap();
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let before = tree(dir.path());
+    assert!(before.keys().any(|p| p.ends_with("LOCK")), "{before:?}");
+    let o = run(&["restore", s(&h.store), "-o", s(&db), "--force"]);
+    assert_eq!(code(&o), 7, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("owned by another process"), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "the owner is named: {err}"
+    );
+    // Nothing touched: the same files with the same bytes, no temporary file left.
+    assert_eq!(tree(dir.path()), before);
+    // The owner keeps committing, and reopens its database afterwards.
+    conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
+    drop(conn);
+    let conn = vfs().connect(&db).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
+    drop(conn);
+    // Closed, it is replaced (its log directory with it).
+    ok(&["restore", s(&h.store), "-o", s(&db), "--force"]);
+    assert_eq!(std::fs::read(&db).unwrap(), h.image_at(h.replicated));
+    assert!(!dir.path().join("live.db-pagelog").exists());
+}
+
 #[test]
 fn restore_out_of_range_names_the_range() {
     let h = history();
