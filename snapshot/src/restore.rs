@@ -221,6 +221,52 @@ pub fn restorable_range(store: &dyn ObjectStore, t: &TimelineCatalog) -> Result<
     })
 }
 
+/// The gaps a timeline's log records (first and last LSN of each gap batch: records dropped
+/// locally before they shipped). A gap batch is a bare header, so only the batches of that
+/// size have their header read.
+pub fn recorded_gaps(store: &dyn ObjectStore, t: &TimelineCatalog) -> Result<Vec<(Lsn, Lsn)>> {
+    let mut gaps = Vec::new();
+    for (i, b) in t.batches.iter().enumerate() {
+        if b.size == crate::format::BATCH_HEADER_LEN as u64 {
+            let h = t.batch_header(store, i)?;
+            if h.is_gap() {
+                gaps.push((h.first_lsn, h.last_lsn));
+            }
+        }
+    }
+    Ok(gaps)
+}
+
+/// The LSN ranges of `range` that can be restored, given the recorded `gaps`: a gap ends a
+/// range, and the next one starts at the first complete snapshot at or after the gap's last
+/// LSN (the state after it needs no record of the gap); without such a snapshot nothing after
+/// the gap is restorable.
+pub fn split_by_gaps(
+    t: &TimelineCatalog,
+    range: &RestorableRange,
+    gaps: &[(Lsn, Lsn)],
+) -> Vec<(Lsn, Lsn)> {
+    let mut out = Vec::new();
+    let mut start = Some(range.first_lsn);
+    for &(g1, g2) in gaps {
+        let Some(s) = start else { break };
+        if g2 < s {
+            continue;
+        }
+        if g1 > s {
+            out.push((s, (g1 - 1).min(range.last_lsn)));
+        }
+        start = t
+            .complete_snapshots()
+            .map(|snap| snap.lsn)
+            .find(|&l| l >= g2 && l <= range.last_lsn);
+    }
+    if let Some(s) = start {
+        out.push((s, range.last_lsn));
+    }
+    out
+}
+
 /// Resolve a target to an LSN on timeline `t`.
 fn resolve_target(
     store: &dyn ObjectStore,
