@@ -160,8 +160,15 @@ fn build_history() -> History {
 
 /// Run the binary (with a deadline: a hang fails the test instead of blocking it).
 fn run(args: &[&str]) -> Output {
+    run_env(args, &[])
+}
+
+/// [`run`] with environment variables set.
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -382,6 +389,74 @@ fn restore_refuses_to_overwrite_without_force() {
     assert!(sub.join("keep").exists());
 }
 
+/// The names and contents of the files under `dir` (the log's segments, LOCK, ...).
+fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = Vec::new();
+    files_with_suffix(dir, "", &mut files);
+    files
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn restore_force_refuses_a_database_that_is_open() {
+    let h = history();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live.db");
+    let conn = vfs().connect(&db).unwrap();
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let before = tree(dir.path());
+    assert!(before.keys().any(|p| p.ends_with("LOCK")), "{before:?}");
+    let o = run(&["restore", s(&h.store), "-o", s(&db), "--force"]);
+    assert_eq!(code(&o), 7, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("owned by another process"), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "the owner is named: {err}"
+    );
+    // Nothing touched: the same files with the same bytes, no temporary file left.
+    assert_eq!(tree(dir.path()), before);
+    // The owner keeps committing, and reopens its database afterwards.
+    conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
+    drop(conn);
+    let conn = vfs().connect(&db).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
+    drop(conn);
+    // Closed, it is replaced (its log directory with it).
+    ok(&["restore", s(&h.store), "-o", s(&db), "--force"]);
+    assert_eq!(std::fs::read(&db).unwrap(), h.image_at(h.replicated));
+    assert!(!dir.path().join("live.db-pagelog").exists());
+}
+
+#[test]
+fn rust_log_shows_the_library_events_on_stderr() {
+    let h = history();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.db");
+    // Default: warnings only, so a restore prints nothing on stderr.
+    let o = run(&["restore", s(&h.store), "-o", s(&out)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+    // RUST_LOG=info: the library's "restored" event, on stderr, not stdout.
+    let o = run_env(
+        &["restore", s(&h.store), "-o", s(&out), "--force"],
+        &[("RUST_LOG", "pagelog_snapshot=info")],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("restored"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("INFO"), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("restored "), "{}", stdout(&o));
+}
+
 #[test]
 fn restore_out_of_range_names_the_range() {
     let h = history();
@@ -499,6 +574,86 @@ fn ls_reports_timelines_snapshots_batches_and_range() {
         text.contains(&format!("    LSN {:<10}", h.snapshot_lsn)),
         "{text}"
     );
+}
+
+#[test]
+fn verify_and_ls_report_a_recorded_gap() {
+    use pagelog_snapshot::format::{BATCH_HEADER_LEN, BatchHeader, encode_gap_batch};
+    let h = history();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    copy_dir(&h.store, &store);
+    // Replace a batch before the snapshot by a gap batch over the same LSNs, as the shipper
+    // writes one when the backlog bound dropped records before they shipped.
+    let mut plb = Vec::new();
+    files_with_suffix(&store, ".plb", &mut plb);
+    let (path, hd) = plb
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).unwrap();
+            let hd = BatchHeader::decode("k", &bytes[..BATCH_HEADER_LEN]).unwrap();
+            (p.clone(), hd)
+        })
+        .find(|(_, hd)| hd.first_lsn > 1 && hd.last_lsn <= h.snapshot_lsn)
+        .expect("a batch after the first and before the snapshot");
+    let (a, b) = (hd.first_lsn, hd.last_lsn);
+    std::fs::write(
+        &path,
+        encode_gap_batch(hd.database_id, 1, a, b, hd.first_ts_us),
+    )
+    .unwrap();
+
+    // verify: not corruption, but not silent either: exit 4, the gap named.
+    let o = run(&["verify", s(&store)]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains(&format!("records {a}..={b} were dropped")),
+        "{text}"
+    );
+    assert!(text.contains("no problem, 1 recorded gap"), "{text}");
+    assert!(stderr(&o).contains("1 recorded gap"), "{}", stderr(&o));
+    let o = run(&["verify", s(&store), "--json"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(
+        v["gaps"],
+        serde_json::json!([{"timeline": 1, "first_lsn": a, "last_lsn": b}])
+    );
+
+    // ls: the restorable range is split by the gap, resuming at the snapshot after it.
+    let v = json(&["ls", s(&store), "--json"]);
+    let t = &v["timelines"][0];
+    assert_eq!(
+        t["restorable"]["ranges"],
+        serde_json::json!([
+            {"first_lsn": 1, "last_lsn": a - 1},
+            {"first_lsn": h.snapshot_lsn, "last_lsn": h.replicated},
+        ])
+    );
+    assert_eq!(
+        t["gaps"],
+        serde_json::json!([{"first_lsn": a, "last_lsn": b}])
+    );
+    let text = ok(&["ls", s(&store)]);
+    assert!(
+        text.contains(&format!(
+            "restorable  LSN 1..={}, {}..={}",
+            a - 1,
+            h.snapshot_lsn,
+            h.replicated
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("gap         LSN {a}..={b}")),
+        "{text}"
+    );
+    // And restore refuses a target inside the gap with the same code.
+    let out = dir.path().join("x.db");
+    let o = run(&["restore", s(&store), "-o", s(&out), "--lsn", &a.to_string()]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
 }
 
 #[test]

@@ -48,7 +48,8 @@ pub use bookmark::{BadBookmark, Bookmark};
 pub use catalog::Catalog;
 pub use error::{Result, SnapshotError};
 pub use restore::{
-    RestorableRange, RestoreOptions, RestoreReport, RestoreTarget, restorable_range, restore,
+    RestorableRange, RestoreOptions, RestoreReport, RestoreTarget, recorded_gaps, restorable_range,
+    restore, split_by_gaps,
 };
 pub use retention::{RetentionReport, apply_retention};
 pub use shipper::{ReplicatedFuture, Shipper, ShipperOptions, ShipperStatus};

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pagelog_log::fs::{FileRef, FsRef, OpenOptions, StdFs};
+use pagelog_log::fs::{FileRef, Fs, FsRef, OpenOptions, StdFs};
 use pagelog_log::{Log, LogOptions, Lsn};
 use pagelog_vfs::checksum::page_hash;
 use pagelog_vfs::record::{KIND_TXN, TxnRecord, begin_txn, finish_txn};
@@ -221,6 +221,52 @@ pub fn restorable_range(store: &dyn ObjectStore, t: &TimelineCatalog) -> Result<
     })
 }
 
+/// The gaps a timeline's log records (first and last LSN of each gap batch: records dropped
+/// locally before they shipped). A gap batch is a bare header, so only the batches of that
+/// size have their header read.
+pub fn recorded_gaps(store: &dyn ObjectStore, t: &TimelineCatalog) -> Result<Vec<(Lsn, Lsn)>> {
+    let mut gaps = Vec::new();
+    for (i, b) in t.batches.iter().enumerate() {
+        if b.size == crate::format::BATCH_HEADER_LEN as u64 {
+            let h = t.batch_header(store, i)?;
+            if h.is_gap() {
+                gaps.push((h.first_lsn, h.last_lsn));
+            }
+        }
+    }
+    Ok(gaps)
+}
+
+/// The LSN ranges of `range` that can be restored, given the recorded `gaps`: a gap ends a
+/// range, and the next one starts at the first complete snapshot at or after the gap's last
+/// LSN (the state after it needs no record of the gap); without such a snapshot nothing after
+/// the gap is restorable.
+pub fn split_by_gaps(
+    t: &TimelineCatalog,
+    range: &RestorableRange,
+    gaps: &[(Lsn, Lsn)],
+) -> Vec<(Lsn, Lsn)> {
+    let mut out = Vec::new();
+    let mut start = Some(range.first_lsn);
+    for &(g1, g2) in gaps {
+        let Some(s) = start else { break };
+        if g2 < s {
+            continue;
+        }
+        if g1 > s {
+            out.push((s, (g1 - 1).min(range.last_lsn)));
+        }
+        start = t
+            .complete_snapshots()
+            .map(|snap| snap.lsn)
+            .find(|&l| l >= g2 && l <= range.last_lsn);
+    }
+    if let Some(s) = start {
+        out.push((s, range.last_lsn));
+    }
+    out
+}
+
 /// Resolve a target to an LSN on timeline `t`.
 fn resolve_target(
     store: &dyn ObjectStore,
@@ -291,6 +337,86 @@ fn resolve_target(
     Ok(lsn)
 }
 
+/// What a restore replaces: the existing output and companions, and the lock of the log
+/// directory among them, held from before the download until the new file is in place.
+struct Claimed {
+    existing: Vec<PathBuf>,
+    lock: Option<Box<dyn pagelog_log::fs::FsLock>>,
+}
+
+/// Check that the output may be written: refuse an existing output without `force`, anything
+/// but files and a log directory, and a database whose log a running process holds (the
+/// exclusive `flock` on `<out>-pagelog/LOCK` that [`Log::open`] takes). Taking that lock here
+/// also keeps a writer from opening the database until the lock is dropped.
+fn claim_output(out: &Path, force: bool) -> Result<Claimed> {
+    let existing: Vec<PathBuf> = std::iter::once(out.to_path_buf())
+        .chain(companions(out))
+        .filter(|p| p.exists())
+        .collect();
+    if !force && let Some(p) = existing.first() {
+        return Err(SnapshotError::Exists { path: p.clone() });
+    }
+    // Even with force, only replace what a database leaves: files, and a log directory.
+    for p in &existing {
+        let is_log_dir = p.to_string_lossy().ends_with(pagelog_vfs::LOG_DIR_SUFFIX);
+        if p.is_dir() != is_log_dir {
+            return Err(SnapshotError::Config(format!(
+                "{} is not what a database leaves there; not replacing it",
+                p.display()
+            )));
+        }
+    }
+    let mut lock = None;
+    if let Some(dir) = existing.iter().find(|p| p.is_dir()) {
+        let lock_path = dir.join(pagelog_log::LOCK_FILE);
+        match StdFs.try_lock(&lock_path) {
+            Ok(l) => lock = Some(l),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(SnapshotError::Vfs(pagelog_vfs::VfsError::Owned {
+                    path: out.to_path_buf(),
+                    detail: e.to_string(),
+                }));
+            }
+            Err(e) => return Err(io_err(&lock_path, "locking", e)),
+        }
+    }
+    Ok(Claimed { existing, lock })
+}
+
+/// Put the restored file `tmp` in place of `out`, replacing what `claimed` found. The log
+/// directory's `LOCK` is held throughout: first everything but that lock file is removed
+/// (`-wal`, `-shm`, `-journal`, the log's segments), then the new file is renamed over `out`,
+/// and only then the lock file and its directory are removed. A writer that opens the database
+/// before that finds the lock held and is refused; one that opens after finds the restored
+/// file without a log, as any restore leaves it.
+fn place(tmp: &Path, out: &Path, claimed: &Claimed) -> Result<()> {
+    for p in &claimed.existing {
+        if p.is_dir() {
+            let entries = std::fs::read_dir(p).map_err(|e| io_err(p, "listing (force)", e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| io_err(p, "listing (force)", e))?;
+                let path = entry.path();
+                if entry.file_name() == pagelog_log::LOCK_FILE {
+                    continue;
+                }
+                let r = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                r.map_err(|e| io_err(&path, "removing (force)", e))?;
+            }
+        } else if p != out {
+            std::fs::remove_file(p).map_err(|e| io_err(p, "removing (force)", e))?;
+        }
+    }
+    std::fs::rename(tmp, out).map_err(|e| io_err(out, "renaming into place", e))?;
+    for p in claimed.existing.iter().filter(|p| p.is_dir()) {
+        std::fs::remove_dir_all(p).map_err(|e| io_err(p, "removing (force)", e))?;
+    }
+    Ok(())
+}
+
 fn companions(out: &Path) -> Vec<PathBuf> {
     ["-wal", "-shm", "-journal", pagelog_vfs::LOG_DIR_SUFFIX]
         .iter()
@@ -305,26 +431,9 @@ pub fn restore(
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
-    // Refuse to overwrite before downloading anything.
-    let existing: Vec<PathBuf> = std::iter::once(out.to_path_buf())
-        .chain(companions(out))
-        .filter(|p| p.exists())
-        .collect();
-    if !opts.force
-        && let Some(p) = existing.first()
-    {
-        return Err(SnapshotError::Exists { path: p.clone() });
-    }
-    // Even with force, only replace what a database leaves: files, and a log directory.
-    for p in &existing {
-        let is_log_dir = p.to_string_lossy().ends_with(pagelog_vfs::LOG_DIR_SUFFIX);
-        if p.is_dir() != is_log_dir {
-            return Err(SnapshotError::Config(format!(
-                "{} is not what a database leaves there; not replacing it",
-                p.display()
-            )));
-        }
-    }
+    // Refuse to overwrite before downloading anything, and take the log's lock of a database
+    // being replaced (held until the new file is in place, see `place`).
+    let mut claimed = claim_output(out, opts.force)?;
 
     let catalog = Catalog::load(store)?;
     let t = match opts.timeline {
@@ -615,16 +724,12 @@ pub fn restore(
         if opts.integrity_check {
             integrity_check(&tmp)?;
         }
-        // Put it in place.
-        for p in &existing {
-            let r = if p.is_dir() {
-                std::fs::remove_dir_all(p)
-            } else {
-                std::fs::remove_file(p)
-            };
-            r.map_err(|e| io_err(p, "removing (force)", e))?;
+        // The output may have changed during the download (a writer may have created the
+        // database meanwhile): claim it again unless its log is already locked by us.
+        if claimed.lock.is_none() {
+            claimed = claim_output(out, opts.force)?;
         }
-        std::fs::rename(&tmp, out).map_err(|e| io_err(out, "renaming into place", e))
+        place(&tmp, out, &claimed)
     })();
     if let Err(e) = placed {
         let _ = std::fs::remove_file(&tmp);
@@ -632,6 +737,8 @@ pub fn restore(
     }
     let dir = pagelog_log::fs::parent_dir(out);
     fs.sync_dir(&dir).map_err(|e| io_err(&dir, "syncing", e))?;
+    // The replaced database's lock file is gone with its directory; let it go.
+    drop(claimed);
     if opts.new_timeline {
         report.new_timeline = Some(branch(store, &catalog, &report)?);
     }

@@ -8,7 +8,8 @@ use pagelog_log::Lsn;
 use pagelog_snapshot::catalog::{SnapshotEntry, TimelineCatalog};
 use pagelog_snapshot::format::{Manifest, TimelineInfo};
 use pagelog_snapshot::{
-    Bookmark, Catalog, ObjectStore, RestorableRange, SnapshotError, restorable_range,
+    Bookmark, Catalog, ObjectStore, RestorableRange, SnapshotError, recorded_gaps,
+    restorable_range, split_by_gaps,
 };
 use serde_json::{Value, json};
 
@@ -57,6 +58,9 @@ struct TimelineView {
     batch_bytes: u64,
     batch_range: Option<(Lsn, Lsn)>,
     range: Option<RestorableRange>,
+    /// Recorded gaps (first, last LSN), and the restorable LSN ranges they leave.
+    gaps: Vec<(Lsn, Lsn)>,
+    ranges: Vec<(Lsn, Lsn)>,
     errors: Vec<CliError>,
 }
 
@@ -87,8 +91,15 @@ impl TimelineView {
                 bytes: s.size,
             });
         }
+        match recorded_gaps(store, t) {
+            Ok(g) => v.gaps = g,
+            Err(e) => v.errors.push(e.into()),
+        }
         match restorable_range(store, t) {
-            Ok(r) => v.range = Some(r),
+            Ok(r) => {
+                v.ranges = split_by_gaps(t, &r, &v.gaps);
+                v.range = Some(r);
+            }
             // Nothing restorable yet (a claim alone): not an error.
             Err(SnapshotError::Empty { .. }) => {}
             Err(e) => v.errors.push(e.into()),
@@ -125,14 +136,22 @@ impl TimelineView {
         let mut lines = vec![format!("timeline {}: {}", self.timeline, self.origin())];
         lines.push(match &self.range {
             Some(r) => format!(
-                "  restorable  LSN {}..={}  {} .. {}",
-                r.first_lsn,
-                r.last_lsn,
+                "  restorable  LSN {}  {} .. {}",
+                self.ranges
+                    .iter()
+                    .map(|(a, b)| format!("{a}..={b}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 output::time(r.first_time_us),
                 output::time(r.last_time_us)
             ),
             None => "  restorable  nothing yet".to_string(),
         });
+        for (a, b) in &self.gaps {
+            lines.push(format!(
+                "  gap         LSN {a}..={b}: records dropped before they shipped, not restorable"
+            ));
+        }
         lines.push(match self.batch_range {
             Some((first, last)) => format!(
                 "  log         {}, LSN {first}..={last}, {}",
@@ -214,7 +233,9 @@ impl TimelineView {
                 "last_time": output::json_time(r.last_time_us),
                 "first_bookmark": Bookmark::new(r.timeline, r.first_lsn).to_string(),
                 "last_bookmark": Bookmark::new(r.timeline, r.last_lsn).to_string(),
+                "ranges": self.ranges.iter().map(|(a, b)| json!({"first_lsn": a, "last_lsn": b})).collect::<Vec<_>>(),
             })),
+            "gaps": self.gaps.iter().map(|(a, b)| json!({"first_lsn": a, "last_lsn": b})).collect::<Vec<_>>(),
             "bytes": self.bytes,
             "errors": self.errors.iter().map(|e| e.message.clone()).collect::<Vec<_>>(),
         })

@@ -19,7 +19,9 @@ const AFTER_HELP: &str = "\
 Without --lsn, --time or --bookmark the latest state is restored, from the newest timeline
 unless --timeline names one. The result is checked against the whole-database checksum
 recorded for the target, then renamed into place; an existing output (or its -wal, -shm,
--pagelog companions) is replaced only with --force.
+-pagelog companions) is replaced only with --force, and never while a process has the
+database open (its log is locked): the lock is taken before the download and held until the
+new file is in place, so the database cannot be opened meanwhile.
 
 Examples:
   pagelog restore /backups/app -o app.db
@@ -30,7 +32,8 @@ Examples:
 
 Exit codes: 0 restored; 2 bad arguments (or -o names a directory); 3 corrupt object,
 checksum mismatch or failed integrity check; 4 target out of range or records missing;
-5 empty store or no such timeline; 6 output exists (no --force); 1 other errors.";
+5 empty store or no such timeline; 6 output exists (no --force); 7 the output database is
+owned by a running process; 1 other errors.";
 
 /// Arguments of `pagelog restore`.
 #[derive(Debug, Args)]
@@ -131,6 +134,10 @@ pub fn run(ctx: &Context, args: RestoreArgs) -> Result<(), CliError> {
         SnapshotError::Exists { path } => CliError::new(
             Exit::Exists,
             format!("{} exists (use --force to replace it)", path.display()),
+        ),
+        e @ SnapshotError::Vfs(pagelog_vfs::VfsError::Owned { .. }) => CliError::new(
+            Exit::Owned,
+            format!("{e}; stop it before restoring over it, or restore to another path"),
         ),
         e => e.into(),
     })?;

@@ -18,7 +18,11 @@ Examples:
   pagelog verify /backups/app
   pagelog verify s3://backups/app --json
 
-Exit codes: 0 no problem; 3 problems found; 5 no such store or no pagelog history in it;
+A recorded gap (records dropped locally before they shipped, e.g. by the backlog bound) is
+not corruption: it is printed as a `gap:` line and makes verify exit 4 when nothing else is
+wrong (the history is intact but some LSNs cannot be restored).
+
+Exit codes: 0 no problem and no gap; 3 problems found; 4 no problem, but gaps recorded; 5 no such store or no pagelog history in it;
 1 other errors (e.g. the listing failed).";
 
 /// Arguments of `pagelog verify`.
@@ -55,8 +59,15 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
                 pagelog::snapshot::format::snapshot_prefix(*t)
             ))?;
         }
+        for (t, a, b) in &report.gaps {
+            out.line(format!(
+                "gap: {}: records {a}..={b} were dropped before they shipped; \
+                 those LSNs cannot be restored",
+                pagelog::snapshot::format::batch_key(*t, *a)
+            ))?;
+        }
         out.line(format!(
-            "{}: {} ({}), {}, {} checked; {}",
+            "{}: {} ({}), {}, {} checked; {}{}",
             name,
             output::count(report.objects as u64, "object"),
             output::bytes(report.bytes),
@@ -65,6 +76,10 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
             match report.problems.len() {
                 0 => "no problem".to_string(),
                 n => output::count(n as u64, "problem"),
+            },
+            match report.gaps.len() {
+                0 => String::new(),
+                n => format!(", {}", output::count(n as u64, "recorded gap")),
             }
         ))?;
     }
@@ -78,6 +93,15 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
                 output::count(n as u64, "problem"),
                 report.problems[0].key,
                 without_key(&report.problems[0].key, &report.problems[0].message)
+            ),
+        ));
+    }
+    if let Some((t, a, b)) = report.gaps.first() {
+        return Err(CliError::new(
+            Exit::OutOfRange,
+            format!(
+                "{} in {name} (no corruption); first: timeline {t}, LSN {a}..={b}",
+                output::count(report.gaps.len() as u64, "recorded gap")
             ),
         ));
     }
@@ -108,6 +132,7 @@ fn to_json(store: &str, r: &VerifyReport) -> serde_json::Value {
         "records": r.records,
         "snapshots": r.snapshots,
         "incomplete_snapshots": r.incomplete_snapshots.iter().map(|(t, lsn)| json!({"timeline": t, "lsn": lsn})).collect::<Vec<_>>(),
+        "gaps": r.gaps.iter().map(|(t, a, b)| json!({"timeline": t, "first_lsn": a, "last_lsn": b})).collect::<Vec<_>>(),
         "problems": r.problems.iter().map(|p| json!({"key": p.key, "message": p.message})).collect::<Vec<_>>(),
     })
 }
