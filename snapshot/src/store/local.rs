@@ -98,14 +98,23 @@ impl LocalStore {
         }
     }
 
-    fn walk(&self, dir: &Path, rel: &str, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
+    /// List the files under `dir` (keys prefixed with `rel`). An entry that vanishes between
+    /// the directory read and its stat (retention deleting it meanwhile) is skipped, as is a
+    /// directory that vanishes; any other error comes with the path it occurred on.
+    fn walk(
+        &self,
+        dir: &Path,
+        rel: &str,
+        out: &mut Vec<ObjectMeta>,
+    ) -> Result<(), (PathBuf, std::io::Error)> {
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
+            Err(e) => return Err((dir.to_path_buf(), e)),
         };
+        let gone = |r: &std::io::Error| r.kind() == ErrorKind::NotFound;
         for entry in entries {
-            let entry = entry?;
+            let entry = entry.map_err(|e| (dir.to_path_buf(), e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(TMP_PREFIX) {
                 continue;
@@ -115,14 +124,20 @@ impl LocalStore {
             } else {
                 format!("{rel}/{name}")
             };
-            let ft = entry.file_type()?;
+            let ft = match entry.file_type() {
+                Ok(ft) => ft,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err((entry.path(), e)),
+            };
             if ft.is_dir() {
                 self.walk(&entry.path(), &key, out)?;
             } else if ft.is_file() {
-                out.push(ObjectMeta {
-                    key,
-                    size: entry.metadata()?.len(),
-                });
+                let size = match entry.metadata() {
+                    Ok(m) => m.len(),
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => return Err((entry.path(), e)),
+                };
+                out.push(ObjectMeta { key, size });
             }
         }
         Ok(())
@@ -220,7 +235,11 @@ impl ObjectStore for LocalStore {
         };
         let mut out = Vec::new();
         self.walk(&dir, dir_rel, &mut out)
-            .map_err(|e| self.io(&dir, prefix, e))?;
+            .map_err(|(path, source)| StoreError::Io {
+                path,
+                key: prefix.to_string(),
+                source,
+            })?;
         out.retain(|m| m.key.starts_with(prefix));
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
@@ -309,6 +328,46 @@ mod tests {
         let s = LocalStore::open(dir.path()).unwrap();
         assert!(!tmp.exists());
         assert_eq!(s.list("").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn list_skips_objects_deleted_while_it_walks() {
+        // Retention deleting objects while another process lists the store: an entry read
+        // from the directory may be gone by the time its size is read. Such an entry is
+        // simply not listed; the listing never fails for it.
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(LocalStore::open(dir.path()).unwrap());
+        let keys: Vec<String> = (0..300).map(|i| format!("t/log/{i:05}")).collect();
+        for k in &keys {
+            s.put_if_absent(k, b"x").unwrap();
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let (root, stop, keys) = (dir.path().to_path_buf(), stop.clone(), keys.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for k in &keys {
+                        let p = root.join(k);
+                        let _ = fs::remove_file(&p);
+                        let _ = fs::write(&p, b"x");
+                    }
+                }
+            })
+        };
+        let started = std::time::Instant::now();
+        let mut lists = 0;
+        let result = loop {
+            if let Err(e) = s.list("t/") {
+                break Err(e);
+            }
+            lists += 1;
+            if lists >= 3000 || started.elapsed() > std::time::Duration::from_secs(5) {
+                break Ok(());
+            }
+        };
+        stop.store(true, Ordering::Relaxed);
+        churn.join().unwrap();
+        result.unwrap();
     }
 
     #[test]
