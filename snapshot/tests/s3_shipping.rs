@@ -251,3 +251,98 @@ fn a_shipper_refuses_a_server_that_ignores_if_none_match() {
     sh.wait_replicated(lsn, WAIT).unwrap();
     sh.close(Duration::from_secs(30)).unwrap();
 }
+
+/// A TCP endpoint that accepts connections and never answers; the listener thread ends with the
+/// process.
+fn silent_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn start_does_not_wait_for_a_store_that_never_answers() {
+    let endpoint = silent_endpoint();
+    // The store's defaults: 5 attempts of up to 60 s each.
+    let store = open_store(
+        "s3://silent-bucket/app",
+        &StoreOptions {
+            endpoint: Some(endpoint),
+            region: Some("us-east-1".into()),
+            credentials: Some(("id".into(), "secret".into())),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let lsn = insert(&conn, 2, 1);
+    let opts = ShipperOptions {
+        attach_wait: Duration::from_secs(2),
+        ..quick_opts()
+    };
+    let started = std::time::Instant::now();
+    let sh = Shipper::start(vfs.open_database(&path).unwrap(), store, opts).unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "start took {took:?}"
+    );
+    // Commits go on; the lag counts from the oldest record not in the store, attached or not.
+    insert(&conn, 1, 2);
+    let st = sh.status();
+    assert!(!st.store_available, "{st:?}");
+    assert!(st.replicated_lsn < lsn);
+    assert!(st.lag_seconds >= 2.0, "{st:?}");
+    // Dropping it does not wait for the attach's request in flight.
+    let stopping = std::time::Instant::now();
+    drop(sh);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "drop took {:?}",
+        stopping.elapsed()
+    );
+}
+
+#[test]
+fn a_store_failing_for_good_is_not_available() {
+    let t = S3Target::from_env_or_start();
+    let Some(server) = &t.server else {
+        println!("SKIPPED a_store_failing_for_good_is_not_available: needs the in-process server");
+        return;
+    };
+    let store = s3_store(&t, "bucket-gone");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let sh = Shipper::start(vfs.open_database(&path).unwrap(), store, quick_opts()).unwrap();
+    let first = insert(&conn, 1, 1);
+    sh.wait_replicated(first, WAIT).unwrap();
+    assert!(sh.status().store_available);
+    // The bucket goes away: every upload now fails with NoSuchBucket, which retrying cannot fix.
+    std::fs::remove_dir_all(server.root().join(&t.bucket)).unwrap();
+    insert(&conn, 1, 2);
+    sh.ship_now();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let st = loop {
+        let st = sh.status();
+        if st.last_error.is_some() || std::time::Instant::now() > deadline {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = st.last_error.clone().unwrap_or_default();
+    assert!(err.contains("does not exist"), "{st:?}");
+    assert!(!st.store_available, "{st:?}");
+}

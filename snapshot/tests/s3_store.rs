@@ -924,3 +924,29 @@ fn a_server_honouring_if_none_match_passes_the_fencing_check_once() {
         assert_eq!((st.puts, st.precondition_failures), (5, 2), "{st:?}");
     }
 }
+
+#[test]
+fn a_refused_listing_names_the_bucket_and_prefix() {
+    let t = S3Target::from_env_or_start();
+    let prefix = t.unique_prefix("refused-listing");
+    let opts = StoreOptions {
+        credentials: Some((t.access_key.clone(), "not-the-secret".into())),
+        ..options(&t)
+    };
+    let s = S3Store::open(&t.bucket, &prefix, &opts).unwrap();
+    match s.list("") {
+        Err(e @ StoreError::AccessDenied { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("s3://{}/{prefix}/", t.bucket)),
+                "{msg}"
+            );
+        }
+        // An external server that accepts any credentials.
+        Err(e) => panic!("expected AccessDenied, got {e:?}"),
+        Ok(_) => println!(
+            "SKIPPED a_refused_listing_names_the_bucket_and_prefix: {} accepts any credentials",
+            t.endpoint
+        ),
+    }
+}

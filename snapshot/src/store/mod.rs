@@ -191,6 +191,14 @@ pub trait ObjectStore: Send + Sync + Debug {
 
     /// Delete `key`; deleting a missing key is not an error.
     fn delete(&self, key: &str) -> StoreResult<()>;
+
+    /// Check that [`ObjectStore::put_if_absent`] really fails on an existing key, which fencing
+    /// a second writer rests on. The S3 store checks the server once (and also before its first
+    /// conditional create, whoever calls it); the default, for stores whose create is exclusive
+    /// by construction, does nothing.
+    fn check_conditional_writes(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// An object being read as a stream: see [`ObjectStore::get_reader`].

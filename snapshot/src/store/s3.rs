@@ -414,6 +414,10 @@ impl ObjectStore for S3Store {
         let key = key.to_string();
         self.run(move |s| Box::pin(async move { s.delete(&key).await }))
     }
+
+    fn check_conditional_writes(&self) -> StoreResult<()> {
+        self.run(|s| Box::pin(async move { s.check_fencing().await }))
+    }
 }
 
 /// The SDK's HTTP client (hyper, rustls) without the platform's CA certificates, for a plain
