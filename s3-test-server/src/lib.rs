@@ -15,6 +15,9 @@
 //! - faults for tests: answer the next N requests with `503 SlowDown`, or cut the body of the
 //!   next N GETs short (the response promises the full length, sends half, then breaks the
 //!   connection);
+//! - on request ([`S3TestServer::ignore_if_none_match`]), a server that ignores
+//!   `If-None-Match` on PutObject and CompleteMultipartUpload (as s3rver does): the header is
+//!   dropped before s3s-fs sees it, so a create overwrites an existing object;
 //! - counters of what the server saw ([`Stats`]), so a test can check which path a client took.
 //!
 //! [`FaultProxy`] is a loopback proxy to put between a client and any of these servers (moto
@@ -24,9 +27,11 @@
 //! [`S3Target::from_env_or_start`] gives tests their server: the external endpoint named by
 //! `PAGELOG_S3_TEST_ENDPOINT` (with `PAGELOG_S3_TEST_BUCKET`, `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`), as CI does against moto, or else a fresh in-process server.
-//! Two variables tell what an external server lacks, so that the tests that need it say they
-//! skip: `PAGELOG_S3_TEST_NO_CONDITIONAL=1` (ignores `If-None-Match`) and
-//! `PAGELOG_S3_TEST_CONDITIONAL_NOT_ATOMIC=1` (honours it, but racing creates can both win).
+//! Three variables tell what an external server lacks, so that the tests that need it say they
+//! skip: `PAGELOG_S3_TEST_NO_CONDITIONAL=1` (ignores `If-None-Match`; the tests then open their
+//! stores with `allow_unfenced_writes`), `PAGELOG_S3_TEST_CONDITIONAL_NOT_ATOMIC=1` (honours
+//! it, but racing creates can both win) and `PAGELOG_S3_TEST_NO_AUTH=1` (accepts any
+//! credentials).
 
 mod proxy;
 
@@ -114,6 +119,8 @@ struct Faults {
 struct Shared {
     counters: Counters,
     faults: Mutex<Faults>,
+    /// Drop `If-None-Match` from creates: see [`S3TestServer::ignore_if_none_match`].
+    ignore_if_none_match: std::sync::atomic::AtomicBool,
 }
 
 /// s3s-fs, with atomic conditional writes, `NoSuchBucket`, faults and counters.
@@ -284,9 +291,12 @@ impl S3 for Server {
 
     async fn put_object(
         &self,
-        req: S3Request<PutObjectInput>,
+        mut req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         self.enter()?;
+        if self.shared.ignore_if_none_match.load(Ordering::Relaxed) {
+            req.input.if_none_match = None;
+        }
         bump(&self.shared.counters.puts);
         self.bucket_exists(&req.input.bucket)?;
         let _guard = self.write_lock.lock().await;
@@ -306,9 +316,12 @@ impl S3 for Server {
 
     async fn complete_multipart_upload(
         &self,
-        req: S3Request<CompleteMultipartUploadInput>,
+        mut req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         self.enter()?;
+        if self.shared.ignore_if_none_match.load(Ordering::Relaxed) {
+            req.input.if_none_match = None;
+        }
         bump(&self.shared.counters.completes);
         self.bucket_exists(&req.input.bucket)?;
         let _guard = self.write_lock.lock().await;
@@ -450,6 +463,14 @@ impl S3TestServer {
             Fault::Unavailable(n) => faults.unavailable += n,
             Fault::TruncateGets(n) => faults.truncate_gets += n,
         }
+    }
+
+    /// Whether to ignore `If-None-Match` on PutObject and CompleteMultipartUpload from now on
+    /// (as s3rver does): creates then overwrite existing objects instead of answering 412.
+    pub fn ignore_if_none_match(&self, ignore: bool) {
+        self.shared
+            .ignore_if_none_match
+            .store(ignore, Ordering::Relaxed);
     }
 
     /// The counters so far.

@@ -9,6 +9,8 @@
 //! - **Store down.** A failed upload is retried with the same bytes under the same key
 //!   (exponential backoff with jitter, capped); commits are never blocked; the backlog stays in
 //!   the local log, bounded by `max_backlog_bytes` (see [`ShipperOptions::max_backlog_bytes`]).
+//!   [`Shipper::start`] waits for the first attach at most [`ShipperOptions::attach_wait`]: a
+//!   store that is down or silent does not hold it up, a store that refuses does fail it.
 //! - **Fencing.** At start the shipper claims its timeline, checks the store's history against
 //!   the local log (stale copy, divergence, another database), and every upload is a
 //!   conditional create: if a key is taken by different bytes, another writer is shipping to
@@ -39,6 +41,11 @@ use crate::upload::{Backoff, is_fatal, is_transient, put_immutable};
 
 /// How often the shipper looks for new durable records when idle.
 const POLL: Duration = Duration::from_millis(20);
+/// Default of [`ShipperOptions::attach_wait`].
+pub const DEFAULT_ATTACH_WAIT: Duration = Duration::from_secs(10);
+/// How long stopping the shipper waits for a store request of an attach in flight (which can
+/// take the store's attempts × attempt timeout) before leaving the thread to finish it alone.
+const STOP_WAIT_ATTACHING: Duration = Duration::from_secs(2);
 
 /// Shipping, snapshot and retention policy.
 #[derive(Debug, Clone)]
@@ -69,6 +76,13 @@ pub struct ShipperOptions {
     pub truncate_local_log: bool,
     /// How snapshots are cut and uploaded.
     pub snapshot: SnapshotOptions,
+    /// How long [`Shipper::start`] waits for its first attach (checking the store against the
+    /// local log and claiming the timeline). A store that answers within it with a refusal
+    /// (another database, a stale or diverged copy, a missing bucket, denied credentials, a
+    /// server that cannot fence) fails the start; one that is unreachable, or has not
+    /// answered by then, does not: the shipper keeps attaching in the background and
+    /// [`Shipper::status`] tells how it goes. Default [`DEFAULT_ATTACH_WAIT`] (10 s).
+    pub attach_wait: Duration,
 }
 
 impl Default for ShipperOptions {
@@ -84,6 +98,7 @@ impl Default for ShipperOptions {
             max_retry_delay: Duration::from_secs(30),
             truncate_local_log: true,
             snapshot: SnapshotOptions::default(),
+            attach_wait: DEFAULT_ATTACH_WAIT,
         }
     }
 }
@@ -104,13 +119,18 @@ pub struct ShipperStatus {
     pub snapshot_lsn: Lsn,
     /// Durable records not yet in the store.
     pub lag_records: u64,
-    /// How long the oldest unshipped durable record has waited, in seconds.
+    /// How long the oldest durable record not yet in the store has waited, in seconds: since
+    /// the shipper picked it up, or, before that (the store not attached yet), since it was
+    /// committed. 0 when nothing is waiting.
     pub lag_seconds: f64,
     /// Bytes the local log takes on disk (the backlog is part of it).
     pub local_log_bytes: u64,
-    /// Whether the last store request succeeded.
+    /// Whether the shipper's last store request succeeded: false from any failure (the store
+    /// unreachable, a missing bucket, refused credentials, ...) until a request succeeds again,
+    /// and false before the first attach answered.
     pub store_available: bool,
-    /// The last transient error (the store being down), if the last request failed.
+    /// The last error (transient or not) while the last request failed; `None` once one
+    /// succeeds.
     pub last_error: Option<String>,
     /// Why the shipper stopped, if it did (fenced, closed, ...).
     pub stopped: Option<String>,
@@ -143,6 +163,13 @@ struct State {
     store_available: bool,
     snapshot_lsn: Lsn,
     pending_since: Option<Instant>,
+    /// [`Shipper::start`] is still waiting for the first attach's outcome.
+    starter_waiting: bool,
+    /// The first attach's outcome, for the waiting [`Shipper::start`]: `Ok` (attached, or the
+    /// store unreachable) or a refusal that fails the start.
+    first_attach: Option<Result<()>>,
+    /// The thread is inside an attach (store requests that can take minutes).
+    attaching: bool,
     batches_shipped: u64,
     bytes_shipped: u64,
     snapshots_taken: u64,
@@ -238,36 +265,31 @@ impl std::fmt::Debug for Shipper {
 }
 
 impl Shipper {
-    /// Attach `db` to `store` and start shipping. Fails at once if the store holds another
-    /// database, a history this copy is behind ([`SnapshotError::StaleLocal`]) or one that
-    /// differs from it ([`SnapshotError::Diverged`]), or cannot be reached.
+    /// Attach `db` to `store` and start shipping. Fails if, within
+    /// [`ShipperOptions::attach_wait`], the store turns out to hold another database, a history
+    /// this copy is behind ([`SnapshotError::StaleLocal`]) or one that differs from it
+    /// ([`SnapshotError::Diverged`]), or refuses for good (a missing bucket, denied
+    /// credentials, a server that does not honour conditional creates). A store that is
+    /// unreachable, or has not answered by then, does not fail it: the shipper attaches in the
+    /// background.
     pub fn start(db: Arc<Database>, store: StoreRef, opts: ShipperOptions) -> Result<Shipper> {
         if opts.batch_bytes == 0 {
             return Err(SnapshotError::Config("batch_bytes must be > 0".into()));
         }
-        // Attach now, so that another database, a stale copy or a diverged history is refused
-        // at once; if the store is unreachable, start anyway (commits never wait for the
-        // store) and attach when it returns.
-        let (start, unreachable) = match attach(&db, &*store) {
-            Ok(start) => (Some(start), None),
-            Err(e) if is_transient(&e) => {
-                tracing::warn!(error = %e, "store unreachable at start; will attach when it returns");
-                (None, Some(e.to_string()))
-            }
-            Err(e) => return Err(e),
-        };
+        // Attach at once, so that another database, a stale copy or a diverged history is
+        // refused here; but wait for it only `attach_wait`: if the store is unreachable or
+        // slow, start anyway (commits never wait for the store) and attach when it answers.
         let timeline = db.log().timeline();
+        let attach_wait = opts.attach_wait;
         let shared = Arc::new(Shared {
             db,
             store,
             opts,
             timeline,
-            replicated: AtomicU64::new(start.map(|s| s.replicated).unwrap_or(0)),
-            logged: AtomicU64::new(start.map(|s| s.next_lsn - 1).unwrap_or(0)),
+            replicated: AtomicU64::new(0),
+            logged: AtomicU64::new(0),
             state: Mutex::new(State {
-                store_available: unreachable.is_none(),
-                last_error: unreachable,
-                snapshot_lsn: start.map(|s| s.snapshot_lsn).unwrap_or(0),
+                starter_waiting: true,
                 ..State::default()
             }),
             work: Condvar::new(),
@@ -277,8 +299,13 @@ impl Shipper {
         let thread = std::thread::Builder::new()
             .name("pagelog-shipper".into())
             .spawn(move || {
-                let mut worker = Worker::new(s.clone(), start);
-                let outcome = worker.run();
+                let mut worker = Worker::new(s.clone());
+                let outcome = match worker.first_attach() {
+                    Ok(true) => worker.run(),
+                    // The start took the refusal.
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                };
                 let mut st = s.state.lock();
                 if let Err(e) = outcome {
                     tracing::error!(error = %e, "shipper stopped");
@@ -292,10 +319,36 @@ impl Shipper {
                 context: "starting the shipper thread".into(),
                 source: e,
             })?;
-        Ok(Shipper {
+        let mut shipper = Shipper {
             shared,
             thread: Some(thread),
-        })
+        };
+        let deadline = Instant::now() + attach_wait;
+        let first = {
+            let mut st = shipper.shared.state.lock();
+            while st.first_attach.is_none()
+                && !shipper
+                    .shared
+                    .progress
+                    .wait_until(&mut st, deadline)
+                    .timed_out()
+            {}
+            st.starter_waiting = false;
+            st.first_attach.take()
+        };
+        match first {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                shipper.stop_thread();
+                return Err(e);
+            }
+            None => tracing::warn!(
+                store = %shipper.shared.store.describe(),
+                waited_ms = attach_wait.as_millis() as u64,
+                "the store has not answered yet; starting anyway, the shipper attaches in the background"
+            ),
+        }
+        Ok(shipper)
     }
 
     /// Everything up to this LSN is in the store: a restore of the latest state holds it (from
@@ -405,9 +458,17 @@ impl Shipper {
             logged_lsn: self.logged_lsn(),
             snapshot_lsn: st.snapshot_lsn,
             lag_records: stats.durable_lsn.saturating_sub(replicated),
-            lag_seconds: match st.pending_since {
-                Some(t) if stats.durable_lsn > replicated => t.elapsed().as_secs_f64(),
-                _ => 0.0,
+            lag_seconds: if stats.durable_lsn > replicated {
+                match st.pending_since {
+                    Some(t) => t.elapsed().as_secs_f64(),
+                    // Not picked up yet (the store not attached, or just committed): since
+                    // the oldest unshipped record was committed.
+                    None => {
+                        self.oldest_unshipped_age(replicated.max(log.first_lsn().saturating_sub(1)))
+                    }
+                }
+            } else {
+                0.0
             },
             local_log_bytes: stats.disk_bytes,
             store_available: st.store_available,
@@ -417,6 +478,18 @@ impl Shipper {
             bytes_shipped: st.bytes_shipped,
             snapshots_taken: st.snapshots_taken,
         }
+    }
+
+    /// Seconds since the record after `lsn` was committed (0 if it cannot be read).
+    fn oldest_unshipped_age(&self, lsn: Lsn) -> f64 {
+        let ts = match self.shared.db.log().reader(lsn + 1) {
+            Ok(mut r) => match r.next() {
+                Some(Ok(rec)) => rec.timestamp_us,
+                _ => return 0.0,
+            },
+            Err(_) => return 0.0,
+        };
+        crate::time::now_us().saturating_sub(ts) as f64 / 1e6
     }
 
     /// Ship every durable record in log batches (not only up to a snapshot: see
@@ -441,6 +514,31 @@ impl Shipper {
             let mut st = self.shared.state.lock();
             st.abort = true;
             self.shared.work.notify_all();
+        }
+        // An attach in flight can wait minutes on a store that accepts connections and never
+        // answers: give it a moment, then let the thread finish it alone (it touches nothing
+        // local before it sees the abort).
+        {
+            let deadline = Instant::now() + STOP_WAIT_ATTACHING;
+            let mut st = self.shared.state.lock();
+            while st.attaching && !st.exited {
+                if self
+                    .shared
+                    .progress
+                    .wait_until(&mut st, deadline)
+                    .timed_out()
+                {
+                    break;
+                }
+            }
+            if st.attaching && !st.exited {
+                tracing::warn!(
+                    store = %self.shared.store.describe(),
+                    "stopping the shipper while it waits for the store to attach; not waiting for that request"
+                );
+                self.thread = None;
+                return;
+            }
         }
         if let Some(t) = self.thread.take()
             && t.join().is_err()
@@ -482,6 +580,9 @@ impl Future for ReplicatedFuture {
 fn attach(db: &Database, store: &dyn crate::store::ObjectStore) -> Result<Start> {
     let log = db.log();
     let (tl, id) = (log.timeline(), log.database_id());
+    // Fencing rests on conditional creates: a store that does not honour them is refused
+    // before anything is written (the S3 store checks its server once).
+    store.check_conditional_writes()?;
     let t = Catalog::load_timeline(store, tl)?;
     let claim = match t.read_claim(store)? {
         Some(c) => c,
@@ -614,32 +715,97 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(shared: Arc<Shared>, start: Option<Start>) -> Worker {
+    fn new(shared: Arc<Shared>) -> Worker {
         let cap = shared.opts.max_retry_delay;
-        if let Some(s) = &start {
-            tracing::info!(
-                store = %shared.store.describe(),
-                timeline = shared.timeline,
-                from_lsn = s.next_lsn,
-                needs_snapshot = s.need_base,
-                "shipper attached"
-            );
-        }
         Worker {
             shared,
-            attached: start.is_some(),
-            next_lsn: start.map(|s| s.next_lsn).unwrap_or(0),
-            need_base: start.is_some_and(|s| s.need_base),
+            attached: false,
+            next_lsn: 0,
+            need_base: false,
             builder: BatchBuilder::new(),
             first_pending_at: None,
             frozen: None,
-            shipped_since_snapshot: start.map(|s| s.shipped_since_snapshot).unwrap_or(0),
+            shipped_since_snapshot: 0,
             last_snapshot_at: Instant::now(),
             last_retention_at: None,
             backoff: Backoff::new(Duration::from_millis(100), cap),
             retry_at: None,
             backlog_released: false,
         }
+    }
+
+    /// [`attach`], with the state saying so while it runs.
+    fn attach_marked(&self) -> Result<Start> {
+        self.shared.state.lock().attaching = true;
+        let r = attach(&self.shared.db, &*self.shared.store);
+        let mut st = self.shared.state.lock();
+        st.attaching = false;
+        self.shared.notify_progress(&mut st);
+        r
+    }
+
+    /// Take the starting point an attach found.
+    fn attached_at(&mut self, start: Start) {
+        tracing::info!(
+            store = %self.shared.store.describe(),
+            timeline = self.shared.timeline,
+            from_lsn = start.next_lsn,
+            needs_snapshot = start.need_base,
+            "shipper attached"
+        );
+        self.attached = true;
+        self.next_lsn = start.next_lsn;
+        self.need_base = start.need_base;
+        self.shipped_since_snapshot = start.shipped_since_snapshot;
+        {
+            let mut st = self.shared.state.lock();
+            st.snapshot_lsn = start.snapshot_lsn;
+            st.store_available = true;
+            st.last_error = None;
+        }
+        self.shared.set_replicated(start.replicated);
+        self.shared.set_logged(start.next_lsn - 1);
+    }
+
+    /// The first attach, whose outcome [`Shipper::start`] may be waiting for. `Ok(false)`: the
+    /// start took a refusal and the thread has nothing more to do.
+    fn first_attach(&mut self) -> Result<bool> {
+        let r = self.attach_marked();
+        let refusal = match r {
+            Ok(start) => {
+                self.attached_at(start);
+                None
+            }
+            Err(e) if is_transient(&e) => {
+                tracing::warn!(error = %e, "store unreachable at start; will attach when it returns");
+                Some(e)
+            }
+            Err(e) => {
+                let mut st = self.shared.state.lock();
+                if st.starter_waiting {
+                    st.first_attach = Some(Err(e));
+                    self.shared.notify_progress(&mut st);
+                    return Ok(false);
+                }
+                if is_fatal(&e) {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "attaching to the store failed; will retry");
+                drop(st);
+                Some(e)
+            }
+        };
+        let mut st = self.shared.state.lock();
+        if let Some(e) = refusal {
+            st.store_available = false;
+            st.last_error = Some(e.to_string());
+            self.retry_at = Some(Instant::now() + self.backoff.next_delay());
+        }
+        if st.starter_waiting {
+            st.first_attach = Some(Ok(()));
+        }
+        self.shared.notify_progress(&mut st);
+        Ok(true)
     }
 
     fn run(&mut self) -> Result<()> {
@@ -690,7 +856,7 @@ impl Worker {
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "shipping failed; will retry");
                     {
                         let mut st = self.shared.state.lock();
-                        st.store_available = !is_transient(&e);
+                        st.store_available = false;
                         st.last_error = Some(e.to_string());
                     }
                     self.retry_at = Some(Instant::now() + delay);
@@ -713,18 +879,8 @@ impl Worker {
     /// One unit of work; `Ok(true)` if something was uploaded, `Ok(false)` if idle.
     fn step(&mut self, durable: Lsn, flush: bool, snapshot_wanted: bool) -> Result<bool> {
         if !self.attached {
-            let start = attach(&self.shared.db, &*self.shared.store)?;
-            tracing::info!(
-                from_lsn = start.next_lsn,
-                "shipper attached after the store returned"
-            );
-            self.attached = true;
-            self.next_lsn = start.next_lsn;
-            self.need_base = start.need_base;
-            self.shipped_since_snapshot = start.shipped_since_snapshot;
-            self.shared.state.lock().snapshot_lsn = start.snapshot_lsn;
-            self.shared.set_replicated(start.replicated);
-            self.shared.set_logged(start.next_lsn - 1);
+            let start = self.attach_marked()?;
+            self.attached_at(start);
             return Ok(true);
         }
         // A base snapshot comes before anything else when the store cannot restore without it.

@@ -53,8 +53,8 @@ pub fn is_transient(e: &SnapshotError) -> bool {
 }
 
 /// Whether an error means this shipper must stop for good: another writer, another
-/// database, or a history that does not match. Other errors (the store down, a local I/O
-/// error) are retried.
+/// database, a history that does not match, or a store that cannot fence a second writer.
+/// Other errors (the store down, a local I/O error) are retried.
 pub fn is_fatal(e: &SnapshotError) -> bool {
     matches!(
         e,
@@ -62,6 +62,7 @@ pub fn is_fatal(e: &SnapshotError) -> bool {
             | SnapshotError::WrongDatabase { .. }
             | SnapshotError::StaleLocal { .. }
             | SnapshotError::Diverged { .. }
+            | SnapshotError::Store(crate::store::StoreError::ConditionalWritesUnsupported { .. })
     )
 }
 

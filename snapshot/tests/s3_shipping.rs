@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::*;
 use pagelog_s3_test_server::{Fault, S3Target};
 use pagelog_snapshot::{
-    RestoreOptions, RestoreTarget, Shipper, ShipperOptions, StoreOptions, StoreRef, open_store,
-    restore,
+    RestoreOptions, RestoreTarget, Shipper, ShipperOptions, SnapshotError, StoreError,
+    StoreOptions, StoreRef, open_store, restore,
 };
 use pagelog_vfs::Durability;
 use rand::Rng;
@@ -20,6 +20,10 @@ use rand::Rng;
 const WAIT: Option<Duration> = Some(Duration::from_secs(60));
 
 fn s3_store(t: &S3Target, test: &str) -> StoreRef {
+    s3_store_with(t, test, StoreOptions::default())
+}
+
+fn s3_store_with(t: &S3Target, test: &str, more: StoreOptions) -> StoreRef {
     let url = format!("s3://{}/{}", t.bucket, t.unique_prefix(test));
     open_store(
         &url,
@@ -29,7 +33,10 @@ fn s3_store(t: &S3Target, test: &str) -> StoreRef {
             credentials: Some((t.access_key.clone(), t.secret_key.clone())),
             max_attempts: Some(3),
             attempt_timeout: Some(Duration::from_secs(30)),
-            ..StoreOptions::default()
+            // A server without conditional writes (PAGELOG_S3_TEST_NO_CONDITIONAL=1) cannot
+            // fence; the tests that need fencing skip there, the others write anyway.
+            allow_unfenced_writes: more.allow_unfenced_writes || !t.conditional_writes,
+            ..more
         },
     )
     .unwrap()
@@ -100,6 +107,14 @@ fn a_history_shipped_to_s3_restores_at_many_points() {
 #[test]
 fn two_writers_on_one_s3_prefix_one_is_fenced() {
     let t = S3Target::from_env_or_start();
+    if !t.conditional_writes {
+        println!(
+            "SKIPPED two_writers_on_one_s3_prefix_one_is_fenced: PAGELOG_S3_TEST_NO_CONDITIONAL=1 \
+             says {} does not honour If-None-Match, so nothing can fence a second writer there",
+            t.endpoint
+        );
+        return;
+    }
     if !t.atomic_conditional_writes {
         println!(
             "SKIPPED two_writers_on_one_s3_prefix_one_is_fenced: {} checks If-None-Match and then \
@@ -184,4 +199,150 @@ fn s3_errors_are_retried_and_shipping_catches_up() {
     restore_at(&store, &out, RestoreTarget::Latest);
     assert!(file_bytes(&out) == image(&vfs, &path));
     sh.close(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn a_shipper_refuses_a_server_that_ignores_if_none_match() {
+    let t = S3Target::from_env_or_start();
+    let Some(server) = &t.server else {
+        println!(
+            "SKIPPED a_shipper_refuses_a_server_that_ignores_if_none_match: needs the in-process server"
+        );
+        return;
+    };
+    server.ignore_if_none_match(true);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let lsn = insert(&conn, 2, 1);
+
+    // Refused at once, before it claims its timeline: it could not be fenced.
+    let store = s3_store(&t, "unfenced-refused");
+    let started = std::time::Instant::now();
+    match Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store.clone(),
+        quick_opts(),
+    ) {
+        Err(SnapshotError::Store(StoreError::ConditionalWritesUnsupported { .. })) => {}
+        other => panic!("expected ConditionalWritesUnsupported, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(store.list("").unwrap(), vec![], "nothing written");
+
+    // With the opt-out it ships.
+    let store = s3_store_with(
+        &t,
+        "unfenced-allowed",
+        StoreOptions {
+            allow_unfenced_writes: true,
+            ..StoreOptions::default()
+        },
+    );
+    let sh = Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store.clone(),
+        quick_opts(),
+    )
+    .unwrap();
+    sh.ship_now();
+    sh.wait_replicated(lsn, WAIT).unwrap();
+    sh.close(Duration::from_secs(30)).unwrap();
+}
+
+/// A TCP endpoint that accepts connections and never answers; the listener thread ends with the
+/// process.
+fn silent_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn start_does_not_wait_for_a_store_that_never_answers() {
+    let endpoint = silent_endpoint();
+    // The store's defaults: 5 attempts of up to 60 s each.
+    let store = open_store(
+        "s3://silent-bucket/app",
+        &StoreOptions {
+            endpoint: Some(endpoint),
+            region: Some("us-east-1".into()),
+            credentials: Some(("id".into(), "secret".into())),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let lsn = insert(&conn, 2, 1);
+    let opts = ShipperOptions {
+        attach_wait: Duration::from_secs(2),
+        ..quick_opts()
+    };
+    let started = std::time::Instant::now();
+    let sh = Shipper::start(vfs.open_database(&path).unwrap(), store, opts).unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "start took {took:?}"
+    );
+    // Commits go on; the lag counts from the oldest record not in the store, attached or not.
+    insert(&conn, 1, 2);
+    let st = sh.status();
+    assert!(!st.store_available, "{st:?}");
+    assert!(st.replicated_lsn < lsn);
+    assert!(st.lag_seconds >= 2.0, "{st:?}");
+    // Dropping it does not wait for the attach's request in flight.
+    let stopping = std::time::Instant::now();
+    drop(sh);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "drop took {:?}",
+        stopping.elapsed()
+    );
+}
+
+#[test]
+fn a_store_failing_for_good_is_not_available() {
+    let t = S3Target::from_env_or_start();
+    let Some(server) = &t.server else {
+        println!("SKIPPED a_store_failing_for_good_is_not_available: needs the in-process server");
+        return;
+    };
+    let store = s3_store(&t, "bucket-gone");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let sh = Shipper::start(vfs.open_database(&path).unwrap(), store, quick_opts()).unwrap();
+    let first = insert(&conn, 1, 1);
+    sh.wait_replicated(first, WAIT).unwrap();
+    assert!(sh.status().store_available);
+    // The bucket goes away: every upload now fails with NoSuchBucket, which retrying cannot fix.
+    std::fs::remove_dir_all(server.root().join(&t.bucket)).unwrap();
+    insert(&conn, 1, 2);
+    sh.ship_now();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let st = loop {
+        let st = sh.status();
+        if st.last_error.is_some() || std::time::Instant::now() > deadline {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = st.last_error.clone().unwrap_or_default();
+    assert!(err.contains("does not exist"), "{st:?}");
+    assert!(!st.store_available, "{st:?}");
 }

@@ -23,6 +23,9 @@ fn options(t: &S3Target) -> StoreOptions {
         credentials: Some((t.access_key.clone(), t.secret_key.clone())),
         max_attempts: Some(3),
         attempt_timeout: Some(Duration::from_secs(30)),
+        // A server without conditional writes (PAGELOG_S3_TEST_NO_CONDITIONAL=1) cannot fence;
+        // the tests that need fencing skip there, the others write anyway.
+        allow_unfenced_writes: !t.conditional_writes,
         ..StoreOptions::default()
     }
 }
@@ -224,7 +227,8 @@ fn conditional_create_keeps_the_first_object() {
     );
     assert_eq!(s.get("k").unwrap(), b"first");
     if let Some(srv) = &t.server {
-        assert_eq!(srv.stats().precondition_failures, 2);
+        // One more: the fencing check's second create of its probe, before the first create.
+        assert_eq!(srv.stats().precondition_failures, 3);
     }
 }
 
@@ -281,7 +285,11 @@ fn multipart_upload_with_conditional_complete() {
         let a = srv.stats();
         assert_eq!(a.upload_parts - b.upload_parts, 3, "5 + 5 + 2 MiB parts");
         assert_eq!(a.completes - b.completes, 1);
-        assert_eq!(a.puts - b.puts, 0, "no single PutObject");
+        assert_eq!(
+            a.puts - b.puts,
+            2,
+            "no single PutObject but the fencing check's two (the store's first create)"
+        );
     }
     assert_eq!(s.get("big").unwrap(), big);
     assert_eq!(s.list("").unwrap()[0].size, big.len() as u64);
@@ -516,7 +524,8 @@ fn unreachable_endpoint_is_unavailable_quickly() {
                 endpoint: e, key, ..
             } => {
                 assert_eq!(e, &endpoint);
-                assert_eq!(key, "k");
+                // A create first runs the fencing check, which names its probe object.
+                assert!(key == "k" || key.starts_with("pagelog-probe/"), "{key}");
             }
             e => panic!("expected Unavailable, got {e:?}"),
         }
@@ -780,4 +789,164 @@ fn missing_credentials_are_access_denied() {
     assert!(matches!(err, StoreError::AccessDenied { .. }), "{err:?}");
     assert!(err.to_string().contains("credentials"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// WARN events logged anywhere in this process (the store logs on its runtime's threads), as
+/// text: installed once as the global subscriber.
+fn captured_warnings() -> &'static std::sync::Mutex<Vec<String>> {
+    use std::sync::{Mutex, OnceLock};
+    use tracing::field::{Field, Visit};
+
+    static WARNINGS: OnceLock<&'static Mutex<Vec<String>>> = OnceLock::new();
+    struct Capture(&'static Mutex<Vec<String>>);
+    struct Text(String);
+    impl Visit for Text {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push_str(&format!("{}={value:?} ", field.name()));
+        }
+    }
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+            *m.level() <= tracing::Level::WARN
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, e: &tracing::Event<'_>) {
+            let mut t = Text(String::new());
+            e.record(&mut t);
+            self.0.lock().unwrap().push(t.0);
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+    WARNINGS.get_or_init(|| {
+        let w: &'static Mutex<Vec<String>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        tracing::subscriber::set_global_default(Capture(w)).expect("no other global subscriber");
+        w
+    })
+}
+
+/// An in-process server that ignores `If-None-Match` (as s3rver does), or `None` against an
+/// external server (it cannot be told to).
+fn ignoring_server(test: &str) -> Option<S3Target> {
+    let t = S3Target::from_env_or_start();
+    match &t.server {
+        Some(s) => s.ignore_if_none_match(true),
+        None => {
+            println!("SKIPPED {test}: needs the in-process server");
+            return None;
+        }
+    }
+    Some(t)
+}
+
+#[test]
+fn a_server_ignoring_if_none_match_is_refused_before_any_write() {
+    let Some(t) = ignoring_server("a_server_ignoring_if_none_match_is_refused_before_any_write")
+    else {
+        return;
+    };
+    let s = open(&t, &t.unique_prefix("no-conditional"));
+    for _ in 0..2 {
+        match s.put_if_absent("t0000000001/timeline.plt", b"claim") {
+            Err(e @ StoreError::ConditionalWritesUnsupported { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("does not honour If-None-Match")
+                        && msg.contains("could not be fenced")
+                        && msg.contains(&t.endpoint),
+                    "{msg}"
+                );
+                assert!(!e.is_transient());
+            }
+            other => panic!("expected ConditionalWritesUnsupported, got {other:?}"),
+        }
+    }
+    // Nothing written, the probe deleted; the verdict kept (one probe: 2 PUTs).
+    assert_eq!(s.list("").unwrap(), vec![]);
+    let st = t.server.as_ref().unwrap().stats();
+    assert_eq!(st.puts, 2, "{st:?}");
+}
+
+#[test]
+fn allow_unfenced_writes_writes_to_an_ignoring_server_with_a_warning() {
+    let warnings = captured_warnings();
+    let Some(t) =
+        ignoring_server("allow_unfenced_writes_writes_to_an_ignoring_server_with_a_warning")
+    else {
+        return;
+    };
+    let prefix = t.unique_prefix("unfenced-allowed");
+    let opts = StoreOptions {
+        allow_unfenced_writes: true,
+        ..options(&t)
+    };
+    let s = S3Store::open(&t.bucket, &prefix, &opts).unwrap();
+    assert_eq!(s.put_if_absent("a", b"one").unwrap(), PutOutcome::Created);
+    // Without fencing a second create overwrites: the very thing the check is about.
+    assert_eq!(s.put_if_absent("a", b"two").unwrap(), PutOutcome::Created);
+    assert_eq!(s.get("a").unwrap(), b"two");
+    // One probe (2 PUTs) for the store, then one PUT per create.
+    assert_eq!(t.server.as_ref().unwrap().stats().puts, 4);
+    let w = warnings.lock().unwrap();
+    assert!(
+        w.iter()
+            .any(|m| m.contains("does not honour If-None-Match") && m.contains(&prefix)),
+        "no warning naming {prefix}: {w:?}"
+    );
+}
+
+#[test]
+fn a_server_honouring_if_none_match_passes_the_fencing_check_once() {
+    let t = S3Target::from_env_or_start();
+    if skip_without_conditional(
+        &t,
+        "a_server_honouring_if_none_match_passes_the_fencing_check_once",
+    ) {
+        return;
+    }
+    let s = open(&t, &t.unique_prefix("fencing-check"));
+    assert_eq!(s.put_if_absent("a", b"one").unwrap(), PutOutcome::Created);
+    assert_eq!(s.put_if_absent("b", b"two").unwrap(), PutOutcome::Created);
+    assert_eq!(
+        s.put_if_absent("a", b"three").unwrap(),
+        PutOutcome::AlreadyExists
+    );
+    // The probe is gone: only our objects are listed.
+    let keys: Vec<String> = s.list("").unwrap().into_iter().map(|m| m.key).collect();
+    assert_eq!(keys, ["a", "b"]);
+    if let Some(server) = &t.server {
+        let st = server.stats();
+        // Two PUTs of the probe (the second refused with 412), then three creates.
+        assert_eq!((st.puts, st.precondition_failures), (5, 2), "{st:?}");
+    }
+}
+
+#[test]
+fn a_refused_listing_names_the_bucket_and_prefix() {
+    let t = S3Target::from_env_or_start();
+    let prefix = t.unique_prefix("refused-listing");
+    let opts = StoreOptions {
+        credentials: Some((t.access_key.clone(), "not-the-secret".into())),
+        ..options(&t)
+    };
+    let s = S3Store::open(&t.bucket, &prefix, &opts).unwrap();
+    match s.list("") {
+        Err(e @ StoreError::AccessDenied { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("s3://{}/{prefix}/", t.bucket)),
+                "{msg}"
+            );
+        }
+        // An external server that accepts any credentials.
+        Err(e) => panic!("expected AccessDenied, got {e:?}"),
+        Ok(_) => println!(
+            "SKIPPED a_refused_listing_names_the_bucket_and_prefix: {} accepts any credentials",
+            t.endpoint
+        ),
+    }
 }

@@ -97,6 +97,22 @@ pub enum StoreError {
         /// What is missing.
         what: String,
     },
+    /// The server does not honour `If-None-Match: *` on a create (it overwrote an existing
+    /// object, or refused the condition): pagelog's fencing rests on it, so a second writer on
+    /// the same prefix could not be fenced and would silently replace the first one's objects.
+    /// Found by the S3 store's check before its first write; set
+    /// [`StoreOptions::allow_unfenced_writes`] to write anyway (with a warning).
+    #[error(
+        "{endpoint} does not honour If-None-Match (conditional create) for {store}: a second writer on this prefix could not be fenced, so pagelog refuses to write ({message}); use a server that honours it, or set allow_unfenced_writes (PAGELOG_S3_ALLOW_UNFENCED_WRITES=1) if only one writer can ever use this prefix"
+    )]
+    ConditionalWritesUnsupported {
+        /// Endpoint URL.
+        endpoint: String,
+        /// The store.
+        store: String,
+        /// What the server did.
+        message: String,
+    },
     /// A key or URL is not valid.
     #[error("invalid {what}: {detail}")]
     Invalid {
@@ -175,6 +191,14 @@ pub trait ObjectStore: Send + Sync + Debug {
 
     /// Delete `key`; deleting a missing key is not an error.
     fn delete(&self, key: &str) -> StoreResult<()>;
+
+    /// Check that [`ObjectStore::put_if_absent`] really fails on an existing key, which fencing
+    /// a second writer rests on. The S3 store checks the server once (and also before its first
+    /// conditional create, whoever calls it); the default, for stores whose create is exclusive
+    /// by construction, does nothing.
+    fn check_conditional_writes(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// An object being read as a stream: see [`ObjectStore::get_reader`].

@@ -15,6 +15,13 @@
 //!   CompleteMultipartUpload carries `If-None-Match: *` (the upload is aborted on any failure);
 //!   412 means the key exists, 409 (a conflicting concurrent write) is settled by a HEAD and
 //!   another try;
+//! - the fencing check: before its first conditional create a store makes sure the server
+//!   honours `If-None-Match: *` (some S3 servers, s3rver for one, ignore it and let a second
+//!   writer overwrite the first). It creates a uniquely named probe object under the prefix
+//!   (`pagelog-probe/…`), creates it again and requires a 412, then deletes it: two PUTs and a
+//!   DELETE, once per store. A server that accepts the second create (or answers a conditional
+//!   create with 501, or 400 naming the header) is [`StoreError::ConditionalWritesUnsupported`],
+//!   unless [`StoreOptions::allow_unfenced_writes`] downgrades that to a warning;
 //! - reads: one ranged GET, and when the first answer's `Content-Range` shows more, the rest in
 //!   parallel ranged GETs (`If-Match` the first answer's ETag) reassembled in order. A body
 //!   shorter than its headers promise is an error and is fetched again, never returned;
@@ -79,6 +86,11 @@ const STREAM_AHEAD: u64 = 2;
 const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_REGION: &str = "us-east-1";
+/// Directory (under the prefix) of the fencing check's probe objects.
+const PROBE_DIR: &str = "pagelog-probe";
+/// The environment variable that sets [`StoreOptions::allow_unfenced_writes`] when the options
+/// leave it off (for programs, like the CLI, that build their options without it).
+pub const ALLOW_UNFENCED_WRITES_ENV: &str = "PAGELOG_S3_ALLOW_UNFENCED_WRITES";
 
 /// An S3 bucket and key prefix as an [`ObjectStore`]. See the module documentation.
 pub struct S3Store {
@@ -103,6 +115,11 @@ struct Inner {
     concurrency: usize,
     max_attempts: u32,
     attempt_timeout: Duration,
+    /// Write even if the server does not honour `If-None-Match: *` (with a warning).
+    allow_unfenced_writes: bool,
+    /// The fencing check's verdict once made: `Some(why)` if the server does not honour
+    /// `If-None-Match: *`. See [`Inner::check_fencing`].
+    fencing_checked: tokio::sync::OnceCell<Option<String>>,
 }
 
 /// A runtime the store started; it shuts down without blocking when the store is dropped, so
@@ -310,6 +327,10 @@ impl S3Store {
                 .max(1),
             max_attempts,
             attempt_timeout,
+            allow_unfenced_writes: options.allow_unfenced_writes
+                || std::env::var(ALLOW_UNFENCED_WRITES_ENV)
+                    .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes")),
+            fencing_checked: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -392,6 +413,10 @@ impl ObjectStore for S3Store {
         validate_key(key)?;
         let key = key.to_string();
         self.run(move |s| Box::pin(async move { s.delete(&key).await }))
+    }
+
+    fn check_conditional_writes(&self) -> StoreResult<()> {
+        self.run(|s| Box::pin(async move { s.check_fencing().await }))
     }
 }
 
@@ -543,6 +568,16 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
     (first <= last && last < total).then_some((first, last, total))
 }
 
+/// Whether a 400 answer to a conditional create says the server does not do conditional
+/// creates (rather than something wrong with this request's body).
+fn rejects_condition(code: &str, message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    code == "NotImplemented"
+        || m.contains("if-none-match")
+        || m.contains("conditional")
+        || m.contains("not implemented")
+}
+
 /// Exponential backoff with full jitter for our own retries (body reads, write conflicts).
 fn backoff(attempt: u32) -> Duration {
     let cap_ms = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
@@ -564,11 +599,27 @@ impl Inner {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        let code = err.code().unwrap_or("").to_string();
         let f = self.fail(key, err);
-        if f.status == Some(412) {
-            Ok(PutOutcome::AlreadyExists)
-        } else {
-            Err(f)
+        match f.status {
+            Some(412) => Ok(PutOutcome::AlreadyExists),
+            Some(501) => Err(self.conditional_unsupported(f)),
+            Some(400) if rejects_condition(&code, &f.error.to_string()) => {
+                Err(self.conditional_unsupported(f))
+            }
+            _ => Err(f),
+        }
+    }
+
+    /// A conditional create refused as something the server does not do.
+    fn conditional_unsupported(&self, f: Failure) -> Failure {
+        Failure {
+            status: f.status,
+            error: StoreError::ConditionalWritesUnsupported {
+                endpoint: self.endpoint.clone(),
+                store: self.describe.clone(),
+                message: format!("a PUT with If-None-Match: * was refused: {}", f.error),
+            },
         }
     }
 
@@ -578,7 +629,16 @@ impl Inner {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let endpoint = self.endpoint.clone();
-        let key = key.to_string();
+        // A bucket-level call (a listing of the whole prefix) has no key: name what it read.
+        let key = if key.is_empty() {
+            if self.prefix.is_empty() {
+                format!("s3://{}", self.bucket)
+            } else {
+                format!("s3://{}/{}/", self.bucket, self.prefix)
+            }
+        } else {
+            key.to_string()
+        };
         if let SdkError::ServiceError(se) = &err {
             let status = se.raw().status().as_u16();
             let code = se.err().code().unwrap_or("").to_string();
@@ -724,6 +784,82 @@ impl Inner {
     }
 
     async fn put_if_absent(self: &Arc<Self>, key: &str, data: Bytes) -> StoreResult<PutOutcome> {
+        self.check_fencing().await?;
+        self.put_if_absent_unchecked(key, data).await
+    }
+
+    /// Check once per store that the server honours `If-None-Match: *` (see the module
+    /// documentation). Concurrent callers wait for one check. Its verdict is kept for the
+    /// store's life; a check that fails on another error (the server down) is not, so the next
+    /// call checks again.
+    async fn check_fencing(self: &Arc<Self>) -> StoreResult<()> {
+        let verdict = self
+            .fencing_checked
+            .get_or_try_init(|| async {
+                match self.probe_conditional_writes().await {
+                    Ok(()) => Ok(None),
+                    Err(StoreError::ConditionalWritesUnsupported { message, .. }) => {
+                        if self.allow_unfenced_writes {
+                            warn!(
+                                store = %self.describe,
+                                reason = %message,
+                                "the S3 server does not honour If-None-Match: a second writer on this prefix would not be fenced (writing anyway: allow_unfenced_writes is set)"
+                            );
+                        }
+                        Ok(Some(message))
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        match verdict {
+            Some(message) if !self.allow_unfenced_writes => {
+                Err(StoreError::ConditionalWritesUnsupported {
+                    endpoint: self.endpoint.clone(),
+                    store: self.describe.clone(),
+                    message: message.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Create a probe object twice with `If-None-Match: *`; the second create must find it.
+    async fn probe_conditional_writes(self: &Arc<Self>) -> StoreResult<()> {
+        let key = format!(
+            "{PROBE_DIR}/{:016x}{:016x}.probe",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
+        let body = Bytes::from_static(b"pagelog: checking that conditional writes are honoured\n");
+        // The first create's outcome does not matter: AlreadyExists on a fresh key can only be
+        // an earlier attempt of this very request (its answer lost), refused as it should be.
+        let r = match self.put_if_absent_unchecked(&key, body.clone()).await {
+            Ok(_) => self.put_if_absent_unchecked(&key, body).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = self.delete(&key).await {
+            warn!(key, error = %e, "deleting the conditional-write probe failed; it can be deleted by hand");
+        }
+        match r? {
+            PutOutcome::AlreadyExists => {
+                debug!(store = %self.describe, "the server honours If-None-Match");
+                Ok(())
+            }
+            PutOutcome::Created => Err(StoreError::ConditionalWritesUnsupported {
+                endpoint: self.endpoint.clone(),
+                store: self.describe.clone(),
+                message: "a second PUT with If-None-Match: * of an existing object succeeded"
+                    .to_string(),
+            }),
+        }
+    }
+
+    async fn put_if_absent_unchecked(
+        self: &Arc<Self>,
+        key: &str,
+        data: Bytes,
+    ) -> StoreResult<PutOutcome> {
         let mut conflicts = 0;
         loop {
             let r = if data.len() > self.multipart_threshold {
@@ -1184,6 +1320,20 @@ mod tests {
         ] {
             assert_eq!(parse_content_range(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn refused_conditions_are_told_from_bad_requests() {
+        assert!(rejects_condition("NotImplemented", "x"));
+        assert!(rejects_condition(
+            "InvalidArgument",
+            "Unsupported header If-None-Match (HTTP 400)"
+        ));
+        assert!(!rejects_condition(
+            "BadDigest",
+            "The Content-MD5 you specified did not match"
+        ));
+        assert!(!rejects_condition("EntityTooLarge", "too large"));
     }
 
     #[test]

@@ -93,6 +93,14 @@ pub struct StoreOptions {
     pub download_concurrency: Option<usize>,
     /// Timeout of one request attempt. Default 60 s.
     pub attempt_timeout: Option<Duration>,
+    /// Write even to a server that does not honour `If-None-Match: *`. Before its first
+    /// conditional create, the S3 store checks that the server honours it (a probe object
+    /// created twice; two PUTs and a DELETE once per store) and otherwise refuses to write with
+    /// [`StoreError::ConditionalWritesUnsupported`]: pagelog's fencing of a second writer rests
+    /// on conditional creates. With this set, that check only logs a warning — safe only if
+    /// no two writers can ever ship to the same prefix. Default false; the environment
+    /// variable `PAGELOG_S3_ALLOW_UNFENCED_WRITES=1` also sets it.
+    pub allow_unfenced_writes: bool,
     /// A tokio runtime to run requests on. Default: the store starts its own small runtime.
     #[cfg(feature = "s3")]
     pub runtime: Option<tokio::runtime::Handle>,
@@ -113,6 +121,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("multipart_threshold", &self.multipart_threshold)
             .field("download_concurrency", &self.download_concurrency)
             .field("attempt_timeout", &self.attempt_timeout)
+            .field("allow_unfenced_writes", &self.allow_unfenced_writes)
             .finish_non_exhaustive()
     }
 }
