@@ -183,6 +183,7 @@ impl Database {
     pub(crate) fn open(path: &Path, opts: &VfsOptions) -> Result<Database> {
         let fs = opts.fs.clone();
         let log_dir = PathBuf::from(format!("{}{LOG_DIR_SUFFIX}", path.display()));
+        refuse_unmanaged(&fs, path, &log_dir)?;
         let log = Log::open(fs.clone(), &log_dir, opts.log.clone()).map_err(|e| match e {
             LogError::Io { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock => {
                 VfsError::Owned {
@@ -614,6 +615,28 @@ impl Database {
         tracing::debug!(db = %self.path.display(), lsn = last, "checkpoint mark");
         Ok(())
     }
+}
+
+/// A non-empty database file without a log directory is a plain SQLite file: refuse it before
+/// [`Log::open`] creates the directory, so that refusing leaves nothing behind.
+fn refuse_unmanaged(fs: &FsRef, path: &Path, log_dir: &Path) -> Result<()> {
+    if fs
+        .exists(log_dir)
+        .map_err(|e| io_err(log_dir, "probing", e))?
+        || !fs.exists(path).map_err(|e| io_err(path, "probing", e))?
+    {
+        return Ok(());
+    }
+    let len = fs
+        .open(path, OpenOptions::read_only())
+        .and_then(|f| f.len())
+        .map_err(|e| io_err(path, "measuring", e))?;
+    if len > 0 {
+        return Err(VfsError::NotManaged {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 /// Hash every page of the file.
