@@ -16,23 +16,35 @@ use parking_lot::Mutex;
 use crate::config::{Config, StoreSpec};
 use crate::durable::{DurableFuture, DurableWaiter};
 use crate::error::{Error, Result};
+use crate::retention::{LocalRetention, trim_local_log};
 
-/// One registered VFS per (durability, page size), shared by every database of the process.
-fn vfs_for(durability: Durability, page_size: u32) -> Result<PagelogVfs> {
-    static VFSES: OnceLock<Mutex<HashMap<(bool, u32), PagelogVfs>>> = OnceLock::new();
+/// One registered VFS per (durability, page size, log segment size), shared by every database
+/// of the process.
+fn vfs_for(durability: Durability, page_size: u32, segment_size: u64) -> Result<PagelogVfs> {
+    type Key = (bool, u32, u64);
+    static VFSES: OnceLock<Mutex<HashMap<Key, PagelogVfs>>> = OnceLock::new();
     let gated = durability == Durability::Gated;
     let mut map = VFSES.get_or_init(Default::default).lock();
-    if let Some(v) = map.get(&(gated, page_size)) {
+    if let Some(v) = map.get(&(gated, page_size, segment_size)) {
         return Ok(v.clone());
     }
     let mut opts = VfsOptions::new(durability);
     opts.page_size = page_size;
-    let name = format!(
-        "pagelog-{}-{page_size}",
-        if gated { "gated" } else { "sync" }
-    );
+    opts.log.segment_size = segment_size;
+    let default_segment = pagelog_log::LogOptions::default().segment_size;
+    let name = if segment_size == default_segment {
+        format!(
+            "pagelog-{}-{page_size}",
+            if gated { "gated" } else { "sync" }
+        )
+    } else {
+        format!(
+            "pagelog-{}-{page_size}-{segment_size}",
+            if gated { "gated" } else { "sync" }
+        )
+    };
     let vfs = PagelogVfs::register(&name, opts)?;
-    map.insert((gated, page_size), vfs.clone());
+    map.insert((gated, page_size, segment_size), vfs.clone());
     Ok(vfs)
 }
 
@@ -92,6 +104,8 @@ pub struct Database {
     shipper: Option<Shipper>,
     store: Option<StoreRef>,
     waiter: Arc<DurableWaiter>,
+    /// Trims the local log when there is no store (the shipper does it otherwise).
+    retention: Option<LocalRetention>,
     config: Config,
 }
 
@@ -110,7 +124,7 @@ impl Database {
     /// shipping to the configured store. Fails if another process owns the database, or if
     /// the store holds another database or a history this copy is behind or diverged from.
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Database> {
-        let vfs = vfs_for(config.durability, config.page_size)?;
+        let vfs = vfs_for(config.durability, config.page_size, config.log_segment_size)?;
         let inner = vfs.open_database(path.as_ref())?;
         let store = match &config.store {
             None => None,
@@ -132,6 +146,15 @@ impl Database {
             )?),
             None => None,
         };
+        let retention = if shipper.is_none() && config.shipper.truncate_local_log {
+            Some(
+                LocalRetention::start(inner.clone(), config.local_log_check_interval).map_err(
+                    |e| Error::Config(format!("starting the local log retention thread: {e}")),
+                )?,
+            )
+        } else {
+            None
+        };
         let waiter = DurableWaiter::new(inner.clone());
         Ok(Database {
             path: inner.path().to_path_buf(),
@@ -140,6 +163,7 @@ impl Database {
             shipper,
             store,
             waiter,
+            retention,
             config,
         })
     }
@@ -306,8 +330,16 @@ impl Database {
             Some(s) => s.close(self.config.close_timeout),
             None => Ok(()),
         };
+        let trimmed = match self.retention.take() {
+            Some(mut r) => {
+                r.stop();
+                trim_local_log(&self.inner).map(|_| ())
+            }
+            None => Ok(()),
+        };
         flushed?;
         shipped?;
+        trimmed?;
         Ok(())
     }
 }
@@ -321,5 +353,6 @@ impl Drop for Database {
         }
         self.waiter.stop();
         self.shipper.take();
+        self.retention.take();
     }
 }
