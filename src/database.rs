@@ -1,7 +1,7 @@
 //! [`Database`]: one SQLite database through pagelog — its connections, bookmarks, durability
 //! and replication waits, snapshots, statistics and shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -46,6 +46,30 @@ fn vfs_for(durability: Durability, page_size: u32, segment_size: u64) -> Result<
     let vfs = PagelogVfs::register(&name, opts)?;
     map.insert((gated, page_size, segment_size), vfs.clone());
     Ok(vfs)
+}
+
+/// The paths of the databases open through a [`Database`] in this process.
+fn open_paths() -> &'static Mutex<HashSet<PathBuf>> {
+    static OPEN: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    OPEN.get_or_init(Default::default)
+}
+
+/// A database's entry in [`open_paths`], removed on drop.
+struct OpenClaim(PathBuf);
+
+impl OpenClaim {
+    fn claim(path: &Path) -> Result<OpenClaim> {
+        if !open_paths().lock().insert(path.to_path_buf()) {
+            return Err(Error::AlreadyOpen(path.to_path_buf()));
+        }
+        Ok(OpenClaim(path.to_path_buf()))
+    }
+}
+
+impl Drop for OpenClaim {
+    fn drop(&mut self) {
+        open_paths().lock().remove(&self.0);
+    }
 }
 
 /// Counters and watermarks of a database.
@@ -107,6 +131,8 @@ pub struct Database {
     /// Trims the local log when there is no store (the shipper does it otherwise).
     retention: Option<LocalRetention>,
     config: Config,
+    /// Last: released once everything else is stopped.
+    _claim: OpenClaim,
 }
 
 impl std::fmt::Debug for Database {
@@ -122,10 +148,12 @@ impl std::fmt::Debug for Database {
 impl Database {
     /// Open (creating if needed, recovering always) the database at `path`, and start
     /// shipping to the configured store. Fails if another process owns the database, or if
-    /// the store holds another database or a history this copy is behind or diverged from.
+    /// the store holds another database or a history this copy is behind or diverged from,
+    /// or ([`Error::AlreadyOpen`]) if a `Database` of this process has it open already.
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Database> {
         let vfs = vfs_for(config.durability, config.page_size, config.log_segment_size)?;
         let inner = vfs.open_database(path.as_ref())?;
+        let claim = OpenClaim::claim(inner.path())?;
         let store = match &config.store {
             None => None,
             Some(StoreSpec::Store(s)) => Some(s.clone()),
@@ -165,6 +193,7 @@ impl Database {
             waiter,
             retention,
             config,
+            _claim: claim,
         })
     }
 

@@ -1,6 +1,6 @@
 //! The local log without a store: trimmed after checkpoints so that it stays bounded, with
-//! every commit kept across close, drop and reopen; a refused plain SQLite file left as it
-//! was.
+//! every commit kept across close, drop and reopen; one `Database` per path per process; a
+//! refused plain SQLite file left as it was.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -103,6 +103,43 @@ fn trimming_can_be_turned_off() {
     db.close().unwrap();
     // Nothing trimmed: every commit's record is still there.
     assert!(log_dir_bytes(&path) > 10 * SEGMENT);
+}
+
+#[test]
+fn a_second_open_in_the_same_process_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let path = dir.path().join("a.db");
+    let cfg = Config::new().store_url(store.to_str().unwrap());
+    let db = Database::open(&path, cfg.clone()).unwrap();
+    db.connect()
+        .unwrap()
+        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+        .unwrap();
+    // Also through another spelling of the same path.
+    let other = dir.path().join(".").join("a.db");
+    for p in [&path, &other] {
+        let err = Database::open(p, cfg.clone()).unwrap_err();
+        assert!(matches!(&err, Error::AlreadyOpen(_)), "{err}");
+        assert!(err.to_string().contains("already open in this process"));
+    }
+    // The first handle is untouched by the refusals, and closes cleanly.
+    db.connect()
+        .unwrap()
+        .execute("INSERT INTO t VALUES (2)", [])
+        .unwrap();
+    db.close().unwrap();
+    // Closed: it opens again.
+    let db = Database::open(&path, cfg.clone()).unwrap();
+    let n: i64 = db
+        .connect()
+        .unwrap()
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
+    drop(db);
+    // Dropped: it opens again too.
+    Database::open(&path, cfg).unwrap().close().unwrap();
 }
 
 #[test]
