@@ -36,6 +36,8 @@ pub struct Config {
     pub(crate) auto_checkpoint_pages: u32,
     pub(crate) busy_timeout: Duration,
     pub(crate) close_timeout: Duration,
+    pub(crate) log_segment_size: u64,
+    pub(crate) local_log_check_interval: Duration,
 }
 
 impl Default for Config {
@@ -48,6 +50,8 @@ impl Default for Config {
             auto_checkpoint_pages: 1000,
             busy_timeout: Duration::from_secs(5),
             close_timeout: Duration::from_secs(30),
+            log_segment_size: pagelog_log::LogOptions::default().segment_size,
+            local_log_check_interval: Duration::from_secs(1),
         }
     }
 }
@@ -161,6 +165,30 @@ impl Config {
     /// How long [`crate::Database::close`] waits for the store (default 30 s).
     pub fn close_timeout(mut self, timeout: Duration) -> Config {
         self.close_timeout = timeout;
+        self
+    }
+
+    /// Trim the local log (`<db>-pagelog/`) at all (default on). With a store, the shipper
+    /// drops what is both shipped and checkpointed; without one, a background thread drops
+    /// what precedes the last durable checkpoint. Off, the log grows until something else
+    /// calls [`pagelog_log::Log::truncate_prefix`].
+    pub fn truncate_local_log(mut self, on: bool) -> Config {
+        self.shipper.truncate_local_log = on;
+        self
+    }
+
+    /// Without a store, how often the local log is checked for a new checkpoint to trim up to
+    /// (default 1 s; the check is off the commit path and does nothing without a new
+    /// checkpoint). [`crate::Database::close`] trims once more.
+    pub fn local_log_check_interval(mut self, interval: Duration) -> Config {
+        self.local_log_check_interval = interval;
+        self
+    }
+
+    /// Size of the local log's segments (default 64 MiB); the log is trimmed a whole segment
+    /// at a time.
+    pub fn log_segment_size(mut self, bytes: u64) -> Config {
+        self.log_segment_size = bytes;
         self
     }
 }

@@ -1,7 +1,7 @@
 //! [`Database`]: one SQLite database through pagelog — its connections, bookmarks, durability
 //! and replication waits, snapshots, statistics and shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -16,24 +16,60 @@ use parking_lot::Mutex;
 use crate::config::{Config, StoreSpec};
 use crate::durable::{DurableFuture, DurableWaiter};
 use crate::error::{Error, Result};
+use crate::retention::{LocalRetention, trim_local_log};
 
-/// One registered VFS per (durability, page size), shared by every database of the process.
-fn vfs_for(durability: Durability, page_size: u32) -> Result<PagelogVfs> {
-    static VFSES: OnceLock<Mutex<HashMap<(bool, u32), PagelogVfs>>> = OnceLock::new();
+/// One registered VFS per (durability, page size, log segment size), shared by every database
+/// of the process.
+fn vfs_for(durability: Durability, page_size: u32, segment_size: u64) -> Result<PagelogVfs> {
+    type Key = (bool, u32, u64);
+    static VFSES: OnceLock<Mutex<HashMap<Key, PagelogVfs>>> = OnceLock::new();
     let gated = durability == Durability::Gated;
     let mut map = VFSES.get_or_init(Default::default).lock();
-    if let Some(v) = map.get(&(gated, page_size)) {
+    if let Some(v) = map.get(&(gated, page_size, segment_size)) {
         return Ok(v.clone());
     }
     let mut opts = VfsOptions::new(durability);
     opts.page_size = page_size;
-    let name = format!(
-        "pagelog-{}-{page_size}",
-        if gated { "gated" } else { "sync" }
-    );
+    opts.log.segment_size = segment_size;
+    let default_segment = pagelog_log::LogOptions::default().segment_size;
+    let name = if segment_size == default_segment {
+        format!(
+            "pagelog-{}-{page_size}",
+            if gated { "gated" } else { "sync" }
+        )
+    } else {
+        format!(
+            "pagelog-{}-{page_size}-{segment_size}",
+            if gated { "gated" } else { "sync" }
+        )
+    };
     let vfs = PagelogVfs::register(&name, opts)?;
-    map.insert((gated, page_size), vfs.clone());
+    map.insert((gated, page_size, segment_size), vfs.clone());
     Ok(vfs)
+}
+
+/// The paths of the databases open through a [`Database`] in this process.
+fn open_paths() -> &'static Mutex<HashSet<PathBuf>> {
+    static OPEN: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    OPEN.get_or_init(Default::default)
+}
+
+/// A database's entry in [`open_paths`], removed on drop.
+struct OpenClaim(PathBuf);
+
+impl OpenClaim {
+    fn claim(path: &Path) -> Result<OpenClaim> {
+        if !open_paths().lock().insert(path.to_path_buf()) {
+            return Err(Error::AlreadyOpen(path.to_path_buf()));
+        }
+        Ok(OpenClaim(path.to_path_buf()))
+    }
+}
+
+impl Drop for OpenClaim {
+    fn drop(&mut self) {
+        open_paths().lock().remove(&self.0);
+    }
 }
 
 /// Counters and watermarks of a database.
@@ -92,7 +128,11 @@ pub struct Database {
     shipper: Option<Shipper>,
     store: Option<StoreRef>,
     waiter: Arc<DurableWaiter>,
+    /// Trims the local log when there is no store (the shipper does it otherwise).
+    retention: Option<LocalRetention>,
     config: Config,
+    /// Last: released once everything else is stopped.
+    _claim: OpenClaim,
 }
 
 impl std::fmt::Debug for Database {
@@ -108,10 +148,12 @@ impl std::fmt::Debug for Database {
 impl Database {
     /// Open (creating if needed, recovering always) the database at `path`, and start
     /// shipping to the configured store. Fails if another process owns the database, or if
-    /// the store holds another database or a history this copy is behind or diverged from.
+    /// the store holds another database or a history this copy is behind or diverged from,
+    /// or ([`Error::AlreadyOpen`]) if a `Database` of this process has it open already.
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Database> {
-        let vfs = vfs_for(config.durability, config.page_size)?;
+        let vfs = vfs_for(config.durability, config.page_size, config.log_segment_size)?;
         let inner = vfs.open_database(path.as_ref())?;
+        let claim = OpenClaim::claim(inner.path())?;
         let store = match &config.store {
             None => None,
             Some(StoreSpec::Store(s)) => Some(s.clone()),
@@ -132,6 +174,15 @@ impl Database {
             )?),
             None => None,
         };
+        let retention = if shipper.is_none() && config.shipper.truncate_local_log {
+            Some(
+                LocalRetention::start(inner.clone(), config.local_log_check_interval).map_err(
+                    |e| Error::Config(format!("starting the local log retention thread: {e}")),
+                )?,
+            )
+        } else {
+            None
+        };
         let waiter = DurableWaiter::new(inner.clone());
         Ok(Database {
             path: inner.path().to_path_buf(),
@@ -140,7 +191,9 @@ impl Database {
             shipper,
             store,
             waiter,
+            retention,
             config,
+            _claim: claim,
         })
     }
 
@@ -306,8 +359,16 @@ impl Database {
             Some(s) => s.close(self.config.close_timeout),
             None => Ok(()),
         };
+        let trimmed = match self.retention.take() {
+            Some(mut r) => {
+                r.stop();
+                trim_local_log(&self.inner).map(|_| ())
+            }
+            None => Ok(()),
+        };
         flushed?;
         shipped?;
+        trimmed?;
         Ok(())
     }
 }
@@ -321,5 +382,6 @@ impl Drop for Database {
         }
         self.waiter.stop();
         self.shipper.take();
+        self.retention.take();
     }
 }

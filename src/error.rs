@@ -29,6 +29,10 @@ pub enum Error {
     /// Replication was asked of a database opened without a store.
     #[error("database {0} has no store configured: nothing is replicated")]
     NoStore(std::path::PathBuf),
+    /// The database is already open through another [`crate::Database`] in this process
+    /// (close that one first, or share it).
+    #[error("database {0} is already open in this process")]
+    AlreadyOpen(std::path::PathBuf),
     /// Bad configuration.
     #[error("invalid pagelog configuration: {0}")]
     Config(String),

@@ -38,6 +38,7 @@ mod config;
 mod database;
 mod durable;
 mod error;
+mod retention;
 
 pub use config::Config;
 pub use database::{Database, Stats};

@@ -186,6 +186,7 @@ impl Database {
     pub(crate) fn open(path: &Path, opts: &VfsOptions) -> Result<Database> {
         let fs = opts.fs.clone();
         let log_dir = PathBuf::from(format!("{}{LOG_DIR_SUFFIX}", path.display()));
+        refuse_unmanaged(&fs, path, &log_dir)?;
         let log = Log::open(fs.clone(), &log_dir, opts.log.clone()).map_err(|e| match e {
             LogError::Io { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock => {
                 VfsError::Owned {
@@ -394,6 +395,40 @@ impl Database {
     /// The LSN the database file durably holds (last checkpoint mark).
     pub fn checkpoint_lsn(&self) -> Lsn {
         self.ckpt_lsn.load(Ordering::Acquire)
+    }
+
+    /// The highest LSN the log may be truncated up to (inclusive) so that recovery still has
+    /// all it needs, or `None` if nothing may be dropped yet: every record before the last
+    /// checkpointed transaction, once the checkpoint mark covering it is durable (the main file
+    /// was synced before the mark was appended). That transaction and its mark stay: recovery
+    /// reads the database's size and checksum from the last transaction. Waits for the log's
+    /// current tail to be durable if it is not (one group-commit sync).
+    ///
+    /// Without a store nothing else truncates the log: the `pagelog` facade calls
+    /// [`Database::trim_log`] after checkpoints; a user of this crate alone must call it (or
+    /// [`Log::truncate_prefix`] up to no more than this bound). With a store, the shipper
+    /// truncates only what is both shipped and within this bound.
+    pub fn log_truncation_bound(&self) -> Result<Option<Lsn>> {
+        let ckpt = self.ckpt_lsn.load(Ordering::Acquire);
+        if ckpt <= 1 {
+            return Ok(None);
+        }
+        // The mark for `ckpt` was appended before `ckpt` was published: the tail read now is
+        // at or after it.
+        let tail = self.log.last_lsn();
+        if self.log.durable_lsn() < tail {
+            self.log.wait_durable(tail)?;
+        }
+        Ok(Some(ckpt - 1))
+    }
+
+    /// Truncate the log up to [`Database::log_truncation_bound`] (for a database with no store:
+    /// with one, only what is shipped may go); returns the segments removed.
+    pub fn trim_log(&self) -> Result<usize> {
+        match self.log_truncation_bound()? {
+            Some(upto) if upto >= self.log.first_lsn() => Ok(self.log.truncate_prefix(upto)?),
+            _ => Ok(0),
+        }
     }
 
     /// Whole-database checksum after the last committed transaction, with the database size in
@@ -653,6 +688,28 @@ impl Database {
         tracing::debug!(db = %self.path.display(), lsn = last, "checkpoint mark");
         Ok(())
     }
+}
+
+/// A non-empty database file without a log directory is a plain SQLite file: refuse it before
+/// [`Log::open`] creates the directory, so that refusing leaves nothing behind.
+fn refuse_unmanaged(fs: &FsRef, path: &Path, log_dir: &Path) -> Result<()> {
+    if fs
+        .exists(log_dir)
+        .map_err(|e| io_err(log_dir, "probing", e))?
+        || !fs.exists(path).map_err(|e| io_err(path, "probing", e))?
+    {
+        return Ok(());
+    }
+    let len = fs
+        .open(path, OpenOptions::read_only())
+        .and_then(|f| f.len())
+        .map_err(|e| io_err(path, "measuring", e))?;
+    if len > 0 {
+        return Err(VfsError::NotManaged {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 /// Hash every page of the file.

@@ -42,6 +42,11 @@
 //! - One process owns a database (the log's lock file); its connections share in-process locks
 //!   and a heap WAL-index. On open, recovery replays the log after the last checkpoint mark onto
 //!   the main file, discards the WAL, and verifies the whole-database checksum.
+//! - The log only grows unless someone trims it. The `pagelog` facade does (its shipper up to
+//!   what is shipped, or without a store a background thread after checkpoints); a program
+//!   using this crate alone must call [`Database::trim_log`] after checkpoints (or
+//!   [`pagelog_log::Log::truncate_prefix`] up to no more than
+//!   [`Database::log_truncation_bound`], e.g. also bounded by what it has copied elsewhere).
 //!
 //! Why not the `sqlite-vfs` crate: its author calls it a prototype not meant for production,
 //! it reports WAL test failures and has an unreleased fix for `SQLITE_CORRUPT` with one writer

@@ -109,6 +109,13 @@ fn a_plain_sqlite_database_is_not_silently_adopted() {
         .unwrap();
     let err = vfs_with(4096).open_database(&path).unwrap_err();
     assert!(matches!(err, VfsError::NotManaged { .. }), "{err}");
+    // Refusing leaves nothing behind: no log directory next to the file.
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["plain.db"]);
 }
 
 #[test]
