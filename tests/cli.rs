@@ -415,7 +415,7 @@ fn restore_force_refuses_a_database_that_is_open() {
     let o = run(&["restore", s(&h.store), "-o", s(&db), "--force"]);
     assert_eq!(code(&o), 7, "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("owned by another process"), "{err}");
+    assert!(err.contains("is open elsewhere"), "{err}");
     assert!(
         err.contains(&format!("pid {}", std::process::id())),
         "the owner is named: {err}"
