@@ -31,18 +31,13 @@ fn vfs_for(durability: Durability, page_size: u32, segment_size: u64) -> Result<
     let mut opts = VfsOptions::new(durability);
     opts.page_size = page_size;
     opts.log.segment_size = segment_size;
-    let default_segment = pagelog_log::LogOptions::default().segment_size;
-    let name = if segment_size == default_segment {
-        format!(
-            "pagelog-{}-{page_size}",
-            if gated { "gated" } else { "sync" }
-        )
-    } else {
-        format!(
-            "pagelog-{}-{page_size}-{segment_size}",
-            if gated { "gated" } else { "sync" }
-        )
-    };
+    let mut name = format!(
+        "pagelog-{}-{page_size}",
+        if gated { "gated" } else { "sync" }
+    );
+    if segment_size != pagelog_log::LogOptions::default().segment_size {
+        name.push_str(&format!("-{segment_size}"));
+    }
     let vfs = PagelogVfs::register(&name, opts)?;
     map.insert((gated, page_size, segment_size), vfs.clone());
     Ok(vfs)

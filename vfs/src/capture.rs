@@ -209,6 +209,12 @@ impl WalCapture {
             .map(move |&(pgno, slot)| (pgno, &arena[slot as usize * ps..(slot as usize + 1) * ps]))
     }
 
+    /// Frames of the committed transaction (only meaningful right after
+    /// [`WalEvent::Commit`]): a cheap upper bound of the pages [`WalCapture::pages`] yields.
+    pub fn frames(&self) -> usize {
+        self.commit_slot.map_or(0, |last| last + 1)
+    }
+
     /// The commit just reported was refused (SQLite's write of the commit frame failed, so
     /// its WAL index does not hold the transaction and the next transaction overwrites its
     /// frames): forget the transaction's frames; the next frame starts a new transaction at

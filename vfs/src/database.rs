@@ -617,20 +617,27 @@ impl Database {
                 } = inner;
                 // The record's size is known before it is built: refuse one over the log's
                 // limit before touching the checksum, and forget the transaction (SQLite's
-                // failed commit-frame write leaves its WAL index without it).
-                let count = capture
-                    .pages()
-                    .filter(|&(pgno, _)| pgno <= db_pages)
-                    .count();
-                let len = TXN_HEADER_LEN as u64 + count as u64 * (4 + self.page_size as u64);
+                // failed commit-frame write leaves its WAL index without it). The frame count
+                // bounds it at no cost; only a transaction that may be over the limit has its
+                // distinct pages counted (that sorts them, which the loop below does again).
                 let max = self.log.max_record_bytes();
-                if len > max as u64 {
-                    capture.abandon_commit();
-                    return Err(VfsError::TxnTooLarge {
-                        path: self.path.clone(),
-                        len,
-                        max,
-                    });
+                let record_len = |pages: usize| {
+                    TXN_HEADER_LEN as u64 + pages as u64 * (4 + self.page_size as u64)
+                };
+                if record_len(capture.frames()) > max as u64 {
+                    let count = capture
+                        .pages()
+                        .filter(|&(pgno, _)| pgno <= db_pages)
+                        .count();
+                    let len = record_len(count);
+                    if len > max as u64 {
+                        capture.abandon_commit();
+                        return Err(VfsError::TxnTooLarge {
+                            path: self.path.clone(),
+                            len,
+                            max,
+                        });
+                    }
                 }
                 hashes.resize(db_pages);
                 begin_txn(payload, self.page_size, db_pages);
