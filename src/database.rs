@@ -49,6 +49,13 @@ fn open_paths() -> &'static Mutex<HashSet<PathBuf>> {
     OPEN.get_or_init(Default::default)
 }
 
+/// `path` made absolute and normalized the way the VFS keys its databases.
+fn absolute_path(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path)
+        .map(|p| pagelog_log::fs::normalize(&p))
+        .map_err(|e| Error::Config(format!("resolving {}: {e}", path.display())))
+}
+
 /// A database's entry in [`open_paths`], removed on drop.
 struct OpenClaim(PathBuf);
 
@@ -146,9 +153,12 @@ impl Database {
     /// the store holds another database or a history this copy is behind or diverged from,
     /// or ([`Error::AlreadyOpen`]) if a `Database` of this process has it open already.
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Database> {
+        // Claimed before the VFS opens anything: a second open with another durability, page
+        // size or segment size goes to another VFS, whose open would fail on the log's lock
+        // with a misleading "open elsewhere".
+        let claim = OpenClaim::claim(&absolute_path(path.as_ref())?)?;
         let vfs = vfs_for(config.durability, config.page_size, config.log_segment_size)?;
         let inner = vfs.open_database(path.as_ref())?;
-        let claim = OpenClaim::claim(inner.path())?;
         let store = match &config.store {
             None => None,
             Some(StoreSpec::Store(s)) => Some(s.clone()),

@@ -123,6 +123,16 @@ fn a_second_open_in_the_same_process_is_refused() {
         assert!(matches!(&err, Error::AlreadyOpen(_)), "{err}");
         assert!(err.to_string().contains("already open in this process"));
     }
+    // And with another configuration (another VFS underneath): the same refusal, not the
+    // log lock's "open elsewhere" naming this very process.
+    for other_cfg in [
+        cfg.clone().durability(pagelog::Durability::Gated),
+        cfg.clone().page_size(8192),
+        Config::new(),
+    ] {
+        let err = Database::open(&path, other_cfg).unwrap_err();
+        assert!(matches!(&err, Error::AlreadyOpen(_)), "{err}");
+    }
     // The first handle is untouched by the refusals, and closes cleanly.
     db.connect()
         .unwrap()
