@@ -577,6 +577,26 @@ fn ls_reports_timelines_snapshots_batches_and_range() {
 }
 
 #[test]
+fn a_relative_store_is_named_by_a_url_that_works() {
+    let h = history();
+    let (parent, name) = (h.store.parent().unwrap(), h.store.file_name().unwrap());
+    let o = Command::new(BIN)
+        .args(["verify", name.to_str().unwrap(), "--json"])
+        .current_dir(parent)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let named = v["store"].as_str().unwrap().to_string();
+    assert_eq!(named, format!("file://{}", h.store.display()));
+    // The name it printed is a URL the command takes back.
+    let again = json(&["verify", &named, "--json"]);
+    assert_eq!(again["ok"], true);
+}
+
+#[test]
 fn verify_and_ls_report_a_recorded_gap() {
     use pagelog_snapshot::format::{BATCH_HEADER_LEN, BatchHeader, encode_gap_batch};
     let h = history();

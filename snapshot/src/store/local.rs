@@ -46,6 +46,10 @@ impl LocalStore {
         {
             let _ = sync_dir(&parent);
         }
+        // Kept absolute: the store keeps working if the process changes directory, and
+        // `describe` gives a `file://` URL that can be passed back (relative ones cannot).
+        let root = std::path::absolute(root).map_err(io)?;
+        let root = root.as_path();
         let store = LocalStore {
             root: root.to_path_buf(),
             seq: AtomicU64::new(0),
