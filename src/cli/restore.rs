@@ -17,11 +17,11 @@ use super::progress;
 
 const AFTER_HELP: &str = "\
 Without --lsn, --time or --bookmark the latest state is restored, from the newest timeline
-unless --timeline names one. The result is checked against the whole-database checksum
-recorded for the target, then renamed into place; an existing output (or its -wal, -shm,
--pagelog companions) is replaced only with --force, and never while a process has the
-database open (its log is locked): the lock is taken before the download and held until the
-new file is in place, so the database cannot be opened meanwhile.
+holding a batch or a complete snapshot unless --timeline names one. The result is checked
+against the whole-database checksum recorded for the target, then renamed into place; an
+existing output (or its -wal, -shm, -pagelog companions) is replaced only with --force, and
+never while a process has the database open (its log is locked): the lock is taken before the
+download and held until the new file is in place, so the database cannot be opened meanwhile.
 
 Examples:
   pagelog restore /backups/app -o app.db
@@ -55,7 +55,7 @@ pub struct RestoreArgs {
     /// Restore the point a bookmark names (TTTTTTTT-LLLLLLLLLLLLLLLL: timeline and LSN).
     #[arg(long, value_name = "B", group = "target", conflicts_with = "timeline")]
     bookmark: Option<Bookmark>,
-    /// Restore from this timeline. Default: the newest.
+    /// Restore from this timeline. Default: the newest holding a batch or a complete snapshot.
     #[arg(long, value_name = "T")]
     timeline: Option<u64>,
     /// Replace an existing output file and its companions.
