@@ -4,6 +4,15 @@
 //! that end at or before it, and unfinished snapshot uploads older than it are deleted —
 //! oldest first, a manifest before its parts, so that a crash midway never leaves something
 //! that looks restorable but is not.
+//!
+//! Unfinished snapshot uploads (parts without a manifest) older than the timeline's newest
+//! complete snapshot are deleted whatever the window: no restore reads them (a restore reads
+//! only snapshots whose manifest exists), and no upload can still complete them — the
+//! timeline's writer takes snapshots at its last commit, never below a snapshot the store
+//! already holds (attaching refuses a local log behind the store), so an upload in progress is
+//! at or above the newest complete snapshot and is left alone. Parts of failed attempts are
+//! normally deleted at once by the shipper (see `snapshot`); this catches those of an upload
+//! cut off by a crash, or whose manifest request failed.
 
 use std::time::Duration;
 
@@ -18,6 +27,9 @@ pub struct RetentionReport {
     pub batches: usize,
     /// Snapshots deleted (complete or not).
     pub snapshots: usize,
+    /// Of those, unfinished uploads (parts without a manifest) below the newest complete
+    /// snapshot, deleted whatever the window.
+    pub unfinished: usize,
     /// Stored bytes freed.
     pub bytes: u64,
 }
@@ -40,10 +52,18 @@ pub fn apply_retention(
                 break;
             }
         }
-        let Some(base) = keep_from else { continue };
+        // Unfinished uploads below the newest complete snapshot can never complete.
+        let newest = t.complete_snapshots().last().map(|s| s.lsn);
+        let orphan = |s: &crate::catalog::SnapshotEntry| {
+            !s.is_complete() && newest.is_some_and(|n| s.lsn < n)
+        };
         // Batches entirely at or before the base: those followed by a batch starting at or
         // before base + 1.
+        let base = keep_from.unwrap_or(0);
         for (i, b) in t.batches.iter().enumerate() {
+            if keep_from.is_none() {
+                break;
+            }
             let next_first = t.batches.get(i + 1).map(|n| n.first_lsn);
             if !matches!(next_first, Some(n) if n <= base + 1) {
                 break;
@@ -52,7 +72,10 @@ pub fn apply_retention(
             report.batches += 1;
             report.bytes += b.size;
         }
-        for s in t.snapshots.iter().filter(|s| s.lsn < base) {
+        for s in t.snapshots.iter().filter(|s| s.lsn < base || orphan(s)) {
+            if orphan(s) {
+                report.unfinished += 1;
+            }
             if let Some(m) = &s.manifest_key {
                 store.delete(m)?;
             }
@@ -67,6 +90,7 @@ pub fn apply_retention(
         tracing::info!(
             batches = report.batches,
             snapshots = report.snapshots,
+            unfinished = report.unfinished,
             bytes = report.bytes,
             "retention deleted old objects"
         );

@@ -18,6 +18,21 @@
 //! - **Snapshots.** When the log shipped since the last snapshot outgrows the database (so a
 //!   restore downloads at most about twice the database), at an optional interval, on demand,
 //!   and first of all when the store cannot otherwise restore what the local log continues.
+//!   A failed snapshot upload deletes the parts it created before another attempt starts (see
+//!   [`crate::snapshot`]), so retries do not fill the store with orphan parts.
+//! - **A store that lost its history.** Every [`ShipperOptions::store_check_interval`]
+//!   (default 60 s) the shipper reads three small objects it knows the store must hold: its
+//!   timeline claim, the manifest of the newest snapshot and the last batch (retention never
+//!   deletes these). If one is gone — the prefix was wiped, a lifecycle rule expired objects,
+//!   the bucket was re-created, someone deleted a directory — it logs a warning, counts it in
+//!   [`ShipperStatus::history_losses`], lowers the replicated and logged watermarks to what the
+//!   store holds and attaches again: the claim is created anew (or, if another database or
+//!   writer took the prefix meanwhile, the shipper stops with `WrongDatabase`, `Diverged` or
+//!   `Fenced` as at start), shipping resumes after the last batch the store still has (with a
+//!   base snapshot and a recorded gap if the local log no longer has the records after it),
+//!   and a snapshot is taken at once so that the latest state is restorable again. History
+//!   deleted from the middle (a single batch, say, while the claim, the newest snapshot and
+//!   the last batch remain) is not seen this way; `verify` reports it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,16 +48,21 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::catalog::Catalog;
 use crate::error::{Result, SnapshotError};
-use crate::format::{BatchBuilder, TimelineInfo, batch_key, encode_gap_batch, timeline_key};
+use crate::fetch::get_decoded;
+use crate::format::{
+    BatchBuilder, TimelineInfo, batch_key, encode_gap_batch, manifest_key, timeline_key,
+};
 use crate::retention::apply_retention;
-use crate::snapshot::{SnapshotInfo, SnapshotOptions, take_snapshot_with};
-use crate::store::{PutOutcome, StoreRef};
+use crate::snapshot::{SnapshotInfo, SnapshotOptions, take_snapshot_tracked};
+use crate::store::{PutOutcome, StoreError, StoreRef};
 use crate::upload::{Backoff, is_fatal, is_transient, put_immutable};
 
 /// How often the shipper looks for new durable records when idle.
 const POLL: Duration = Duration::from_millis(20);
 /// Default of [`ShipperOptions::attach_wait`].
 pub const DEFAULT_ATTACH_WAIT: Duration = Duration::from_secs(10);
+/// Default of [`ShipperOptions::store_check_interval`].
+pub const DEFAULT_STORE_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// How long stopping the shipper waits for a store request of an attach in flight (which can
 /// take the store's attempts × attempt timeout) before leaving the thread to finish it alone.
 const STOP_WAIT_ATTACHING: Duration = Duration::from_secs(2);
@@ -83,6 +103,14 @@ pub struct ShipperOptions {
     /// answered by then, does not: the shipper keeps attaching in the background and
     /// [`Shipper::status`] tells how it goes. Default [`DEFAULT_ATTACH_WAIT`] (10 s).
     pub attach_wait: Duration,
+    /// How often the shipper checks that the store still holds the history it shipped: three
+    /// small reads (the timeline claim, the newest snapshot's manifest, the last batch), no
+    /// listing. When one is gone (a wiped prefix, expired or deleted objects, a re-created
+    /// bucket) the shipper attaches again and takes a snapshot, so that the latest state is
+    /// restorable again (see the module docs). `None` never checks: a wiped store is then
+    /// noticed only by a restart or by `verify`. Default [`DEFAULT_STORE_CHECK_INTERVAL`]
+    /// (60 s).
+    pub store_check_interval: Option<Duration>,
 }
 
 impl Default for ShipperOptions {
@@ -99,6 +127,7 @@ impl Default for ShipperOptions {
             truncate_local_log: true,
             snapshot: SnapshotOptions::default(),
             attach_wait: DEFAULT_ATTACH_WAIT,
+            store_check_interval: Some(DEFAULT_STORE_CHECK_INTERVAL),
         }
     }
 }
@@ -140,6 +169,10 @@ pub struct ShipperStatus {
     pub bytes_shipped: u64,
     /// Snapshots uploaded by this shipper.
     pub snapshots_taken: u64,
+    /// Times this shipper found the store no longer holding history it had shipped (a wiped
+    /// prefix, deleted or expired objects) and attached again, taking a snapshot so that the
+    /// latest state is restorable again (see [`ShipperOptions::store_check_interval`]).
+    pub history_losses: u64,
 }
 
 #[derive(Default)]
@@ -173,6 +206,7 @@ struct State {
     batches_shipped: u64,
     bytes_shipped: u64,
     snapshots_taken: u64,
+    history_losses: u64,
     wakers: Vec<Waker>,
 }
 
@@ -245,6 +279,8 @@ struct Start {
     need_base: bool,
     snapshot_lsn: Lsn,
     shipped_since_snapshot: u64,
+    /// First LSN of the store's last batch.
+    last_batch: Option<Lsn>,
 }
 
 /// Ships one database's log to a store. Dropping it stops the thread without waiting for the
@@ -477,6 +513,7 @@ impl Shipper {
             batches_shipped: st.batches_shipped,
             bytes_shipped: st.bytes_shipped,
             snapshots_taken: st.snapshots_taken,
+            history_losses: st.history_losses,
         }
     }
 
@@ -693,6 +730,7 @@ fn attach(db: &Database, store: &dyn crate::store::ObjectStore) -> Result<Start>
         need_base,
         snapshot_lsn,
         shipped_since_snapshot,
+        last_batch: last_header.map(|h| h.first_lsn),
     })
 }
 
@@ -712,6 +750,16 @@ struct Worker {
     backoff: Backoff,
     retry_at: Option<Instant>,
     backlog_released: bool,
+    /// First LSN of the newest batch known to be in the store.
+    last_batch: Option<Lsn>,
+    /// When the store was last checked for lost history (or attached).
+    last_store_check: Instant,
+    /// Take a snapshot before shipping anything more: the store lost history (once attached
+    /// again), or a base snapshot's gap batch is in the store and its snapshot is not.
+    snapshot_owed: bool,
+    /// A failed snapshot upload whose parts could not be deleted yet: deleted before the next
+    /// attempt.
+    unfinished_snapshot: Option<Lsn>,
 }
 
 impl Worker {
@@ -731,6 +779,10 @@ impl Worker {
             backoff: Backoff::new(Duration::from_millis(100), cap),
             retry_at: None,
             backlog_released: false,
+            last_batch: None,
+            last_store_check: Instant::now(),
+            snapshot_owed: false,
+            unfinished_snapshot: None,
         }
     }
 
@@ -757,6 +809,8 @@ impl Worker {
         self.next_lsn = start.next_lsn;
         self.need_base = start.need_base;
         self.shipped_since_snapshot = start.shipped_since_snapshot;
+        self.last_batch = start.last_batch;
+        self.last_store_check = Instant::now();
         {
             let mut st = self.shared.state.lock();
             st.snapshot_lsn = start.snapshot_lsn;
@@ -883,8 +937,9 @@ impl Worker {
             self.attached_at(start);
             return Ok(true);
         }
-        // A base snapshot comes before anything else when the store cannot restore without it.
-        if self.need_base {
+        // A base snapshot comes before anything else when the store cannot restore without it,
+        // and so does a snapshot after the store lost history.
+        if self.need_base || self.snapshot_owed {
             self.snapshot(false)?;
             return Ok(true);
         }
@@ -914,6 +969,7 @@ impl Worker {
             put_immutable(&*self.shared.store, self.shared.timeline, &key, obj)?;
             let last = self.next_lsn - 1;
             let size = obj.len() as u64;
+            self.last_batch = Some(*first);
             self.frozen = None;
             self.first_pending_at = None;
             self.shipped_since_snapshot += size;
@@ -938,6 +994,7 @@ impl Worker {
             } else {
                 self.after_ship()?;
             }
+            self.check_store_if_due()?;
             return Ok(true);
         }
         {
@@ -950,6 +1007,7 @@ impl Worker {
             self.snapshot(true)?;
             return Ok(true);
         }
+        self.check_store_if_due()?;
         self.run_retention_if_due()?;
         Ok(false)
     }
@@ -1000,36 +1058,33 @@ impl Worker {
     /// writer continuing the same timeline is fenced before any snapshot object is written.
     fn snapshot(&mut self, requested: bool) -> Result<()> {
         let asked = self.shared.state.lock().snap_requested;
-        let (need_base, from) = (self.need_base, self.next_lsn);
-        let shared = &self.shared;
-        let fence = move |x: Lsn, ts: u64| -> Result<()> {
-            if !need_base || x < from {
-                return Ok(());
-            }
-            let key = batch_key(shared.timeline, from);
-            let gap = encode_gap_batch(shared.db.log().database_id(), shared.timeline, from, x, ts);
-            put_immutable(&*shared.store, shared.timeline, &key, &gap)?;
-            tracing::warn!(
-                from,
-                to = x,
-                "recorded a gap in the store's log; a snapshot follows"
-            );
-            Ok(())
+        // The parts of an earlier failed attempt go first: no new attempt adds its own parts
+        // while those are still in the store.
+        let gap = std::cell::Cell::new(None);
+        let r = match self.discard_unfinished_snapshot() {
+            Ok(()) => self.upload_snapshot(&gap),
+            Err(e) => Err(e),
         };
-        let r = take_snapshot_with(
-            &self.shared.db,
-            &*self.shared.store,
-            &self.shared.opts.snapshot,
-            &fence,
-        );
         // The caller gets the outcome, failure included (it may call again).
         if requested {
             let mut st = self.shared.state.lock();
             st.snap_served = asked;
-            st.snap_result = Some(r.as_ref().map(Clone::clone).map_err(ToString::to_string));
+            st.snap_result = Some(
+                r.as_ref()
+                    .map(|(info, _)| info.clone())
+                    .map_err(ToString::to_string),
+            );
             self.shared.notify_progress(&mut st);
         }
-        let info = r?;
+        let (info, gap_from) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                if let Some((from, x)) = gap.get() {
+                    self.gap_recorded(from, x);
+                }
+                return Err(e);
+            }
+        };
         {
             let mut st = self.shared.state.lock();
             st.store_available = true;
@@ -1039,12 +1094,16 @@ impl Worker {
         }
         self.shipped_since_snapshot = 0;
         self.last_snapshot_at = Instant::now();
+        self.snapshot_owed = false;
         if self.need_base {
             // Everything up to the snapshot is in the store now; ship from the next record.
             self.need_base = false;
             self.builder = BatchBuilder::new();
             self.frozen = None;
             self.next_lsn = info.lsn + 1;
+            if gap_from.is_some() {
+                self.last_batch = gap_from;
+            }
             self.shared.set_logged(info.lsn);
         }
         // The store holds the state at the snapshot's LSN.
@@ -1052,6 +1111,144 @@ impl Worker {
         self.maintain_local_log(self.shared.replicated.load(Ordering::Acquire))?;
         self.run_retention(true)?;
         Ok(())
+    }
+
+    /// Delete the parts a failed snapshot upload left (see [`Worker::unfinished_snapshot`]).
+    fn discard_unfinished_snapshot(&mut self) -> Result<()> {
+        if let Some(lsn) = self.unfinished_snapshot {
+            crate::snapshot::discard_unfinished_snapshot(
+                &*self.shared.store,
+                self.shared.timeline,
+                lsn,
+            )?;
+            self.unfinished_snapshot = None;
+        }
+        Ok(())
+    }
+
+    /// Take and upload a snapshot (after a gap batch, for a base snapshot); with the first LSN
+    /// of the gap batch if one was written. `gap_done` gets the gap batch's range once it is in the
+    /// store, whatever happens to the snapshot.
+    fn upload_snapshot(
+        &mut self,
+        gap_done: &std::cell::Cell<Option<(Lsn, Lsn)>>,
+    ) -> Result<(SnapshotInfo, Option<Lsn>)> {
+        let (need_base, from) = (self.need_base, self.next_lsn);
+        let shared = &self.shared;
+        let fence = move |x: Lsn, ts: u64| -> Result<()> {
+            if !need_base || x < from {
+                return Ok(());
+            }
+            let key = batch_key(shared.timeline, from);
+            let gap = encode_gap_batch(shared.db.log().database_id(), shared.timeline, from, x, ts);
+            put_immutable(&*shared.store, shared.timeline, &key, &gap)?;
+            gap_done.set(Some((from, x)));
+            tracing::warn!(
+                from,
+                to = x,
+                "recorded a gap in the store's log; a snapshot follows"
+            );
+            Ok(())
+        };
+        let (r, leftover) = take_snapshot_tracked(
+            &self.shared.db,
+            &*self.shared.store,
+            &self.shared.opts.snapshot,
+            &fence,
+        );
+        self.unfinished_snapshot = leftover;
+        r.map(|info| (info, gap_done.get().map(|(from, _)| from)))
+    }
+
+    /// A base snapshot failed after its gap batch (`from..=x`) was created. The store's log
+    /// now continues after `x`: ship from there, after a snapshot at `x` or later (which the
+    /// gap batch asks for). Trying the base snapshot again would write another gap batch at
+    /// `from`, taken by this one, and fence the shipper against itself.
+    fn gap_recorded(&mut self, from: Lsn, x: Lsn) {
+        self.need_base = false;
+        self.snapshot_owed = true;
+        self.builder = BatchBuilder::new();
+        self.frozen = None;
+        self.first_pending_at = None;
+        self.next_lsn = x + 1;
+        self.last_batch = Some(from);
+    }
+
+    /// Every [`ShipperOptions::store_check_interval`], check that the store still holds the
+    /// history this shipper shipped; if not, attach again (see the module docs).
+    fn check_store_if_due(&mut self) -> Result<()> {
+        let Some(every) = self.shared.opts.store_check_interval else {
+            return Ok(());
+        };
+        if !self.attached || self.need_base || self.last_store_check.elapsed() < every {
+            return Ok(());
+        }
+        self.last_store_check = Instant::now();
+        if let Some(missing) = self.missing_history()? {
+            self.history_lost(&missing);
+        }
+        Ok(())
+    }
+
+    /// The key of an object the store must hold and does not: the timeline claim (or a claim
+    /// that is not this database's), the newest snapshot's manifest, the last batch. Three
+    /// small reads; retention never deletes any of them.
+    fn missing_history(&self) -> Result<Option<String>> {
+        let store = &*self.shared.store;
+        let (tl, id) = (self.shared.timeline, self.shared.db.log().database_id());
+        let claim_key = timeline_key(tl);
+        match get_decoded(
+            &claim_key,
+            || store.get(&claim_key),
+            |b| TimelineInfo::decode(&claim_key, &b),
+        ) {
+            Ok(c) if c.database_id == id && c.timeline == tl => {}
+            // Attaching again names who holds the timeline now, and refuses.
+            Ok(_) => return Ok(Some(claim_key)),
+            Err(SnapshotError::Store(StoreError::NotFound { .. })) => return Ok(Some(claim_key)),
+            Err(e @ SnapshotError::Corrupt { .. }) => {
+                // Not a loss of history; a restart or `verify` reports it.
+                tracing::warn!(error = %e, "the timeline claim is damaged");
+            }
+            Err(e) => return Err(e),
+        }
+        let snapshot_lsn = self.shared.state.lock().snapshot_lsn;
+        let manifest = (snapshot_lsn > 0).then(|| manifest_key(tl, snapshot_lsn));
+        let batch = self.last_batch.map(|first| batch_key(tl, first));
+        for key in manifest.into_iter().chain(batch) {
+            match store.get_range(&key, 0..8) {
+                Ok(_) => {}
+                Err(StoreError::NotFound { .. }) => return Ok(Some(key)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The store no longer holds history this shipper shipped: forget where shipping stood,
+    /// attach again at the next step, and take a snapshot then.
+    fn history_lost(&mut self, missing: &str) {
+        tracing::warn!(
+            store = %self.shared.store.describe(),
+            timeline = self.shared.timeline,
+            missing,
+            "the store lost history this shipper had shipped (wiped prefix, deleted or expired objects): attaching again; a snapshot follows so that the latest state is restorable again"
+        );
+        self.attached = false;
+        self.need_base = false;
+        self.builder = BatchBuilder::new();
+        self.frozen = None;
+        self.first_pending_at = None;
+        self.last_batch = None;
+        self.snapshot_owed = true;
+        let mut st = self.shared.state.lock();
+        st.history_losses += 1;
+        st.snapshot_lsn = 0;
+        // The watermarks promised what the store no longer holds: from what it holds now (the
+        // attach raises them again).
+        self.shared.replicated.store(0, Ordering::Release);
+        self.shared.logged.store(0, Ordering::Release);
+        self.shared.notify_progress(&mut st);
     }
 
     fn after_ship(&mut self) -> Result<()> {

@@ -9,6 +9,18 @@
 //! image at that LSN, which is checked against the checksum the log recorded. The image is then
 //! streamed up in parts (a few in flight, so memory stays bounded whatever the database size),
 //! and the manifest last: a snapshot exists once its manifest does.
+//!
+//! **A failed upload cleans up after itself.** When a part cannot be uploaded, the attempt's
+//! parts (every part under `snap/{lsn}/` while no manifest is there) are deleted at once
+//! ([`discard_unfinished_snapshot`]), so that retried attempts — each at a new LSN when commits
+//! go on — do not fill the store with orphan parts (after a full store was freed, say). If that
+//! delete fails too, the shipper deletes them before its next attempt and starts no new attempt
+//! until it has, so at most one failed attempt's parts are in the store at a time. Parts are
+//! deleted only while the manifest has never been sent: once it has, a manifest whose answer
+//! was lost may still exist, and the parts are left for retention, which deletes unfinished
+//! snapshots older than the newest complete one (see `retention`). A part whose request the
+//! store applies after the client gave up on it can outlive the delete; retention removes it
+//! once a later snapshot is complete.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -20,7 +32,10 @@ use pagelog_vfs::record::{KIND_TXN, TxnRecord};
 use parking_lot::Mutex;
 
 use crate::error::{Result, SnapshotError};
-use crate::format::{Manifest, ManifestPart, encode_part, manifest_key, part_key};
+use crate::format::{
+    KeyKind, Manifest, ManifestPart, encode_part, manifest_key, parse_key, part_key,
+    snapshot_prefix,
+};
 use crate::store::ObjectStore;
 use crate::upload::{put_immutable, with_retries};
 
@@ -99,22 +114,93 @@ pub fn take_snapshot_with(
     opts: &SnapshotOptions,
     before_upload: BeforeUpload<'_>,
 ) -> Result<SnapshotInfo> {
+    take_snapshot_tracked(db, store, opts, before_upload).0
+}
+
+/// Delete what an unfinished upload of the snapshot at `lsn` left on `timeline`: its parts,
+/// unless its manifest exists (then the snapshot is complete and nothing is deleted). One
+/// listing of the snapshot's directory, then a delete per part. Returns the parts deleted.
+///
+/// Only for an upload that is over and whose manifest was never sent (or is known to exist):
+/// the parts of an upload in progress, or of one whose manifest request may still be applied,
+/// must not be deleted.
+pub fn discard_unfinished_snapshot(
+    store: &dyn ObjectStore,
+    timeline: u64,
+    lsn: Lsn,
+) -> Result<usize> {
+    let listed = store.list(&format!("{}{lsn:020}/", snapshot_prefix(timeline)))?;
+    let kinds: Vec<_> = listed.iter().map(|m| (parse_key(&m.key), &m.key)).collect();
+    if kinds
+        .iter()
+        .any(|(k, _)| matches!(k, Some(KeyKind::Manifest { .. })))
+    {
+        return Ok(0);
+    }
+    let mut deleted = 0;
+    for (kind, key) in kinds {
+        if let Some(KeyKind::Part {
+            timeline: t,
+            lsn: l,
+            ..
+        }) = kind
+            && t == timeline
+            && l == lsn
+        {
+            store.delete(key)?;
+            deleted += 1;
+        }
+    }
+    if deleted > 0 {
+        tracing::info!(
+            timeline,
+            lsn,
+            parts = deleted,
+            "deleted the parts of an unfinished snapshot upload"
+        );
+    }
+    Ok(deleted)
+}
+
+/// [`take_snapshot_with`], also telling, when the upload failed and the parts it may have
+/// created could not be deleted, the LSN whose parts are still to delete (with
+/// [`discard_unfinished_snapshot`]) before another attempt.
+pub(crate) fn take_snapshot_tracked(
+    db: &Database,
+    store: &dyn ObjectStore,
+    opts: &SnapshotOptions,
+    before_upload: BeforeUpload<'_>,
+) -> (Result<SnapshotInfo>, Option<Lsn>) {
     let started = Instant::now();
     let log = db.log();
     let scratch = log.dir().join("snapshot.tmp");
     let fs = db.fs().clone();
     let _ = fs.remove(&scratch);
-    let file = fs
-        .open(&scratch, OpenOptions::create())
-        .map_err(|e| io_err(&scratch, "creating", e))?;
-    let result = build_and_upload(db, store, opts, &file, &scratch, started, before_upload);
+    let file = match fs.open(&scratch, OpenOptions::create()) {
+        Ok(f) => f,
+        Err(e) => return (Err(io_err(&scratch, "creating", e)), None),
+    };
+    let mut leftover = None;
+    let result = build_and_upload(
+        db,
+        store,
+        opts,
+        &file,
+        &scratch,
+        started,
+        before_upload,
+        &mut leftover,
+    );
     drop(file);
     if let Err(e) = fs.remove(&scratch) {
         tracing::warn!(path = %scratch.display(), error = %e, "cannot remove snapshot scratch file");
     }
-    result
+    (result, leftover)
 }
 
+/// Build the image and upload it. If uploading a part fails, the attempt's parts are deleted;
+/// if that fails too, `leftover` gets the snapshot's LSN.
+#[allow(clippy::too_many_arguments)]
 fn build_and_upload(
     db: &Database,
     store: &dyn ObjectStore,
@@ -123,6 +209,7 @@ fn build_and_upload(
     scratch: &std::path::Path,
     started: Instant,
     before_upload: BeforeUpload<'_>,
+    leftover: &mut Option<Lsn>,
 ) -> Result<SnapshotInfo> {
     let log = db.log();
     let (timeline, database_id) = (log.timeline(), log.database_id());
@@ -212,6 +299,17 @@ fn build_and_upload(
         }
     });
     if let Some(e) = failure.into_inner() {
+        // The manifest was never sent: no part of this attempt can become part of a complete
+        // snapshot, so delete them now rather than leave them to pile up with each retry.
+        if let Err(d) = discard_unfinished_snapshot(store, timeline, x) {
+            tracing::warn!(
+                timeline,
+                lsn = x,
+                error = %d,
+                "cannot delete the parts of the failed snapshot upload yet"
+            );
+            *leftover = Some(x);
+        }
         return Err(e);
     }
     manifest.parts = parts

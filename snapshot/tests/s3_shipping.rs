@@ -346,3 +346,66 @@ fn a_store_failing_for_good_is_not_available() {
     assert!(err.contains("does not exist"), "{st:?}");
     assert!(!st.store_available, "{st:?}");
 }
+
+#[test]
+fn a_wiped_s3_prefix_is_noticed_and_restores_the_latest_state_again() {
+    let t = S3Target::from_env_or_start();
+    let store = s3_store(&t, "wiped");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let sh = Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store.clone(),
+        ShipperOptions {
+            store_check_interval: Some(Duration::from_millis(100)),
+            ..quick_opts()
+        },
+    )
+    .unwrap();
+    for i in 0..10 {
+        insert(&conn, 20, i);
+    }
+    sh.snapshot_now().unwrap();
+    let mut last = insert(&conn, 20, 10);
+    sh.ship_now();
+    sh.wait_replicated(last, WAIT).unwrap();
+    // Everything under the prefix goes, as `aws s3 rm --recursive` would do.
+    for o in store.list("").unwrap() {
+        store.delete(&o.key).unwrap();
+    }
+    for i in 0..5 {
+        last = insert(&conn, 20, 100 + i);
+    }
+    sh.ship_now();
+    let want = image(&vfs, &path);
+    let out = dir.path().join("r.db");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = restore(
+            &*store,
+            &out,
+            &RestoreOptions {
+                force: true,
+                integrity_check: true,
+                ..RestoreOptions::default()
+            },
+        );
+        match r {
+            Ok(r) if r.lsn == last && file_bytes(&out) == want => break,
+            r => assert!(
+                std::time::Instant::now() < deadline,
+                "the store did not restore the latest state again: {:?}; {:?}",
+                r.map(|r| r.lsn),
+                sh.status()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(sh.status().history_losses >= 1, "{:?}", sh.status());
+    sh.close(Duration::from_secs(30)).unwrap();
+    let v = pagelog_snapshot::verify(&*store).unwrap();
+    assert!(v.is_ok(), "{:?}", v.problems);
+}
