@@ -137,6 +137,14 @@ impl Config {
         self
     }
 
+    /// How often the shipper checks that the store still holds what it shipped (three small
+    /// reads; default 60 s, `None` never): a wiped prefix or deleted objects are then followed
+    /// by a new attach and a snapshot (see [`ShipperOptions::store_check_interval`]).
+    pub fn store_check_interval(mut self, interval: Option<Duration>) -> Config {
+        self.shipper.store_check_interval = interval;
+        self
+    }
+
     /// All shipping options at once.
     pub fn shipper_options(mut self, options: ShipperOptions) -> Config {
         self.shipper = options;
