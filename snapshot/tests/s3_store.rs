@@ -646,6 +646,107 @@ fn runs_on_a_callers_runtime_and_drops_anywhere() {
 }
 
 #[test]
+fn a_current_thread_runtime_is_refused() {
+    let t = S3Target::from_env_or_start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let opts = StoreOptions {
+        runtime: Some(rt.handle().clone()),
+        ..options(&t)
+    };
+    match S3Store::open(&t.bucket, &t.unique_prefix("current-thread"), &opts) {
+        Err(e @ StoreError::Invalid { .. }) => {
+            assert!(e.to_string().contains("current-thread"), "{e}")
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+/// A store method called from an async task on the store's own one-worker runtime: without
+/// `block_in_place` the task holds the only worker while it waits for a request that needs
+/// that worker to run, and never returns. Run on a thread, so that a hang fails the test.
+#[test]
+fn called_from_an_async_task_on_its_own_runtime_it_returns() {
+    let t = S3Target::from_env_or_start();
+    let prefix = t.unique_prefix("async-caller");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opts = options(&t);
+    let bucket = t.bucket.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let opts = StoreOptions {
+            runtime: Some(rt.handle().clone()),
+            ..opts
+        };
+        let r = rt.block_on(async move {
+            tokio::spawn(async move {
+                let s = S3Store::open(&bucket, &prefix, &opts)?;
+                s.put_if_absent("k", b"v")?;
+                let mut all = s.get("k")?;
+                // A streamed read waits chunk by chunk on the same runtime.
+                let mut r = s.get_reader("k")?;
+                std::io::Read::read_to_end(&mut r, &mut all).map_err(|e| StoreError::Other {
+                    store: String::new(),
+                    key: "k".into(),
+                    message: e.to_string(),
+                })?;
+                Ok::<_, StoreError>(all)
+            })
+            .await
+        });
+        let _ = tx.send(r);
+        rt.shutdown_background();
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(Ok(all))) => assert_eq!(all, b"vv"),
+        Ok(other) => panic!("{other:?}"),
+        Err(_) => panic!("a store call from an async task on its own runtime hung"),
+    }
+}
+
+/// With an endpoint of its own and no region anywhere, the store does not ask EC2's instance
+/// metadata service for one (a timeout and a screen of warnings off EC2): no warning at all
+/// while it opens and works.
+#[test]
+fn a_custom_endpoint_without_a_region_asks_no_instance_metadata() {
+    // A home without AWS config files (a missing file named by AWS_CONFIG_FILE is a warning).
+    let home = tempfile::tempdir().unwrap();
+    if !in_child(
+        "a_custom_endpoint_without_a_region_asks_no_instance_metadata",
+        &[("HOME", home.path().to_str().unwrap())],
+        &[
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_PROFILE",
+            "AWS_CONFIG_FILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "AWS_EC2_METADATA_DISABLED",
+        ],
+    ) {
+        return;
+    }
+    let warnings = captured_warnings();
+    let t = S3Target::from_env_or_start();
+    let opts = StoreOptions {
+        region: None,
+        ..options(&t)
+    };
+    let started = Instant::now();
+    let s = S3Store::open(&t.bucket, &t.unique_prefix("no-region"), &opts).unwrap();
+    assert_eq!(s.put_if_absent("k", b"v").unwrap(), PutOutcome::Created);
+    let took = started.elapsed();
+    let w = warnings.lock().unwrap();
+    assert!(w.is_empty(), "warnings: {w:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
 fn bad_endpoint_is_invalid() {
     let opts = StoreOptions {
         endpoint: Some("ftp://127.0.0.1:1".into()),

@@ -5,7 +5,8 @@
 //! - the SDK client and its configuration: endpoint (options, else `AWS_ENDPOINT_URL_S3`, else
 //!   `AWS_ENDPOINT_URL`, else AWS — the SDK itself reads both variables and the profile's
 //!   `endpoint_url`), path-style addressing (on by default when an endpoint is set), region
-//!   (options, else the AWS chain, else `us-east-1`), credentials (options, else the standard
+//!   (options, else the AWS chain — without EC2 instance metadata when an endpoint is set —,
+//!   else `us-east-1`), credentials (options, else the standard
 //!   chain: environment, profile, web identity, ECS, IMDS; SSO profiles are not built in),
 //!   the SDK's standard retries (`max_attempts`, exponential backoff with jitter), a per-attempt
 //!   timeout and a connect timeout;
@@ -33,9 +34,10 @@
 //!
 //! The [`ObjectStore`] methods block the calling thread until the request finishes: the work
 //! runs as a task on the runtime and the caller waits on a channel. Call them from plain
-//! threads or from `tokio::task::spawn_blocking`, never from an async task: that would stall a
-//! runtime worker, and on a current-thread runtime that is also the store's runtime it would
-//! deadlock.
+//! threads or from `tokio::task::spawn_blocking`. Called from an async task on a multi-thread
+//! runtime, the wait goes through `block_in_place` (the worker's other tasks move on; the task
+//! itself is blocked). A current-thread runtime is refused as [`StoreOptions::runtime`]: its
+//! one thread would be the caller's, and a request waited for on it could never run.
 //!
 //! `AWS_CA_BUNDLE` is not read by the AWS SDK for Rust (nor here); a custom CA for an HTTPS
 //! endpoint goes in `SSL_CERT_FILE` or `SSL_CERT_DIR`. A plain `http://` endpoint needs no CA,
@@ -85,6 +87,10 @@ const STREAM_CHUNK: u64 = 1 << 20;
 const STREAM_AHEAD: u64 = 2;
 const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A GET's body may take longer than one attempt's timeout, but never less than this: a short
+/// `attempt_timeout` (the CLI's 10 s) must not fail every download of an 8 MiB range on a slow
+/// link. The request itself (up to the headers) still has `attempt_timeout`.
+const MIN_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_REGION: &str = "us-east-1";
 /// Directory (under the prefix) of the fencing check's probe objects.
 const PROBE_DIR: &str = "pagelog-probe";
@@ -146,6 +152,20 @@ impl std::fmt::Debug for S3Store {
     }
 }
 
+/// Run `wait` (a blocking wait for a request task) on this thread. On a worker thread of a
+/// multi-thread tokio runtime (a caller inside an async task, against the advice of the module
+/// documentation) the wait goes through `block_in_place`, so that the runtime moves its other
+/// tasks, among them perhaps the very request being waited for, to another worker instead of
+/// stalling them behind this thread. Elsewhere it simply blocks.
+fn wait_blocking<R>(wait: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
+}
+
 /// Run `fut` on `handle` and wait for it on this thread. A panic in the task (the SDK has a
 /// few `expect`s and debug assertions) comes back as an error, not as a panic.
 fn block_on<T: Send + 'static>(
@@ -176,7 +196,7 @@ fn block_on<T: Send + 'static>(
         };
         let _ = tx.send(r);
     });
-    match rx.recv() {
+    match wait_blocking(|| rx.recv()) {
         Ok(Ok(r)) => r,
         Ok(Err(message)) => Err(failed(message)),
         Err(_) => Err(failed(
@@ -202,6 +222,17 @@ impl S3Store {
             });
         }
         let (handle, owned) = match &options.runtime {
+            Some(h) if h.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread => {
+                // Its one thread would be the caller's own: a store method waiting on it from
+                // inside that runtime could never see its request run.
+                return Err(StoreError::Invalid {
+                    what: "S3 store runtime".into(),
+                    detail: "a current-thread tokio runtime cannot run the store's requests \
+                             while a caller waits for them; pass a multi-thread runtime's \
+                             handle, or none (the store starts its own)"
+                        .into(),
+                });
+            }
             Some(h) => (h.clone(), None),
             None => {
                 let rt = tokio::runtime::Builder::new_multi_thread()
@@ -238,9 +269,22 @@ impl S3Store {
         max_attempts: u32,
         attempt_timeout: Duration,
     ) -> StoreResult<Inner> {
-        let region = RegionProviderChain::first_try(options.region.clone().map(Region::new))
-            .or_default_provider()
-            .or_else(Region::new(DEFAULT_REGION));
+        // With an endpoint of its own (MinIO, R2, moto, ...) the store is not on AWS, and
+        // asking EC2's instance metadata service for a region only costs a timeout and a
+        // screenful of warnings: the environment and the profile are asked, then us-east-1.
+        let custom_endpoint = options.endpoint.is_some()
+            || ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+                .iter()
+                .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+        let region = RegionProviderChain::first_try(options.region.clone().map(Region::new));
+        let region = if custom_endpoint {
+            region
+                .or_else(aws_config::environment::region::EnvironmentVariableRegionProvider::new())
+                .or_else(aws_config::profile::ProfileFileRegionProvider::new())
+        } else {
+            region.or_default_provider()
+        }
+        .or_else(Region::new(DEFAULT_REGION));
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(region)
             .retry_config(RetryConfig::standard().with_max_attempts(max_attempts))
@@ -520,7 +564,7 @@ impl std::io::Read for S3Reader {
             let Some(next) = self.pending.pop_front() else {
                 return Ok(0);
             };
-            let chunk = next.rx.recv().unwrap_or_else(|_| {
+            let chunk = wait_blocking(|| next.rx.recv()).unwrap_or_else(|_| {
                 Err(self.inner.other(
                     &self.key,
                     "the ranged GET task ended without an answer (its runtime shut down)",
@@ -1056,7 +1100,8 @@ impl Inner {
             };
             let expected = out.content_length().and_then(|n| u64::try_from(n).ok());
             let etag = out.e_tag().map(str::to_string);
-            match tokio::time::timeout(self.attempt_timeout, out.body.collect()).await {
+            let body_timeout = self.attempt_timeout.max(MIN_BODY_TIMEOUT);
+            match tokio::time::timeout(body_timeout, out.body.collect()).await {
                 Ok(Ok(body)) => {
                     let bytes = body.into_bytes();
                     let got = bytes.len() as u64;
@@ -1069,12 +1114,7 @@ impl Inner {
                     }
                 }
                 Ok(Err(e)) => last = format!("reading the body: {}", DisplayErrorContext(&e)),
-                Err(_) => {
-                    last = format!(
-                        "reading the body took longer than {:?}",
-                        self.attempt_timeout
-                    )
-                }
+                Err(_) => last = format!("reading the body took longer than {body_timeout:?}"),
             }
             if attempt < self.max_attempts {
                 warn!(key, attempt, error = %last, "GET body failed; fetching again");

@@ -101,7 +101,9 @@ pub struct StoreOptions {
     /// no two writers can ever ship to the same prefix. Default false; the environment
     /// variable `PAGELOG_S3_ALLOW_UNFENCED_WRITES=1` also sets it.
     pub allow_unfenced_writes: bool,
-    /// A tokio runtime to run requests on. Default: the store starts its own small runtime.
+    /// A multi-thread tokio runtime to run requests on (a current-thread runtime is refused
+    /// with [`StoreError::Invalid`](crate::StoreError::Invalid)). Default: the store starts its
+    /// own small runtime.
     #[cfg(feature = "s3")]
     pub runtime: Option<tokio::runtime::Handle>,
 }
