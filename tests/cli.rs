@@ -927,6 +927,45 @@ fn bad_inputs_get_the_documented_exit_codes() {
     assert!(!dir.path().join("nothing.db-pagelog").exists());
 }
 
+/// A server that accepts connections and never answers: every command gives up after about
+/// (timeout + backoff) × attempts with exit 1, naming the endpoint, instead of waiting for the
+/// library's patient defaults (60 s × 5 attempts).
+#[test]
+fn a_silent_s3_server_fails_a_command_in_bounded_time() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "AKIDSILENT"),
+        ("AWS_SECRET_ACCESS_KEY", "silent-secret"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.db");
+    for args in [
+        &["ls", "s3://bucket/p"][..],
+        &["verify", "s3://bucket/p"],
+        &["restore", "s3://bucket/p", "-o", s(&out)],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--endpoint", &endpoint, "--timeout", "1", "--attempts", "2"]);
+        let started = Instant::now();
+        let o = run_env(&args, &env);
+        let took = started.elapsed();
+        assert_eq!(code(&o), 1, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&endpoint), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("silent-secret"));
+        assert!(took < Duration::from_secs(20), "{args:?} took {took:?}");
+        assert!(!out.exists());
+    }
+}
+
 #[test]
 fn help_documents_examples_and_exit_codes() {
     let top = ok(&["--help"]);
@@ -957,6 +996,8 @@ fn help_documents_examples_and_exit_codes() {
         "--endpoint",
         "--region",
         "--path-style",
+        "--timeout",
+        "--attempts",
         "--quiet",
     ] {
         assert!(restore.contains(flag), "{flag}");

@@ -34,7 +34,34 @@ pub struct StoreArgs {
         default_missing_value = "true"
     )]
     pub path_style: Option<bool>,
+    /// Seconds one S3 request attempt may take (connecting, sending, the answer's headers)
+    /// before it is given up and retried; a body being downloaded gets at least 60 s.
+    /// Default 10.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        help_heading = HEADING,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub timeout: Option<u64>,
+    /// Attempts per S3 request, counting the first (retries back off exponentially). A server
+    /// that never answers fails a command after about (timeout + backoff) × attempts. Default 3.
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        help_heading = HEADING,
+        value_parser = clap::value_parser!(u32).range(1..=100)
+    )]
+    pub attempts: Option<u32>,
 }
+
+/// Default of `--timeout`: an inspection tool should not sit for minutes on a silent server
+/// (the library's default is 60 s per attempt, for a shipper that has time).
+const DEFAULT_TIMEOUT_SECS: u64 = 10;
+/// Default of `--attempts`.
+const DEFAULT_ATTEMPTS: u32 = 3;
 
 impl StoreArgs {
     /// The library's options.
@@ -43,6 +70,10 @@ impl StoreArgs {
             endpoint: self.endpoint.clone(),
             region: self.region.clone(),
             force_path_style: self.path_style,
+            attempt_timeout: Some(std::time::Duration::from_secs(
+                self.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS),
+            )),
+            max_attempts: Some(self.attempts.unwrap_or(DEFAULT_ATTEMPTS)),
             ..StoreOptions::default()
         }
     }
