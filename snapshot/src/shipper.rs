@@ -10,7 +10,9 @@
 //!   (exponential backoff with jitter, capped); commits are never blocked; the backlog stays in
 //!   the local log, bounded by `max_backlog_bytes` (see [`ShipperOptions::max_backlog_bytes`]).
 //!   [`Shipper::start`] waits for the first attach at most [`ShipperOptions::attach_wait`]: a
-//!   store that is down or silent does not hold it up, a store that refuses does fail it.
+//!   store that is down or silent, or an object in it that is damaged, does not hold it up; a
+//!   store that refuses (another database, a stale or diverged copy, a wrong bucket or
+//!   credentials) does fail it.
 //! - **Fencing.** At start the shipper claims its timeline, checks the store's history against
 //!   the local log (stale copy, divergence, another database), and every upload is a
 //!   conditional create: if a key is taken by different bytes, another writer is shipping to
@@ -55,7 +57,7 @@ use crate::format::{
 use crate::retention::apply_retention;
 use crate::snapshot::{SnapshotInfo, SnapshotOptions, take_snapshot_tracked};
 use crate::store::{PutOutcome, StoreError, StoreRef};
-use crate::upload::{Backoff, is_fatal, is_transient, put_immutable};
+use crate::upload::{Backoff, is_fatal, is_transient, put_immutable, refuses_start};
 
 /// How often the shipper looks for new durable records when idle.
 const POLL: Duration = Duration::from_millis(20);
@@ -306,8 +308,9 @@ impl Shipper {
     /// this copy is behind ([`SnapshotError::StaleLocal`]) or one that differs from it
     /// ([`SnapshotError::Diverged`]), or refuses for good (a missing bucket, denied
     /// credentials, a server that does not honour conditional creates). A store that is
-    /// unreachable, or has not answered by then, does not fail it: the shipper attaches in the
-    /// background.
+    /// unreachable, or has not answered by then, does not fail it, nor does a damaged or
+    /// missing object the attach reads (the status names it): the shipper attaches in the
+    /// background, with backoff, and ships nothing until it has.
     pub fn start(db: Arc<Database>, store: StoreRef, opts: ShipperOptions) -> Result<Shipper> {
         if opts.batch_bytes == 0 {
             return Err(SnapshotError::Config("batch_bytes must be > 0".into()));
@@ -836,7 +839,7 @@ impl Worker {
             }
             Err(e) => {
                 let mut st = self.shared.state.lock();
-                if st.starter_waiting {
+                if st.starter_waiting && refuses_start(&e) {
                     st.first_attach = Some(Err(e));
                     self.shared.notify_progress(&mut st);
                     return Ok(false);

@@ -66,6 +66,26 @@ pub fn is_fatal(e: &SnapshotError) -> bool {
     )
 }
 
+/// Whether an error at the first attach should fail the database's open: the ones
+/// [`is_fatal`] names, and a store that is wrongly named or configured (no such bucket, access
+/// denied, an invalid or unsupported setting), which no wait will mend. Anything else, a
+/// damaged or vanished object among them, leaves the local database usable: the open goes on,
+/// the shipper says what is wrong in its status and tries again with backoff, and nothing is
+/// shipped until an attach succeeds.
+pub fn refuses_start(e: &SnapshotError) -> bool {
+    use crate::store::StoreError;
+    is_fatal(e)
+        || matches!(
+            e,
+            SnapshotError::Store(
+                StoreError::NoSuchBucket { .. }
+                    | StoreError::AccessDenied { .. }
+                    | StoreError::Invalid { .. }
+                    | StoreError::Unsupported { .. }
+            ) | SnapshotError::Config(_)
+        )
+}
+
 /// Exponential backoff with jitter: the n-th delay is uniform in [d/2, d], d = min(cap, base·2ⁿ).
 #[derive(Debug, Clone)]
 pub struct Backoff {

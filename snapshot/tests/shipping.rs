@@ -1035,6 +1035,69 @@ fn a_store_down_at_start_does_not_stop_the_database() {
     sh.close(Duration::from_secs(10)).unwrap();
 }
 
+/// A damaged object in the store (here the last batch, whose header the attach reads) is no
+/// reason to refuse a healthy local database: the open goes on, the status names the object,
+/// commits go on locally, nothing is shipped past it, and once it is mended the shipper
+/// attaches and ships everything.
+#[test]
+fn a_damaged_object_at_start_does_not_stop_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let root = dir.path().join("store");
+    let store = FlakyStore::new(&root);
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let sh = Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    )
+    .unwrap();
+    let mut last = 0;
+    for i in 0..4 {
+        last = insert(&conn, 5, i);
+        sh.ship_now();
+        sh.wait_replicated(last, WAIT).unwrap();
+    }
+    sh.close(Duration::from_secs(10)).unwrap();
+    let t = Catalog::load_timeline(&*store_ref, 1).unwrap();
+    let victim = t.batches.last().unwrap().key.clone();
+    let file = root.join(&victim);
+    let good = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &good[..3]).unwrap();
+
+    let sh = Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    )
+    .expect("a damaged object must not fail the start");
+    let s = sh.status();
+    assert!(!s.store_available, "{s:?}");
+    assert!(
+        s.last_error.as_deref().is_some_and(|e| e.contains(&victim)),
+        "the status names the damaged object: {s:?}"
+    );
+    for i in 10..14 {
+        last = insert(&conn, 5, i);
+    }
+    // Still refused after a few retries, and nothing shipped over the damage.
+    std::thread::sleep(Duration::from_millis(600));
+    let s = sh.status();
+    assert!(!s.store_available && s.last_error.is_some(), "{s:?}");
+    assert_eq!(std::fs::read(&file).unwrap(), &good[..3]);
+    // Mended: the shipper attaches and catches up.
+    std::fs::write(&file, &good).unwrap();
+    sh.wait_replicated(last, WAIT).unwrap();
+    assert_eq!(check_contiguous(&*store_ref, 1), sh.replicated_lsn());
+    let out = dir.path().join("r.db");
+    restore_to(&store_ref, &out, RestoreTarget::Latest);
+    assert!(file_bytes(&out) == image(&vfs, &path));
+    sh.close(Duration::from_secs(10)).unwrap();
+}
+
 #[test]
 fn a_hanging_store_does_not_block_commits() {
     let dir = tempfile::tempdir().unwrap();
