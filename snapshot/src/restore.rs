@@ -424,7 +424,9 @@ fn companions(out: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Restore a database from `store` into the file `out`.
+/// Restore a database from `store` into the file `out`. An object of the plan that is gone
+/// when it is read (retention ran meanwhile) makes the restore list the store and plan again,
+/// up to three times.
 pub fn restore(
     store: &dyn ObjectStore,
     out: &Path,
@@ -434,7 +436,68 @@ pub fn restore(
     // Refuse to overwrite before downloading anything, and take the log's lock of a database
     // being replaced (held until the new file is in place, see `place`).
     let mut claimed = claim_output(out, opts.force)?;
+    let tmp = PathBuf::from(format!("{}.pagelog-restore.tmp", out.display()));
+    let fs: FsRef = Arc::new(StdFs);
+    // Retention (or an operator) may delete objects the plan named while the restore runs:
+    // then the store is listed and the restore planned again (an earlier target may have
+    // left the retention window meanwhile, which the new plan reports as out of range).
+    let mut vanished = 0;
+    let (catalog, mut report) = loop {
+        match download(store, out, &tmp, opts) {
+            Err(SnapshotError::Store(e @ crate::StoreError::NotFound { .. }))
+                if vanished < REPLANS_WHEN_OBJECTS_VANISH =>
+            {
+                vanished += 1;
+                tracing::warn!(error = %e, "an object of the restore's plan is gone; listing the store again");
+            }
+            r => break r?,
+        }
+    };
+    let placed = (|| -> Result<()> {
+        if opts.integrity_check {
+            integrity_check(&tmp)?;
+        }
+        // The output may have changed during the download (a writer may have created the
+        // database meanwhile): claim it again unless its log is already locked by us.
+        if claimed.lock.is_none() {
+            claimed = claim_output(out, opts.force)?;
+        }
+        place(&tmp, out, &claimed)
+    })();
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let dir = pagelog_log::fs::parent_dir(out);
+    fs.sync_dir(&dir).map_err(|e| io_err(&dir, "syncing", e))?;
+    // The replaced database's lock file is gone with its directory; let it go.
+    drop(claimed);
+    if opts.new_timeline {
+        report.new_timeline = Some(branch(store, &catalog, &report)?);
+    }
+    report.elapsed = started.elapsed();
+    tracing::info!(
+        out = %out.display(),
+        timeline = report.timeline,
+        lsn = report.lsn,
+        bytes = report.bytes_downloaded,
+        "restored"
+    );
+    Ok(report)
+}
 
+/// How many times a restore lists the store and plans again when an object it planned to
+/// read is gone (deleted by retention while it ran).
+const REPLANS_WHEN_OBJECTS_VANISH: u32 = 3;
+
+/// List the store, plan the restore and download it into `tmp` (removed on failure). The
+/// catalog is returned for a branch to a new timeline.
+fn download(
+    store: &dyn ObjectStore,
+    out: &Path,
+    tmp: &Path,
+    opts: &RestoreOptions,
+) -> Result<(Catalog, RestoreReport)> {
     let catalog = Catalog::load(store)?;
     let t = match opts.timeline {
         Some(n) => catalog
@@ -492,12 +555,11 @@ pub fn restore(
         }
     };
 
-    let tmp = PathBuf::from(format!("{}.pagelog-restore.tmp", out.display()));
     let fs: FsRef = Arc::new(StdFs);
-    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_file(tmp);
     let file: FileRef = fs
-        .open(&tmp, OpenOptions::create())
-        .map_err(|e| io_err(&tmp, "creating", e))?;
+        .open(tmp, OpenOptions::create())
+        .map_err(|e| io_err(tmp, "creating", e))?;
     let result = (|| -> Result<RestoreReport> {
         let mut state = AppliedState::default();
         // Each page's hash as written, for the whole-database checksum at the end.
@@ -713,44 +775,13 @@ pub fn restore(
         })
     })();
     drop(file);
-    let mut report = match result {
-        Ok(r) => r,
+    match result {
+        Ok(r) => Ok((catalog, r)),
         Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+            let _ = std::fs::remove_file(tmp);
+            Err(e)
         }
-    };
-    let placed = (|| -> Result<()> {
-        if opts.integrity_check {
-            integrity_check(&tmp)?;
-        }
-        // The output may have changed during the download (a writer may have created the
-        // database meanwhile): claim it again unless its log is already locked by us.
-        if claimed.lock.is_none() {
-            claimed = claim_output(out, opts.force)?;
-        }
-        place(&tmp, out, &claimed)
-    })();
-    if let Err(e) = placed {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
     }
-    let dir = pagelog_log::fs::parent_dir(out);
-    fs.sync_dir(&dir).map_err(|e| io_err(&dir, "syncing", e))?;
-    // The replaced database's lock file is gone with its directory; let it go.
-    drop(claimed);
-    if opts.new_timeline {
-        report.new_timeline = Some(branch(store, &catalog, &report)?);
-    }
-    report.elapsed = started.elapsed();
-    tracing::info!(
-        out = %out.display(),
-        timeline = report.timeline,
-        lsn = report.lsn,
-        bytes = report.bytes_downloaded,
-        "restored"
-    );
-    Ok(report)
 }
 
 /// Page images buffered before a flush.

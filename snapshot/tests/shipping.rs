@@ -1098,6 +1098,144 @@ fn a_damaged_object_at_start_does_not_stop_the_database() {
     sh.close(Duration::from_secs(10)).unwrap();
 }
 
+/// A store in which retention runs between a restore's listing and its reads: the first
+/// listing does not show the newest snapshot (it is taken "after" the listing), and the
+/// first read of an object that snapshot makes obsolete runs retention with a zero window
+/// first, which deletes that object.
+#[derive(Debug)]
+struct RetentionRacingRestore {
+    inner: StoreRef,
+    /// The newest snapshot's objects, hidden from the first listing.
+    newest: Vec<String>,
+    /// Objects retention deletes once the newest snapshot exists.
+    obsolete: Vec<String>,
+    lists: std::sync::atomic::AtomicU64,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl RetentionRacingRestore {
+    fn before_read(&self, key: &str) {
+        use std::sync::atomic::Ordering;
+        if self.obsolete.iter().any(|k| k == key) && !self.fired.swap(true, Ordering::SeqCst) {
+            let r = pagelog_snapshot::apply_retention(&*self.inner, Duration::ZERO, u64::MAX / 2)
+                .unwrap();
+            assert!(r.batches + r.snapshots > 0, "{r:?}");
+        }
+    }
+}
+
+impl pagelog_snapshot::ObjectStore for RetentionRacingRestore {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn put_if_absent(
+        &self,
+        key: &str,
+        data: &[u8],
+    ) -> Result<pagelog_snapshot::PutOutcome, pagelog_snapshot::StoreError> {
+        self.inner.put_if_absent(key, data)
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>, pagelog_snapshot::StoreError> {
+        self.before_read(key);
+        self.inner.get(key)
+    }
+    fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<u8>, pagelog_snapshot::StoreError> {
+        self.before_read(key);
+        self.inner.get_range(key, range)
+    }
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<pagelog_snapshot::ObjectMeta>, pagelog_snapshot::StoreError> {
+        let mut all = self.inner.list(prefix)?;
+        if self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            all.retain(|o| !self.newest.contains(&o.key));
+        }
+        Ok(all)
+    }
+    fn delete(&self, key: &str) -> Result<(), pagelog_snapshot::StoreError> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn a_latest_restore_racing_retention_lists_again_and_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let sh = Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    )
+    .unwrap();
+    let mut last = 0;
+    for round in 0..3 {
+        for i in 0..4 {
+            last = insert(&conn, 5, round * 10 + i);
+            sh.ship_now();
+        }
+        if round < 2 {
+            sh.snapshot_now().unwrap();
+        }
+    }
+    sh.wait_replicated(last, WAIT).unwrap();
+    sh.close(Duration::from_secs(10)).unwrap();
+    let t = Catalog::load_timeline(&*store_ref, 1).unwrap();
+    let snaps: Vec<_> = t.complete_snapshots().collect();
+    assert_eq!(snaps.len(), 2);
+    let (older, newest) = (snaps[0], snaps[1]);
+    let newest_keys: Vec<String> = newest
+        .parts
+        .iter()
+        .map(|p| p.key.clone())
+        .chain(newest.manifest_key.clone())
+        .collect();
+    let mut obsolete: Vec<String> = older
+        .parts
+        .iter()
+        .map(|p| p.key.clone())
+        .chain(older.manifest_key.clone())
+        .collect();
+    for (i, b) in t.batches.iter().enumerate() {
+        if t.batches
+            .get(i + 1)
+            .is_some_and(|n| n.first_lsn <= newest.lsn + 1)
+        {
+            obsolete.push(b.key.clone());
+        }
+    }
+    let racing = Arc::new(RetentionRacingRestore {
+        inner: store_ref.clone(),
+        newest: newest_keys,
+        obsolete,
+        lists: Default::default(),
+        fired: Default::default(),
+    });
+    let racing_ref: StoreRef = racing.clone();
+    let out = dir.path().join("r.db");
+    let report = restore_to(&racing_ref, &out, RestoreTarget::Latest);
+    assert!(racing.fired.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(racing.lists.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    assert_eq!(report.lsn, last);
+    assert_eq!(report.snapshot_lsn, Some(newest.lsn));
+    assert!(file_bytes(&out) == image(&vfs, &path));
+    assert!(
+        Catalog::load_timeline(&*store_ref, 1)
+            .unwrap()
+            .snapshot_at_or_before(older.lsn)
+            .is_none_or(|s| s.lsn != older.lsn)
+    );
+}
+
 #[test]
 fn a_hanging_store_does_not_block_commits() {
     let dir = tempfile::tempdir().unwrap();
