@@ -677,9 +677,9 @@ fn download(
                             // new end read as zeros if it grows again.
                             pages
                                 .flush(&*file, state.page_size, &mut scratch, &mut hashes)
-                                .map_err(|e| io_err(&tmp, "writing", e))?;
+                                .map_err(|e| io_err(tmp, "writing", e))?;
                             file.set_len(txn.db_pages as u64 * txn.page_size as u64)
-                                .map_err(|e| io_err(&tmp, "resizing", e))?;
+                                .map_err(|e| io_err(tmp, "resizing", e))?;
                             hashes.resize(txn.db_pages);
                         }
                         for (pgno, data) in txn.pages() {
@@ -688,7 +688,7 @@ fn download(
                         if pages.bytes() >= PAGE_ARENA_BYTES {
                             pages
                                 .flush(&*file, state.page_size, &mut scratch, &mut hashes)
-                                .map_err(|e| io_err(&tmp, "writing", e))?;
+                                .map_err(|e| io_err(tmp, "writing", e))?;
                         }
                         state.db_pages = txn.db_pages;
                         state.checksum = txn.checksum;
@@ -700,7 +700,7 @@ fn download(
                 }
                 pages
                     .flush(&*file, state.page_size, &mut scratch, &mut hashes)
-                    .map_err(|e| io_err(&tmp, "writing", e))?;
+                    .map_err(|e| io_err(tmp, "writing", e))?;
                 Ok(more)
             };
             // A batch that fails its checksums part way is read once more from its start:
@@ -746,7 +746,7 @@ fn download(
         // Cut to size and verify.
         let size = state.db_pages as u64 * state.page_size as u64;
         file.set_len(size)
-            .map_err(|e| io_err(&tmp, "resizing", e))?;
+            .map_err(|e| io_err(tmp, "resizing", e))?;
         hashes.resize(state.db_pages);
         let found = hashes.checksum(state.page_size);
         if found != state.checksum {
@@ -756,7 +756,7 @@ fn download(
                 found,
             });
         }
-        file.sync_data().map_err(|e| io_err(&tmp, "syncing", e))?;
+        file.sync_data().map_err(|e| io_err(tmp, "syncing", e))?;
         Ok(RestoreReport {
             path: out.to_path_buf(),
             database_id: database_id.unwrap_or(0),
