@@ -355,9 +355,15 @@ impl Database {
     }
 
     /// Make every commit durable, ship what is durable (waiting up to the configured close
-    /// timeout for the store), and stop. Nothing is lost if the store is unreachable: the
+    /// timeout for the store), and stop. Connections still open (from [`Database::connect`] or
+    /// any other connection to this database through the pagelog VFS) can still read, but a
+    /// commit through them fails with `SQLITE_READONLY`: nothing would ship it. Reopen the
+    /// database and connect again to write. Nothing is lost if the store is unreachable: the
     /// next open ships the rest.
     pub fn close(mut self) -> Result<()> {
+        // Connections kept past this point can read but no longer commit: nothing would
+        // ship what they wrote until the next open.
+        self.inner.retire_connections();
         let flushed = self.inner.log().flush();
         self.waiter.stop();
         let shipped = match self.shipper.take() {
@@ -382,6 +388,7 @@ impl Drop for Database {
     /// The safe minimum: make every commit durable and stop the shipper without waiting for
     /// the store (the next open resumes shipping).
     fn drop(&mut self) {
+        self.inner.retire_connections();
         if let Err(e) = self.inner.log().flush() {
             tracing::error!(db = %self.path.display(), error = %e, "flushing the log on drop");
         }

@@ -246,3 +246,83 @@ fn an_unreachable_store_at_open_does_not_stop_writes() {
         .unwrap();
     assert_eq!(n, 1);
 }
+
+fn is_readonly(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ReadOnly
+    )
+}
+
+/// Connections kept past `close` (or a drop) of their `Database`, whether they had read
+/// already, never touched the database, or were in the middle of a write transaction: they
+/// can still read, but cannot commit what nothing would ship. A reopened database's new
+/// connections write and ship as usual, while the old ones stay refused; everything
+/// acknowledged is in the store.
+#[test]
+fn connections_kept_past_close_can_read_but_not_write() {
+    for durability in [Durability::Sync, Durability::Gated] {
+        for by_drop in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = dir.path().join("store");
+            let path = dir.path().join("a.db");
+            let db = Database::open(&path, config(&store, durability)).unwrap();
+            let used = db.connect().unwrap();
+            used.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+                .unwrap();
+            let untouched = db.connect().unwrap();
+            let in_txn = db.connect().unwrap();
+            in_txn
+                .execute_batch("BEGIN; INSERT INTO t VALUES (100);")
+                .unwrap();
+            if by_drop {
+                drop(db);
+            } else {
+                db.close().unwrap();
+            }
+            for (name, c) in [("used", &used), ("untouched", &untouched)] {
+                let n: i64 = c
+                    .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(n, 1, "{name}");
+                let e = c.execute("INSERT INTO t VALUES (2)", []).unwrap_err();
+                assert!(is_readonly(&e), "{name}: {e:?}");
+            }
+            let e = in_txn.execute_batch("COMMIT").unwrap_err();
+            assert!(is_readonly(&e), "in_txn: {e:?}");
+            let _ = in_txn.execute_batch("ROLLBACK");
+
+            let db = Database::open(&path, config(&store, durability)).unwrap();
+            let conn = db.connect().unwrap();
+            conn.execute("INSERT INTO t VALUES (3)", []).unwrap();
+            let m = db.commit_bookmark(&conn).unwrap();
+            db.wait_replicated(&m, Some(Duration::from_secs(30)))
+                .unwrap();
+            let e = used.execute("INSERT INTO t VALUES (4)", []).unwrap_err();
+            assert!(is_readonly(&e), "{e:?}");
+            let rows: Vec<i64> = conn
+                .prepare("SELECT x FROM t ORDER BY x")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(rows, vec![1, 3], "{durability:?} by_drop={by_drop}");
+            drop((used, untouched, in_txn, conn));
+            db.close().unwrap();
+            let out = dir.path().join("r.db");
+            pagelog::restore(
+                &*pagelog::snapshot::open_store(store.to_str().unwrap(), &Default::default())
+                    .unwrap(),
+                &out,
+                &RestoreOptions::default(),
+            )
+            .unwrap();
+            let n: i64 = rusqlite::Connection::open(&out)
+                .unwrap()
+                .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 2, "{durability:?} by_drop={by_drop}");
+        }
+    }
+}

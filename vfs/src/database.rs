@@ -124,6 +124,9 @@ pub struct Database {
     /// The main file was written since its last sync.
     db_dirty: AtomicBool,
     poisoned: Mutex<Option<String>>,
+    /// Bumped by [`Database::retire_connections`]: a WAL handle opened under an older epoch
+    /// may no longer write frames (its connection outlived the owner that closed it).
+    epoch: AtomicU64,
     report: OpenReport,
     /// Keeps other programs' SQLite off the main file while this database is open
     /// ([`Fs::try_lock_sqlite`](pagelog_log::fs::Fs::try_lock_sqlite)).
@@ -352,6 +355,7 @@ impl Database {
             ckpt_lsn: AtomicU64::new(ckpt_lsn),
             db_dirty: AtomicBool::new(false),
             poisoned: Mutex::new(None),
+            epoch: AtomicU64::new(0),
             report,
             _sqlite_lock: sqlite_lock,
         })
@@ -552,6 +556,24 @@ impl Database {
             tracing::error!(db = %self.path.display(), error = %e, "database poisoned");
             *p = Some(e.to_string());
         }
+    }
+
+    /// Stop every connection open now from writing: from here on, a connection opened before
+    /// this call is refused SQLite's WAL write lock (so a write transaction cannot begin), and
+    /// its WAL handle any frame write (so one already begun cannot commit), with
+    /// `SQLITE_READONLY`: the statement fails with "attempt to write a readonly database" and
+    /// the transaction is rolled back. Reads, passive checkpoints and closing still work.
+    /// Connections opened afterwards write as usual. The facade calls this when a `pagelog::Database` is closed
+    /// or dropped, so that connections kept past it cannot commit transactions that nothing
+    /// would ship. A commit already past its first frame write when this is called completes;
+    /// it is in the local log, and the next open ships it.
+    pub fn retire_connections(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// See [`Database::retire_connections`].
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// The write-ahead rule: before any page reaches the main file, every transaction captured

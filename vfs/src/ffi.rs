@@ -44,6 +44,15 @@ fn record_error(msg: String) {
 
 static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
 
+/// Why a connection retired by [`Database::retire_connections`] may not write.
+fn retired_message(db: &Database) -> String {
+    format!(
+        "{}: this connection outlived the pagelog Database it belongs to (closed or dropped), \
+         so it can no longer write; open the database again and use a new connection",
+        db.path().display()
+    )
+}
+
 /// The default (OS) VFS, used for temp files and time/randomness.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DefaultVfs(pub *mut ffi::sqlite3_vfs);
@@ -71,11 +80,17 @@ struct MainHandle {
     vfs: &'static VfsInner,
     id: u64,
     shm_mapped: bool,
+    /// The database's epoch when this connection opened: once it has moved on
+    /// ([`Database::retire_connections`]), the connection may not take the WAL write lock.
+    epoch: u64,
 }
 
 struct WalHandle {
     db: Arc<Database>,
     file: FileRef,
+    /// The database's epoch when this connection opened its WAL: frame writes are refused
+    /// once it has moved on ([`Database::retire_connections`]).
+    epoch: u64,
 }
 
 /// Size SQLite must allocate per file: ours, or the default VFS's for delegated files.
@@ -180,6 +195,7 @@ pub(crate) unsafe extern "C" fn x_open(
         let st = if main {
             match inner.database(&path) {
                 Ok(db) => FileState::Main(MainHandle {
+                    epoch: db.epoch(),
                     db,
                     vfs: inner,
                     id: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
@@ -199,7 +215,11 @@ pub(crate) unsafe extern "C" fn x_open(
             // No directory sync: the WAL is never relied on for durability (recovery discards
             // it), so its directory entry need not be durable either.
             match db.fs().open(&path, OpenOptions::create()) {
-                Ok(f) => FileState::Wal(WalHandle { db, file: f }),
+                Ok(f) => FileState::Wal(WalHandle {
+                    epoch: db.epoch(),
+                    db,
+                    file: f,
+                }),
                 Err(e) => {
                     record_error(format!("opening WAL {}: {e}", path.display()));
                     return ffi::SQLITE_CANTOPEN;
@@ -489,6 +509,13 @@ unsafe extern "C" fn io_write(
                 }
             },
             FileState::Wal(w) => {
+                // Frames (everything after the header) carry transactions; a connection whose
+                // owner closed the database may not add any. The header (a WAL restart after
+                // a checkpoint) carries none.
+                if offset >= crate::capture::WAL_HEADER_LEN && w.epoch != w.db.epoch() {
+                    record_error(retired_message(&w.db));
+                    return ffi::SQLITE_READONLY;
+                }
                 if let Err(e) = w.file.write_all_at(data, offset) {
                     record_error(format!("writing {}: {e}", w.db.wal_path().display()));
                     return io_code(&e, ffi::SQLITE_IOERR_WRITE);
@@ -736,6 +763,18 @@ unsafe extern "C" fn io_shm_lock(
         let (start, end) = (offset as usize, (offset + n) as usize);
         if end > locks::SHM_NLOCK {
             return ffi::SQLITE_IOERR_SHMLOCK;
+        }
+        // Slot 0 is SQLite's WAL write lock, taken exclusively to begin a write transaction
+        // (and by checkpoints that restart the WAL, and to rebuild a damaged WAL index). A
+        // connection that outlived its owner may not write: refused before anything is
+        // written, the statement fails with "attempt to write a readonly database".
+        if start == 0
+            && flags & ffi::SQLITE_SHM_LOCK != 0
+            && flags & ffi::SQLITE_SHM_EXCLUSIVE != 0
+            && h.epoch != h.db.epoch()
+        {
+            record_error(retired_message(&h.db));
+            return ffi::SQLITE_READONLY;
         }
         let mut shm = h.db.shm.lock();
         let ok = if flags & ffi::SQLITE_SHM_UNLOCK != 0 {
