@@ -745,8 +745,7 @@ fn download(
         }
         // Cut to size and verify.
         let size = state.db_pages as u64 * state.page_size as u64;
-        file.set_len(size)
-            .map_err(|e| io_err(tmp, "resizing", e))?;
+        file.set_len(size).map_err(|e| io_err(tmp, "resizing", e))?;
         hashes.resize(state.db_pages);
         let found = hashes.checksum(state.page_size);
         if found != state.checksum {
