@@ -450,6 +450,53 @@ fn missing_bucket_is_no_such_bucket() {
     }
 }
 
+/// A server that answers every request with a bare 404 (no body, no error code), as some
+/// answer for a missing bucket: a listing reports the bucket, a GET the key.
+#[test]
+fn a_bare_404_to_a_listing_is_no_such_bucket() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                let mut seen = Vec::new();
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    // One answer per request head (the requests here have no body).
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let _ = c.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                    }
+                }
+            });
+        }
+    });
+    let opts = StoreOptions {
+        endpoint: Some(endpoint.clone()),
+        region: Some("us-east-1".into()),
+        credentials: Some(("AKIDBARE404".into(), "bare-404-secret".into())),
+        max_attempts: Some(1),
+        ..StoreOptions::default()
+    };
+    let s = S3Store::open("bare-bucket", "p", &opts).unwrap();
+    match s.list("") {
+        Err(StoreError::NoSuchBucket {
+            bucket,
+            endpoint: e,
+        }) => {
+            assert_eq!(bucket, "bare-bucket");
+            assert_eq!(e, endpoint);
+        }
+        other => panic!("expected NoSuchBucket, got {other:?}"),
+    }
+    assert!(matches!(s.get("k"), Err(StoreError::NotFound { .. })));
+}
+
 #[test]
 fn wrong_credentials_are_access_denied_and_never_printed() {
     let t = S3Target::from_env_or_start();

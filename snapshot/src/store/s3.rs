@@ -1294,7 +1294,15 @@ impl Inner {
                 .set_continuation_token(token.take())
                 .send()
                 .await
-                .map_err(|e| self.fail(prefix, e).error)?;
+                .map_err(|e| match self.fail(prefix, e).error {
+                    // A listing finds no object missing: a 404 without an error code (some
+                    // servers answer a missing bucket so) is the bucket.
+                    StoreError::NotFound { .. } => StoreError::NoSuchBucket {
+                        bucket: self.bucket.clone(),
+                        endpoint: self.endpoint.clone(),
+                    },
+                    other => other,
+                })?;
             for obj in page.contents() {
                 let Some(rel) = obj.key().and_then(|k| k.strip_prefix(&root)) else {
                     continue;
