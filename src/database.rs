@@ -356,8 +356,9 @@ impl Database {
 
     /// Make every commit durable, ship what is durable (waiting up to the configured close
     /// timeout for the store), and stop. Connections still open (from [`Database::connect`] or
-    /// any other connection to this database through the pagelog VFS) can still read, but a
-    /// commit through them fails with `SQLITE_READONLY`: nothing would ship it. Reopen the
+    /// any other connection to this database through the pagelog VFS) can still read, but
+    /// beginning a write through them fails with `SQLITE_READONLY`: nothing would ship it (a
+    /// write transaction already begun may still commit; the next open ships it). Reopen the
     /// database and connect again to write. Nothing is lost if the store is unreachable: the
     /// next open ships the rest.
     pub fn close(mut self) -> Result<()> {

@@ -255,14 +255,16 @@ fn is_readonly(e: &rusqlite::Error) -> bool {
 }
 
 /// Connections kept past `close` (or a drop) of their `Database`, whether they had read
-/// already, never touched the database, or were in the middle of a write transaction: they
-/// can still read, but cannot commit what nothing would ship. A reopened database's new
-/// connections write and ship as usual, while the old ones stay refused; everything
-/// acknowledged is in the store.
+/// already or never touched the database: they can still read and checkpoint, but cannot begin
+/// a write transaction, whose commit nothing would ship. One that had begun writing before
+/// the close can still commit (the next open ships it). A reopened database's new connections
+/// write and ship as usual, while the old ones stay refused; everything acknowledged is in the
+/// store.
 #[test]
 fn connections_kept_past_close_can_read_but_not_write() {
     for durability in [Durability::Sync, Durability::Gated] {
         for by_drop in [false, true] {
+            let ctx = format!("{durability:?} by_drop={by_drop}");
             let dir = tempfile::tempdir().unwrap();
             let store = dir.path().join("store");
             let path = dir.path().join("a.db");
@@ -273,7 +275,7 @@ fn connections_kept_past_close_can_read_but_not_write() {
             let untouched = db.connect().unwrap();
             let in_txn = db.connect().unwrap();
             in_txn
-                .execute_batch("BEGIN; INSERT INTO t VALUES (100);")
+                .execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (100);")
                 .unwrap();
             if by_drop {
                 drop(db);
@@ -283,14 +285,18 @@ fn connections_kept_past_close_can_read_but_not_write() {
             for (name, c) in [("used", &used), ("untouched", &untouched)] {
                 let n: i64 = c
                     .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-                    .unwrap_or_else(|e| panic!("{name}: {e}"));
-                assert_eq!(n, 1, "{name}");
+                    .unwrap_or_else(|e| panic!("{ctx} {name}: {e}"));
+                assert_eq!(n, 1, "{ctx} {name}");
                 let e = c.execute("INSERT INTO t VALUES (2)", []).unwrap_err();
-                assert!(is_readonly(&e), "{name}: {e:?}");
+                assert!(is_readonly(&e), "{ctx} {name}: {e:?}");
             }
-            let e = in_txn.execute_batch("COMMIT").unwrap_err();
-            assert!(is_readonly(&e), "in_txn: {e:?}");
-            let _ = in_txn.execute_batch("ROLLBACK");
+            // Begun before the close: it commits (locally; shipped by the next open).
+            in_txn.execute_batch("COMMIT").unwrap();
+            let e = in_txn.execute("INSERT INTO t VALUES (5)", []).unwrap_err();
+            assert!(is_readonly(&e), "{ctx} in_txn: {e:?}");
+            // Checkpoints add no transaction: allowed.
+            used.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .unwrap();
 
             let db = Database::open(&path, config(&store, durability)).unwrap();
             let conn = db.connect().unwrap();
@@ -299,7 +305,7 @@ fn connections_kept_past_close_can_read_but_not_write() {
             db.wait_replicated(&m, Some(Duration::from_secs(30)))
                 .unwrap();
             let e = used.execute("INSERT INTO t VALUES (4)", []).unwrap_err();
-            assert!(is_readonly(&e), "{e:?}");
+            assert!(is_readonly(&e), "{ctx}: {e:?}");
             let rows: Vec<i64> = conn
                 .prepare("SELECT x FROM t ORDER BY x")
                 .unwrap()
@@ -307,7 +313,7 @@ fn connections_kept_past_close_can_read_but_not_write() {
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
-            assert_eq!(rows, vec![1, 3], "{durability:?} by_drop={by_drop}");
+            assert_eq!(rows, vec![1, 3, 100], "{ctx}");
             drop((used, untouched, in_txn, conn));
             db.close().unwrap();
             let out = dir.path().join("r.db");
@@ -322,7 +328,34 @@ fn connections_kept_past_close_can_read_but_not_write() {
                 .unwrap()
                 .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
                 .unwrap();
-            assert_eq!(n, 2, "{durability:?} by_drop={by_drop}");
+            assert_eq!(n, 3, "{ctx}");
         }
     }
+}
+
+/// A connection that never read before its `Database` was closed reads afterwards (its first
+/// read rebuilds the WAL-index, which takes the write lock without beginning a write), and
+/// cannot write.
+#[test]
+fn a_connection_that_never_read_reads_after_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let path = dir.path().join("a.db");
+    {
+        let db = Database::open(&path, config(&store, Durability::Sync)).unwrap();
+        db.connect()
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        db.close().unwrap();
+    }
+    let db = Database::open(&path, config(&store, Durability::Sync)).unwrap();
+    let fresh = db.connect().unwrap();
+    db.close().unwrap();
+    let n: i64 = fresh
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    let e = fresh.execute("INSERT INTO t VALUES (2)", []).unwrap_err();
+    assert!(is_readonly(&e), "{e:?}");
 }

@@ -37,6 +37,18 @@ pub enum SnapshotError {
         /// What is wrong.
         reason: String,
     },
+    /// An object's format version is one this build does not read (a newer pagelog wrote it).
+    #[error(
+        "object {key} has format version {version}; this build reads version {supported} (was it written by a newer pagelog?)"
+    )]
+    UnsupportedVersion {
+        /// Its key.
+        key: String,
+        /// The version it carries.
+        version: u16,
+        /// The version this build reads and writes.
+        supported: u16,
+    },
     /// Encoding an object failed.
     #[error("cannot encode an object: {0}")]
     Encode(String),

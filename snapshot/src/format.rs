@@ -203,10 +203,11 @@ fn check_header(key: &str, b: &[u8], magic: &[u8; 8], len: usize) -> Result<()> 
     }
     let version = u16_at(b, 8);
     if version != VERSION {
-        return Err(corrupt(
-            key,
-            format!("unsupported format version {version}"),
-        ));
+        return Err(SnapshotError::UnsupportedVersion {
+            key: key.to_string(),
+            version,
+            supported: VERSION,
+        });
     }
     if header_crc(&b[..len]) != u32_at(b, 12) {
         return Err(corrupt(key, "header checksum mismatch"));

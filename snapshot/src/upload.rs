@@ -66,24 +66,21 @@ pub fn is_fatal(e: &SnapshotError) -> bool {
     )
 }
 
-/// Whether an error at the first attach should fail the database's open: the ones
-/// [`is_fatal`] names, and a store that is wrongly named or configured (no such bucket, access
-/// denied, an invalid or unsupported setting), which no wait will mend. Anything else, a
-/// damaged or vanished object among them, leaves the local database usable: the open goes on,
-/// the shipper says what is wrong in its status and tries again with backoff, and nothing is
-/// shipped until an attach succeeds.
+/// Whether an error at the first attach should fail the database's open. Only damage does
+/// not: an object the attach reads (the timeline claim, the last batch's header, the newest
+/// manifest) that is corrupt, truncated or gone since the listing. The local database is
+/// healthy, so the open goes on; the shipper says what is wrong in its status and tries again
+/// with backoff, and ships nothing until an attach succeeds. Every other error that is not
+/// transient — another database, a stale or diverged copy, a store that cannot fence, no such
+/// bucket, denied credentials, a wrong region or any other refusal of the server, a local
+/// store the process may not write, objects of a newer format — still fails the open: no
+/// wait mends those.
 pub fn refuses_start(e: &SnapshotError) -> bool {
     use crate::store::StoreError;
-    is_fatal(e)
-        || matches!(
-            e,
-            SnapshotError::Store(
-                StoreError::NoSuchBucket { .. }
-                    | StoreError::AccessDenied { .. }
-                    | StoreError::Invalid { .. }
-                    | StoreError::Unsupported { .. }
-            ) | SnapshotError::Config(_)
-        )
+    !matches!(
+        e,
+        SnapshotError::Corrupt { .. } | SnapshotError::Store(StoreError::NotFound { .. })
+    )
 }
 
 /// Exponential backoff with jitter: the n-th delay is uniform in [d/2, d], d = min(cap, base·2ⁿ).

@@ -757,6 +757,33 @@ fn called_from_an_async_task_on_its_own_runtime_it_returns() {
     }
 }
 
+/// A caller inside a current-thread runtime that entered a multi-thread runtime's handle:
+/// `block_in_place` refuses that thread, and the store waits plainly instead of panicking.
+#[test]
+fn a_call_from_a_current_thread_runtime_with_another_handle_entered_works() {
+    let t = S3Target::from_env_or_start();
+    let mt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let opts = StoreOptions {
+        runtime: Some(mt.handle().clone()),
+        ..options(&t)
+    };
+    let s = S3Store::open(&t.bucket, &t.unique_prefix("entered"), &opts).unwrap();
+    s.put_if_absent("k", b"v").unwrap();
+    let ct = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = ct.block_on(async {
+        let _entered = mt.handle().enter();
+        s.get("k")
+    });
+    assert_eq!(got.unwrap(), b"v");
+}
+
 /// With an endpoint of its own and no region anywhere, the store does not ask EC2's instance
 /// metadata service for one (a timeout and a screen of warnings off EC2): no warning at all
 /// while it opens and works.

@@ -1084,10 +1084,25 @@ fn a_damaged_object_at_start_does_not_stop_the_database() {
         last = insert(&conn, 5, i);
     }
     // Still refused after a few retries, and nothing shipped over the damage.
+    let batches_before = Catalog::load_timeline(&*store_ref, 1)
+        .unwrap()
+        .batches
+        .len();
     std::thread::sleep(Duration::from_millis(600));
     let s = sh.status();
     assert!(!s.store_available && s.last_error.is_some(), "{s:?}");
-    assert_eq!(std::fs::read(&file).unwrap(), &good[..3]);
+    assert_eq!(
+        sh.replicated_lsn(),
+        0,
+        "nothing replicated before an attach"
+    );
+    assert_eq!(
+        Catalog::load_timeline(&*store_ref, 1)
+            .unwrap()
+            .batches
+            .len(),
+        batches_before
+    );
     // Mended: the shipper attaches and catches up.
     std::fs::write(&file, &good).unwrap();
     sh.wait_replicated(last, WAIT).unwrap();
@@ -1096,6 +1111,47 @@ fn a_damaged_object_at_start_does_not_stop_the_database() {
     restore_to(&store_ref, &out, RestoreTarget::Latest);
     assert!(file_bytes(&out) == image(&vfs, &path));
     sh.close(Duration::from_secs(10)).unwrap();
+}
+
+/// An object of a newer format version (as a newer pagelog would write) is no damage: the
+/// start fails, naming the object and both versions.
+#[test]
+fn an_object_of_a_newer_format_fails_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let root = dir.path().join("store");
+    let store = FlakyStore::new(&root);
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let sh = Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    )
+    .unwrap();
+    let last = insert(&conn, 5, 1);
+    sh.ship_now();
+    sh.wait_replicated(last, WAIT).unwrap();
+    sh.close(Duration::from_secs(10)).unwrap();
+    let t = Catalog::load_timeline(&*store_ref, 1).unwrap();
+    let victim = t.batches.last().unwrap().key.clone();
+    let file = root.join(&victim);
+    let mut b = std::fs::read(&file).unwrap();
+    b[8..10].copy_from_slice(&2u16.to_le_bytes());
+    std::fs::write(&file, &b).unwrap();
+    match Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    ) {
+        Err(e @ SnapshotError::UnsupportedVersion { .. }) => {
+            let m = e.to_string();
+            assert!(m.contains(&victim) && m.contains("version 2"), "{m}");
+        }
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    }
 }
 
 /// A store in which retention runs between a restore's listing and its reads: the first

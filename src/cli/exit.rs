@@ -107,6 +107,7 @@ pub fn snapshot_code(e: &SnapshotError) -> Exit {
         | SnapshotError::StaleLocal { .. }
         | SnapshotError::Diverged { .. }
         | SnapshotError::Timeout { .. }
+        | SnapshotError::UnsupportedVersion { .. }
         | SnapshotError::Stopped(_) => Exit::Error,
     }
 }

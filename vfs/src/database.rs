@@ -124,8 +124,8 @@ pub struct Database {
     /// The main file was written since its last sync.
     db_dirty: AtomicBool,
     poisoned: Mutex<Option<String>>,
-    /// Bumped by [`Database::retire_connections`]: a WAL handle opened under an older epoch
-    /// may no longer write frames (its connection outlived the owner that closed it).
+    /// Bumped by [`Database::retire_connections`]: a connection opened under an older epoch
+    /// may no longer begin a write transaction (it outlived the owner that closed it).
     epoch: AtomicU64,
     report: OpenReport,
     /// Keeps other programs' SQLite off the main file while this database is open
@@ -559,14 +559,14 @@ impl Database {
     }
 
     /// Stop every connection open now from writing: from here on, a connection opened before
-    /// this call is refused SQLite's WAL write lock (so a write transaction cannot begin), and
-    /// its WAL handle any frame write (so one already begun cannot commit), with
-    /// `SQLITE_READONLY`: the statement fails with "attempt to write a readonly database" and
-    /// the transaction is rolled back. Reads, passive checkpoints and closing still work.
-    /// Connections opened afterwards write as usual. The facade calls this when a `pagelog::Database` is closed
-    /// or dropped, so that connections kept past it cannot commit transactions that nothing
-    /// would ship. A commit already past its first frame write when this is called completes;
-    /// it is in the local log, and the next open ships it.
+    /// this call cannot begin a write transaction. SQLite's WAL write lock, asked for to begin
+    /// one, is refused with `SQLITE_READONLY`: the statement fails with "attempt to write a
+    /// readonly database", having written nothing. Reads, checkpoints and closing still work.
+    /// Connections opened afterwards write as usual. The facade calls this when a
+    /// `pagelog::Database` is closed or dropped, so that connections kept past it cannot
+    /// commit transactions that nothing would ship. A write transaction that had begun before
+    /// this call (it holds the write lock) can still commit; that commit is in the local log,
+    /// and the next open ships it.
     pub fn retire_connections(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }

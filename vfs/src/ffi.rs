@@ -44,6 +44,9 @@ fn record_error(msg: String) {
 
 static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
 
+/// SQLite's WAL read-mark locks, `WAL_READ_LOCK(0..5)`: slots 3 to 7 of the WAL-index locks.
+const WAL_READ_LOCKS: std::ops::Range<usize> = 3..8;
+
 /// Why a connection retired by [`Database::retire_connections`] may not write.
 fn retired_message(db: &Database) -> String {
     format!(
@@ -81,16 +84,13 @@ struct MainHandle {
     id: u64,
     shm_mapped: bool,
     /// The database's epoch when this connection opened: once it has moved on
-    /// ([`Database::retire_connections`]), the connection may not take the WAL write lock.
+    /// ([`Database::retire_connections`]), the connection may not begin a write transaction.
     epoch: u64,
 }
 
 struct WalHandle {
     db: Arc<Database>,
     file: FileRef,
-    /// The database's epoch when this connection opened its WAL: frame writes are refused
-    /// once it has moved on ([`Database::retire_connections`]).
-    epoch: u64,
 }
 
 /// Size SQLite must allocate per file: ours, or the default VFS's for delegated files.
@@ -215,11 +215,7 @@ pub(crate) unsafe extern "C" fn x_open(
             // No directory sync: the WAL is never relied on for durability (recovery discards
             // it), so its directory entry need not be durable either.
             match db.fs().open(&path, OpenOptions::create()) {
-                Ok(f) => FileState::Wal(WalHandle {
-                    epoch: db.epoch(),
-                    db,
-                    file: f,
-                }),
+                Ok(f) => FileState::Wal(WalHandle { db, file: f }),
                 Err(e) => {
                     record_error(format!("opening WAL {}: {e}", path.display()));
                     return ffi::SQLITE_CANTOPEN;
@@ -509,13 +505,6 @@ unsafe extern "C" fn io_write(
                 }
             },
             FileState::Wal(w) => {
-                // Frames (everything after the header) carry transactions; a connection whose
-                // owner closed the database may not add any. The header (a WAL restart after
-                // a checkpoint) carries none.
-                if offset >= crate::capture::WAL_HEADER_LEN && w.epoch != w.db.epoch() {
-                    record_error(retired_message(&w.db));
-                    return ffi::SQLITE_READONLY;
-                }
                 if let Err(e) = w.file.write_all_at(data, offset) {
                     record_error(format!("writing {}: {e}", w.db.wal_path().display()));
                     return io_code(&e, ffi::SQLITE_IOERR_WRITE);
@@ -764,19 +753,24 @@ unsafe extern "C" fn io_shm_lock(
         if end > locks::SHM_NLOCK {
             return ffi::SQLITE_IOERR_SHMLOCK;
         }
-        // Slot 0 is SQLite's WAL write lock, taken exclusively to begin a write transaction
-        // (and by checkpoints that restart the WAL, and to rebuild a damaged WAL index). A
-        // connection that outlived its owner may not write: refused before anything is
-        // written, the statement fails with "attempt to write a readonly database".
+        let mut shm = h.db.shm.lock();
+        // A connection that outlived its owner may not begin a write transaction: refused
+        // before anything is written, the statement fails with "attempt to write a readonly
+        // database". SQLite begins one by taking slot 0 (the WAL write lock) exclusively while
+        // it holds a read lock (slots 3..8: a write transaction always starts inside a read
+        // transaction). It also takes slot 0 without a read lock, to rebuild the WAL-index or
+        // for a blocking checkpoint; those add no transaction and are let through, so that
+        // such a connection can always read.
         if start == 0
             && flags & ffi::SQLITE_SHM_LOCK != 0
             && flags & ffi::SQLITE_SHM_EXCLUSIVE != 0
             && h.epoch != h.db.epoch()
+            && shm.locks.holds_shared(h.id, WAL_READ_LOCKS)
         {
+            drop(shm);
             record_error(retired_message(&h.db));
             return ffi::SQLITE_READONLY;
         }
-        let mut shm = h.db.shm.lock();
         let ok = if flags & ffi::SQLITE_SHM_UNLOCK != 0 {
             shm.locks.unlock(h.id, start..end);
             true

@@ -146,6 +146,11 @@ impl ShmLocks {
         }
     }
 
+    /// Whether `handle` holds a shared lock on any slot of `range`.
+    pub fn holds_shared(&self, handle: u64, range: std::ops::Range<usize>) -> bool {
+        range.into_iter().any(|i| self.shared[i].contains(&handle))
+    }
+
     /// Release everything `handle` holds.
     pub fn release_all(&mut self, handle: u64) {
         self.unlock(handle, 0..SHM_NLOCK);

@@ -5,8 +5,8 @@
 //! - the SDK client and its configuration: endpoint (options, else `AWS_ENDPOINT_URL_S3`, else
 //!   `AWS_ENDPOINT_URL`, else AWS — the SDK itself reads both variables and the profile's
 //!   `endpoint_url`), path-style addressing (on by default when an endpoint is set), region
-//!   (options, else the AWS chain — without EC2 instance metadata when an endpoint is set —,
-//!   else `us-east-1`), credentials (options, else the standard
+//!   (options, else the AWS chain — without EC2 instance metadata when an endpoint outside
+//!   AWS is set —, else `us-east-1`), credentials (options, else the standard
 //!   chain: environment, profile, web identity, ECS, IMDS; SSO profiles are not built in),
 //!   the SDK's standard retries (`max_attempts`, exponential backoff with jitter), a per-attempt
 //!   timeout and a connect timeout;
@@ -152,18 +152,37 @@ impl std::fmt::Debug for S3Store {
     }
 }
 
-/// Run `wait` (a blocking wait for a request task) on this thread. On a worker thread of a
-/// multi-thread tokio runtime (a caller inside an async task, against the advice of the module
-/// documentation) the wait goes through `block_in_place`, so that the runtime moves its other
-/// tasks, among them perhaps the very request being waited for, to another worker instead of
-/// stalling them behind this thread. Elsewhere it simply blocks.
-fn wait_blocking<R>(wait: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(wait)
-        }
-        _ => wait(),
+/// Run `wait` (a blocking wait for a request task, which never panics) on this thread. On a
+/// worker thread of a multi-thread tokio runtime (a caller inside an async task, against the
+/// advice of the module documentation) the wait goes through `block_in_place`, so that the
+/// runtime moves its other tasks, among them perhaps the very request being waited for, to
+/// another worker instead of stalling them behind this thread. `block_in_place` refuses, with
+/// a panic before it runs anything, a thread that only entered a multi-thread runtime's
+/// handle from inside a current-thread runtime; the wait then simply blocks, as it does
+/// everywhere else (the panic hook may print that refusal once).
+fn wait_blocking<R>(mut wait: impl FnMut() -> R) -> R {
+    let on_multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_multi_thread
+        && let Ok(r) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tokio::task::block_in_place(&mut wait)
+        }))
+    {
+        return r;
     }
+    wait()
+}
+
+/// Whether an endpoint URL names an AWS host (`….amazonaws.com`, `….amazonaws.com.cn`).
+fn is_aws_endpoint(url: &str) -> bool {
+    let host = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn")
 }
 
 /// Run `fut` on `handle` and wait for it on this thread. A panic in the task (the SDK has a
@@ -269,13 +288,17 @@ impl S3Store {
         max_attempts: u32,
         attempt_timeout: Duration,
     ) -> StoreResult<Inner> {
-        // With an endpoint of its own (MinIO, R2, moto, ...) the store is not on AWS, and
-        // asking EC2's instance metadata service for a region only costs a timeout and a
-        // screenful of warnings: the environment and the profile are asked, then us-east-1.
-        let custom_endpoint = options.endpoint.is_some()
-            || ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+        // With an endpoint of its own outside AWS (MinIO, R2, moto, ...), asking EC2's
+        // instance metadata service for a region only costs a timeout and a screenful of
+        // warnings: the environment and the profile are asked, then us-east-1. An AWS endpoint
+        // given explicitly (a VPC or FIPS endpoint) keeps the whole chain.
+        let endpoint_in_use = options.endpoint.clone().or_else(|| {
+            ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
                 .iter()
-                .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+                .filter_map(|v| std::env::var(v).ok())
+                .find(|s| !s.is_empty())
+        });
+        let custom_endpoint = endpoint_in_use.is_some_and(|e| !is_aws_endpoint(&e));
         let region = RegionProviderChain::first_try(options.region.clone().map(Region::new));
         let region = if custom_endpoint {
             region
@@ -1295,8 +1318,8 @@ impl Inner {
                 .send()
                 .await
                 .map_err(|e| match self.fail(prefix, e).error {
-                    // A listing finds no object missing: a 404 without an error code (some
-                    // servers answer a missing bucket so) is the bucket.
+                    // A listing finds no object missing: a 404 (some servers answer a missing
+                    // bucket with a bare one, without the NoSuchBucket code) is the bucket.
                     StoreError::NotFound { .. } => StoreError::NoSuchBucket {
                         bucket: self.bucket.clone(),
                         endpoint: self.endpoint.clone(),
@@ -1354,6 +1377,28 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aws_endpoints_are_told_from_others() {
+        for aws in [
+            "https://s3.eu-west-1.amazonaws.com",
+            "https://bucket.vpce-0a1b2c3d-abcd.s3.us-east-1.vpce.amazonaws.com/",
+            "https://s3-fips.us-east-2.amazonaws.com:443",
+            "https://s3.cn-north-1.amazonaws.com.cn",
+            "HTTPS://S3.US-EAST-1.AMAZONAWS.COM",
+        ] {
+            assert!(is_aws_endpoint(aws), "{aws}");
+        }
+        for other in [
+            "http://127.0.0.1:9000",
+            "https://acct.r2.cloudflarestorage.com",
+            "http://minio.local:9000/amazonaws.com",
+            "https://amazonaws.com.evil.example",
+            "",
+        ] {
+            assert!(!is_aws_endpoint(other), "{other}");
+        }
+    }
 
     #[test]
     fn content_range() {
