@@ -18,13 +18,29 @@ use crate::durable::{DurableFuture, DurableWaiter};
 use crate::error::{Error, Result};
 use crate::retention::{LocalRetention, trim_local_log};
 
+type VfsKey = (bool, u32, u64);
+
+/// The VFSes registered so far, by (gated, page size, log segment size).
+fn vfses() -> &'static Mutex<HashMap<VfsKey, PagelogVfs>> {
+    static VFSES: OnceLock<Mutex<HashMap<VfsKey, PagelogVfs>>> = OnceLock::new();
+    VFSES.get_or_init(Default::default)
+}
+
+/// Another registered VFS than `vfs` that holds `path` open: an earlier `Database` with other
+/// settings, closed or dropped, whose connections (or stopping shipper) still keep it.
+fn held_elsewhere(vfs: &PagelogVfs, path: &Path) -> Option<String> {
+    vfses()
+        .lock()
+        .values()
+        .find(|v| v.name() != vfs.name() && v.is_open(path))
+        .map(|v| v.name().to_string())
+}
+
 /// One registered VFS per (durability, page size, log segment size), shared by every database
 /// of the process.
 fn vfs_for(durability: Durability, page_size: u32, segment_size: u64) -> Result<PagelogVfs> {
-    type Key = (bool, u32, u64);
-    static VFSES: OnceLock<Mutex<HashMap<Key, PagelogVfs>>> = OnceLock::new();
     let gated = durability == Durability::Gated;
-    let mut map = VFSES.get_or_init(Default::default).lock();
+    let mut map = vfses().lock();
     if let Some(v) = map.get(&(gated, page_size, segment_size)) {
         return Ok(v.clone());
     }
@@ -95,7 +111,8 @@ pub struct Stats {
     pub checkpoint_lsn: Lsn,
     /// Durable records not yet in the store.
     pub lag_records: u64,
-    /// Bytes of local log (including what waits to be shipped).
+    /// Bytes of local log segments holding records (including what waits to be shipped); the
+    /// spare and recycled segments ready for reuse are not counted.
     pub log_bytes: u64,
     /// How long the oldest unshipped durable record has waited, in seconds.
     pub lag_seconds: f64,
@@ -158,6 +175,13 @@ impl Database {
         // with a misleading "open elsewhere".
         let claim = OpenClaim::claim(&absolute_path(path.as_ref())?)?;
         let vfs = vfs_for(config.durability, config.page_size, config.log_segment_size)?;
+        // Its log would be locked by this very process: say so, not "open elsewhere".
+        if let Some(other) = held_elsewhere(&vfs, path.as_ref()) {
+            return Err(Error::StillInUse {
+                path: claim.0.clone(),
+                vfs: other,
+            });
+        }
         let inner = vfs.open_database(path.as_ref())?;
         let store = match &config.store {
             None => None,

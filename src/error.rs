@@ -33,6 +33,18 @@ pub enum Error {
     /// (close that one first, or share it).
     #[error("database {0} is already open in this process")]
     AlreadyOpen(std::path::PathBuf),
+    /// The database is still held in this process through another pagelog VFS: connections,
+    /// or a shipper still stopping, of an earlier [`crate::Database`] opened with other
+    /// settings (durability, page size or log segment size), whose open log cannot be shared.
+    #[error(
+        "database {path} is still in use in this process through the VFS {vfs} (connections, or a shipper still stopping, of an earlier Database opened with other settings); drop those connections, or open it with the same durability, page size and log segment size"
+    )]
+    StillInUse {
+        /// The database.
+        path: std::path::PathBuf,
+        /// The VFS holding it.
+        vfs: String,
+    },
     /// Bad configuration.
     #[error("invalid pagelog configuration: {0}")]
     Config(String),

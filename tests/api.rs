@@ -359,3 +359,37 @@ fn a_connection_that_never_read_reads_after_close() {
     let e = fresh.execute("INSERT INTO t VALUES (2)", []).unwrap_err();
     assert!(is_readonly(&e), "{e:?}");
 }
+
+/// Reopened in the same process with another durability while a connection of the earlier
+/// `Database` is still alive: a typed error saying so (the log is held by this process, not
+/// "open elsewhere"); once that connection is dropped, the open works.
+#[test]
+fn reopening_with_other_settings_while_old_connections_live_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let path = dir.path().join("a.db");
+    let db = Database::open(&path, config(&store, Durability::Sync)).unwrap();
+    let old = db.connect().unwrap();
+    old.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    db.close().unwrap();
+    match Database::open(&path, config(&store, Durability::Gated)) {
+        Err(e @ Error::StillInUse { .. }) => {
+            let m = e.to_string();
+            assert!(m.contains("a.db") && m.contains("still in use"), "{m}");
+        }
+        other => panic!("expected StillInUse, got {other:?}"),
+    }
+    // The same settings share the open log.
+    let same = Database::open(&path, config(&store, Durability::Sync)).unwrap();
+    same.close().unwrap();
+    drop(old);
+    let db = Database::open(&path, config(&store, Durability::Gated)).unwrap();
+    let n: i64 = db
+        .connect()
+        .unwrap()
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    db.close().unwrap();
+}

@@ -549,7 +549,11 @@ impl Shipper {
         waited
     }
 
+    /// Stop the thread (once: `close` stops it, then `Drop` finds nothing to stop).
     fn stop_thread(&mut self) {
+        if self.thread.is_none() {
+            return;
+        }
         {
             let mut st = self.shared.state.lock();
             st.abort = true;

@@ -1292,6 +1292,38 @@ fn a_latest_restore_racing_retention_lists_again_and_succeeds() {
     );
 }
 
+/// `close` on a shipper whose first attach hangs on the store waits `close_timeout`, then the
+/// stop wait (2 s) once — not twice (once in `close`, again in `Drop`).
+#[test]
+fn close_while_the_attach_hangs_waits_the_stop_wait_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    // A fresh store: the attach creates the timeline claim, and that upload hangs.
+    store.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sh = Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store_ref(&store),
+        ShipperOptions {
+            attach_wait: Duration::from_millis(100),
+            ..quick_opts()
+        },
+    )
+    .unwrap();
+    insert(&conn, 2, 1);
+    let started = std::time::Instant::now();
+    assert!(sh.close(Duration::from_millis(200)).is_err());
+    let took = started.elapsed();
+    store.hang.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        took >= Duration::from_millis(2100) && took < Duration::from_millis(3500),
+        "close took {took:?}"
+    );
+}
+
 #[test]
 fn a_hanging_store_does_not_block_commits() {
     let dir = tempfile::tempdir().unwrap();

@@ -49,7 +49,7 @@ pub enum VfsError {
     },
     /// The database file has content but no log: it was not created through pagelog.
     #[error(
-        "database {path} has content but no pagelog log; pagelog only manages databases it created (or restored)"
+        "database {path} has content but no pagelog log; pagelog only manages databases it created, or restored with a new timeline (`pagelog restore --new-timeline`); a plain restore is an ordinary SQLite file"
     )]
     NotManaged {
         /// Database path.

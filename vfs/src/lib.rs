@@ -225,6 +225,12 @@ impl PagelogVfs {
         &self.name
     }
 
+    /// Whether this VFS holds the database at `path` open now (some connection, or another
+    /// holder of its [`Database`], keeps it).
+    pub fn is_open(&self, path: &Path) -> bool {
+        absolute(path).is_ok_and(|p| self.inner.lookup(&p).is_some())
+    }
+
     /// Open (and recover) the database at `path`, or get it if it is open, with typed errors.
     /// Connections opened through this VFS share it.
     pub fn open_database(&self, path: &Path) -> Result<Arc<Database>> {
