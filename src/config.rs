@@ -170,7 +170,9 @@ impl Config {
         self
     }
 
-    /// How long [`crate::Database::close`] waits for the store (default 30 s).
+    /// How long [`crate::Database::close`] waits for the store to take what is durable
+    /// (default 30 s). If the shipper is then still waiting for its first attach, close gives
+    /// that request up to 2 s more and leaves it to finish alone.
     pub fn close_timeout(mut self, timeout: Duration) -> Config {
         self.close_timeout = timeout;
         self
