@@ -228,7 +228,15 @@ impl PagelogVfs {
     /// Whether this VFS holds the database at `path` open now (some connection, or another
     /// holder of its [`Database`], keeps it).
     pub fn is_open(&self, path: &Path) -> bool {
-        absolute(path).is_ok_and(|p| self.inner.lookup(&p).is_some())
+        // No upgrade: a temporary strong reference could end up the last one, and close the
+        // log outside the registry lock (see `VfsInner::release`).
+        absolute(path).is_ok_and(|p| {
+            self.inner
+                .dbs
+                .lock()
+                .get(&p)
+                .is_some_and(|w| w.strong_count() > 0)
+        })
     }
 
     /// Open (and recover) the database at `path`, or get it if it is open, with typed errors.
