@@ -159,7 +159,8 @@ impl std::fmt::Debug for S3Store {
 /// another worker instead of stalling them behind this thread. `block_in_place` refuses, with
 /// a panic before it runs anything, a thread that only entered a multi-thread runtime's
 /// handle from inside a current-thread runtime; the wait then simply blocks, as it does
-/// everywhere else (the panic hook may print that refusal once).
+/// everywhere else (the panic hook prints that refusal on each such call; under
+/// `panic = "abort"` it aborts).
 fn wait_blocking<R>(mut wait: impl FnMut() -> R) -> R {
     let on_multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
