@@ -203,6 +203,19 @@ fn check_header(key: &str, b: &[u8], magic: &[u8; 8], len: usize) -> Result<()> 
     }
     let version = u16_at(b, 8);
     if version != VERSION {
+        // A header of this version whose version field alone was damaged: its checksum fits
+        // once the field is put back. That is damage (fetched again, or left as damage), not a
+        // newer format. Anything else is taken for a newer format — refused, the safe side.
+        let mut as_ours = b[..len].to_vec();
+        put_u16(&mut as_ours, 8, VERSION);
+        if header_crc(&as_ours) == u32_at(b, 12) {
+            return Err(corrupt(
+                key,
+                format!(
+                    "version field damaged: reads {version}, the header checksum fits version {VERSION}"
+                ),
+            ));
+        }
         return Err(SnapshotError::UnsupportedVersion {
             key: key.to_string(),
             version,
@@ -1182,6 +1195,53 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_version_field_is_corrupt_and_a_newer_header_unsupported() {
+        let info = TimelineInfo {
+            database_id: 7,
+            timeline: 1,
+            parent_timeline: 0,
+            parent_lsn: 0,
+            created_us: 1,
+            first_lsn: 1,
+        };
+        let good = info.encode();
+        assert_eq!(TimelineInfo::decode("k", &good).unwrap(), info);
+        // Damage to the version field alone: the checksum still fits version 1.
+        for flip in [0x01u16, 0x02, 0x100, 0x8000] {
+            let mut b = good.clone();
+            let v = u16_at(&b, 8) ^ flip;
+            put_u16(&mut b, 8, v);
+            match TimelineInfo::decode("k", &b) {
+                Err(SnapshotError::Corrupt { key, reason }) => {
+                    assert_eq!(key, "k");
+                    assert!(reason.contains("version field damaged"), "{reason}");
+                }
+                other => panic!("flip {flip:#x}: expected Corrupt, got {other:?}"),
+            }
+        }
+        // A header written as version 2 (sealed with its own checksum): a newer format.
+        let mut b = good.clone();
+        put_u16(&mut b, 8, 2);
+        seal_header(&mut b);
+        match TimelineInfo::decode("k", &b) {
+            Err(SnapshotError::UnsupportedVersion {
+                version, supported, ..
+            }) => assert_eq!((version, supported), (2, VERSION)),
+            other => panic!("expected UnsupportedVersion, got {other:?}"),
+        }
+        // A newer format with a longer header (the checksum covers more than ours): refused
+        // as unsupported too, never taken for damage.
+        let mut longer = good.clone();
+        longer.extend_from_slice(&[9u8; 32]);
+        put_u16(&mut longer, 8, 3);
+        seal_header(&mut longer);
+        assert!(matches!(
+            TimelineInfo::decode("k", &longer),
+            Err(SnapshotError::UnsupportedVersion { version: 3, .. })
+        ));
+    }
 
     #[test]
     fn keys_round_trip_and_sort_by_lsn() {

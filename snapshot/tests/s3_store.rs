@@ -450,10 +450,9 @@ fn missing_bucket_is_no_such_bucket() {
     }
 }
 
-/// A server that answers every request with a bare 404 (no body, no error code), as some
-/// answer for a missing bucket: a listing reports the bucket, a GET the key.
-#[test]
-fn a_bare_404_to_a_listing_is_no_such_bucket() {
+/// A server on a local port that gives every request (a head without a body) the same
+/// `answer`. Returns its endpoint.
+fn fixed_answer_server(answer: &'static [u8]) -> String {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -470,20 +469,35 @@ fn a_bare_404_to_a_listing_is_no_such_bucket() {
                     // One answer per request head (the requests here have no body).
                     while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                         seen.drain(..end + 4);
-                        let _ = c.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                        let _ = c.write_all(answer);
                     }
                 }
             });
         }
     });
+    endpoint
+}
+
+fn fixed_answer_store(answer: &'static [u8], bucket: &str) -> (S3Store, String) {
+    let endpoint = fixed_answer_server(answer);
     let opts = StoreOptions {
         endpoint: Some(endpoint.clone()),
         region: Some("us-east-1".into()),
-        credentials: Some(("AKIDBARE404".into(), "bare-404-secret".into())),
+        credentials: Some(("AKIDFIXED".into(), "fixed-answer-secret".into())),
         max_attempts: Some(1),
         ..StoreOptions::default()
     };
-    let s = S3Store::open("bare-bucket", "p", &opts).unwrap();
+    (S3Store::open(bucket, "p", &opts).unwrap(), endpoint)
+}
+
+/// A server that answers every request with a bare 404 (no body, no error code), as some
+/// answer for a missing bucket: a listing reports the bucket, a GET the key.
+#[test]
+fn a_bare_404_to_a_listing_is_no_such_bucket() {
+    let (s, endpoint) = fixed_answer_store(
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        "bare-bucket",
+    );
     match s.list("") {
         Err(StoreError::NoSuchBucket {
             bucket,
@@ -495,6 +509,58 @@ fn a_bare_404_to_a_listing_is_no_such_bucket() {
         other => panic!("expected NoSuchBucket, got {other:?}"),
     }
     assert!(matches!(s.get("k"), Err(StoreError::NotFound { .. })));
+}
+
+/// A bare 408 (the server gave up waiting) or 409 (a conflicting operation in progress) says
+/// "try again": transient, so a shipper's first attach waits for the store instead of failing
+/// the database's open.
+#[test]
+fn bare_408_and_409_are_transient() {
+    for (answer, status) in [
+        (
+            &b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"[..],
+            "408",
+        ),
+        (
+            &b"HTTP/1.1 409 Conflict\r\nContent-Length: 0\r\n\r\n"[..],
+            "409",
+        ),
+    ] {
+        let (s, _) = fixed_answer_store(answer, "bare-bucket");
+        for err in [s.get("k").unwrap_err(), s.list("").unwrap_err()] {
+            assert!(err.is_transient(), "{status}: {err:?}");
+            assert!(
+                matches!(err, StoreError::Unavailable { .. }),
+                "{status}: {err:?}"
+            );
+        }
+    }
+}
+
+/// A server (or a proxy) that answers a ranged GET with another range than the one asked for:
+/// an error naming the key, never the wrong bytes, and a transient one (the next try may get
+/// the right answer).
+#[test]
+fn a_range_other_than_asked_for_is_transient() {
+    let (s, _) = fixed_answer_store(
+        b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 5-9/100\r\nContent-Length: 5\r\n\r\nhello",
+        "range-bucket",
+    );
+    let errors = [
+        s.get("k").unwrap_err(),
+        s.get_range("k", 0..10).unwrap_err(),
+        read_streamed(&s, "k").unwrap_err(),
+    ];
+    for err in errors {
+        match &err {
+            StoreError::Unavailable { key, message, .. } => {
+                assert_eq!(key, "k");
+                assert!(message.contains("asked for bytes 0-"), "{err}");
+            }
+            e => panic!("expected Unavailable, got {e:?}"),
+        }
+        assert!(err.is_transient());
+    }
 }
 
 #[test]
@@ -759,8 +825,21 @@ fn called_from_an_async_task_on_its_own_runtime_it_returns() {
 
 /// A caller inside a current-thread runtime that entered a multi-thread runtime's handle:
 /// `block_in_place` refuses that thread, and the store waits plainly instead of panicking.
+/// The refusal goes through the panic hook once for the thread, not on every call (run in a
+/// child process, whose panic hook this test may replace).
 #[test]
 fn a_call_from_a_current_thread_runtime_with_another_handle_entered_works() {
+    if !in_child(
+        "a_call_from_a_current_thread_runtime_with_another_handle_entered_works",
+        &[],
+        &[],
+    ) {
+        return;
+    }
+    static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    std::panic::set_hook(Box::new(|_| {
+        PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
     let t = S3Target::from_env_or_start();
     let mt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -779,9 +858,13 @@ fn a_call_from_a_current_thread_runtime_with_another_handle_entered_works() {
         .unwrap();
     let got = ct.block_on(async {
         let _entered = mt.handle().enter();
-        s.get("k")
+        (0..3).map(|_| s.get("k")).collect::<Vec<_>>()
     });
-    assert_eq!(got.unwrap(), b"v");
+    for g in got {
+        assert_eq!(g.unwrap(), b"v");
+    }
+    let _ = std::panic::take_hook();
+    assert_eq!(PANICS.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 /// With an endpoint of its own and no region anywhere, the store does not ask EC2's instance

@@ -1139,7 +1139,13 @@ fn an_object_of_a_newer_format_fails_the_start() {
     let victim = t.batches.last().unwrap().key.clone();
     let file = root.join(&victim);
     let mut b = std::fs::read(&file).unwrap();
+    // As a newer pagelog would write it: version 2, its header sealed with its own checksum
+    // (CRC32 of the 96-byte header with the checksum field as zero). A version field damaged
+    // alone is damage instead (see format.rs's tests).
     b[8..10].copy_from_slice(&2u16.to_le_bytes());
+    b[12..16].fill(0);
+    let crc = crc32fast::hash(&b[..96]);
+    b[12..16].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&file, &b).unwrap();
     match Shipper::start(
         vfs.open_database(&path).unwrap(),

@@ -67,8 +67,9 @@ pub enum StoreError {
         /// The server's message (never the credentials).
         message: String,
     },
-    /// The endpoint could not be reached or answered with a transient error (5xx, timeout,
-    /// connection reset). Worth retrying.
+    /// The endpoint could not be reached or answered with a transient error (5xx, 429, 408,
+    /// 409, timeout, connection reset, an answer that did not fit the request such as another
+    /// byte range than the one asked for). Worth retrying.
     #[error("{endpoint} unavailable while accessing {key}: {message}")]
     Unavailable {
         /// Endpoint URL or directory.

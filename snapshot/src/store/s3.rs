@@ -30,7 +30,9 @@
 //!   the reader, each retried on its own, so memory stays at three chunks whatever the object's
 //!   size;
 //! - the mapping of SDK errors to [`StoreError`], each naming the key and endpoint and never the
-//!   credentials.
+//!   credentials. What a later try may mend is [`StoreError::Unavailable`]: no answer, a
+//!   timeout, 5xx, 429, 408, 409, an answer that does not fit the request (another range than
+//!   asked for, an object that changed while read) and a request task that panicked.
 //!
 //! The [`ObjectStore`] methods block the calling thread until the request finishes: the work
 //! runs as a task on the runtime and the caller waits on a channel. Call them from plain
@@ -159,17 +161,22 @@ impl std::fmt::Debug for S3Store {
 /// another worker instead of stalling them behind this thread. `block_in_place` refuses, with
 /// a panic before it runs anything, a thread that only entered a multi-thread runtime's
 /// handle from inside a current-thread runtime; the wait then simply blocks, as it does
-/// everywhere else (the panic hook prints that refusal on each such call; under
-/// `panic = "abort"` it aborts).
+/// everywhere else. The refusal is remembered for the thread (such a thread is never a
+/// runtime worker, so nothing is lost by not asking again): the panic hook prints it once per
+/// thread, not on every call. Under `panic = "abort"` that first refusal aborts.
 fn wait_blocking<R>(mut wait: impl FnMut() -> R) -> R {
+    thread_local! {
+        static BLOCK_IN_PLACE_REFUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
     let on_multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if on_multi_thread
-        && let Ok(r) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    if on_multi_thread && !BLOCK_IN_PLACE_REFUSED.get() {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             tokio::task::block_in_place(&mut wait)
-        }))
-    {
-        return r;
+        })) {
+            Ok(r) => return r,
+            Err(_) => BLOCK_IN_PLACE_REFUSED.set(true),
+        }
     }
     wait()
 }
@@ -187,14 +194,15 @@ fn is_aws_endpoint(url: &str) -> bool {
 }
 
 /// Run `fut` on `handle` and wait for it on this thread. A panic in the task (the SDK has a
-/// few `expect`s and debug assertions) comes back as an error, not as a panic.
+/// few `expect`s and debug assertions) comes back as an error, not as a panic: a transient
+/// one, since nothing says the next request would panic too.
 fn block_on<T: Send + 'static>(
     handle: &tokio::runtime::Handle,
     what: &str,
     fut: impl Future<Output = StoreResult<T>> + Send + 'static,
 ) -> StoreResult<T> {
-    let failed = |message: String| StoreError::Other {
-        store: what.to_string(),
+    let failed = |message: String| StoreError::Unavailable {
+        endpoint: what.to_string(),
         key: String::new(),
         message,
     };
@@ -754,7 +762,10 @@ impl Inner {
                         key,
                         message,
                     },
-                    429 | 500..=599 => StoreError::Unavailable {
+                    // 408: the server gave up waiting for the request; 409: a conflicting
+                    // operation was in progress (S3's `ConditionalRequestConflict`,
+                    // `OperationAborted`). Both say "try again".
+                    408 | 409 | 429 | 500..=599 => StoreError::Unavailable {
                         endpoint,
                         key,
                         message,
@@ -821,6 +832,17 @@ impl Inner {
         };
         let status = err.raw_response().map(|r| r.status().as_u16());
         Failure { status, error }
+    }
+
+    /// An answer that did not fit the request (a range other than the one asked for, an
+    /// object that changed while it was read) or a request task that failed: the next try may
+    /// well succeed, so it is [`StoreError::Unavailable`] (transient), not a refusal.
+    fn glitch(&self, key: &str, message: impl Into<String>) -> StoreError {
+        StoreError::Unavailable {
+            endpoint: self.endpoint.clone(),
+            key: key.to_string(),
+            message: message.into(),
+        }
     }
 
     fn other(&self, key: &str, message: impl Into<String>) -> StoreError {
@@ -1071,7 +1093,7 @@ impl Inner {
             // On the first error, dropping `tasks` cancels the other uploads.
             let part = joined.map_err(|e| Failure {
                 status: None,
-                error: self.other(key, format!("part upload task failed: {e}")),
+                error: self.glitch(key, format!("part upload task failed: {e}")),
             })??;
             parts.push(part);
         }
@@ -1118,7 +1140,7 @@ impl Inner {
             let range = match out.content_range() {
                 Some(v) => Some(parse_content_range(v).ok_or_else(|| Failure {
                     status: None,
-                    error: self.other(key, format!("unparsable Content-Range {v:?}")),
+                    error: self.glitch(key, format!("unparsable Content-Range {v:?}")),
                 })?),
                 None => None,
             };
@@ -1170,7 +1192,7 @@ impl Inner {
                     bytes: c.bytes,
                     etag: c.etag,
                 }),
-                r => Err(self.other(
+                r => Err(self.glitch(
                     key,
                     format!("asked for bytes 0-{}, got {r:?}", STREAM_CHUNK - 1),
                 )),
@@ -1200,12 +1222,12 @@ impl Inner {
             .get_once(key, Some((start, end)), etag)
             .await
             .map_err(|f| match f.status {
-                Some(412) => self.other(key, "the object changed while it was being read"),
+                Some(412) => self.glitch(key, "the object changed while it was being read"),
                 _ => f.error,
             })?;
         match c.range {
             Some((a, b, _)) if a == start && b + 1 == end => Ok(c.bytes),
-            r => Err(self.other(
+            r => Err(self.glitch(
                 key,
                 format!("asked for bytes {start}-{}, got {r:?}", end - 1),
             )),
@@ -1241,7 +1263,7 @@ impl Inner {
         };
         let want_end = end.unwrap_or(total).min(total);
         if a != start || b + 1 != first_end.min(total) {
-            return Err(self.other(
+            return Err(self.glitch(
                 key,
                 format!("asked for bytes {start}-{}, got {a}-{b}", first_end - 1),
             ));
@@ -1276,25 +1298,25 @@ impl Inner {
                     .get_once(&key, Some((s, e)), etag.as_deref())
                     .await
                     .map_err(|f| match f.status {
-                        Some(412) => me.other(&key, "the object changed while it was being read"),
+                        Some(412) => me.glitch(&key, "the object changed while it was being read"),
                         _ => f.error,
                     })?;
                 match c.range {
                     Some((a, b, _)) if a == s && b + 1 == e => Ok((i, c.bytes)),
-                    r => Err(me.other(&key, format!("asked for bytes {s}-{}, got {r:?}", e - 1))),
+                    r => Err(me.glitch(&key, format!("asked for bytes {s}-{}, got {r:?}", e - 1))),
                 }
             });
         }
         let mut done = vec![false; chunks.len()];
         while let Some(joined) = tasks.join_next().await {
             let (i, bytes) =
-                joined.map_err(|e| self.other(key, format!("ranged GET task failed: {e}")))??;
+                joined.map_err(|e| self.glitch(key, format!("ranged GET task failed: {e}")))??;
             let at = (chunks[i].0 - start) as usize;
             out[at..at + bytes.len()].copy_from_slice(&bytes);
             done[i] = true;
         }
         if first_len as u64 != first_end.min(total) - start || done.iter().any(|d| !d) {
-            return Err(self.other(key, "a ranged GET went missing"));
+            return Err(self.glitch(key, "a ranged GET went missing"));
         }
         debug!(key, len = out.len(), chunks = chunks.len() + 1, "read");
         Ok(out)
