@@ -512,22 +512,48 @@ fn restore_on_a_new_timeline_is_listed_as_a_branch() {
     assert_eq!(v["log"]["timeline"], 2);
     assert_eq!(v["log"]["first_lsn"], at + 1);
 
+    // The restore uploaded the restored state as the branch's base snapshot.
+    assert_eq!(r["new_timeline_base_lsn"], at);
     let v = json(&["ls", s(&store), "--json"]);
     assert_eq!(v["timeline_count"], 2);
-    assert_eq!(v["latest_timeline"], 1, "the branch has no content yet");
+    assert_eq!(v["latest_timeline"], 2, "the branch is the newest history");
     let t2 = &v["timelines"][1];
     assert_eq!(t2["timeline"], 2);
     assert_eq!(t2["parent_timeline"], 1);
     assert_eq!(t2["parent_lsn"], at);
     assert_eq!(t2["first_lsn"], at + 1);
-    assert_eq!(t2["restorable"], Value::Null);
+    assert_eq!(t2["snapshots"][0]["lsn"], at);
+    assert_eq!(t2["restorable"]["first_lsn"], at);
+    assert_eq!(t2["restorable"]["last_lsn"], at);
     assert_eq!(t2["batches"]["count"], 0);
+    assert_eq!(t2["gaps"].as_array().unwrap().len(), 0);
     let text = ok(&["ls", s(&store)]);
     assert!(
         text.contains(&format!("timeline 2: branched from timeline 1 at LSN {at}")),
         "{text}"
     );
-    assert!(text.contains("restorable  nothing yet"), "{text}");
+    assert!(
+        text.contains(&format!("restorable  LSN {at}..={at} ")),
+        "{text}"
+    );
+    // The branch's state restores byte for byte from the new timeline, and verify is clean.
+    let again = dir.path().join("again.db");
+    let r = json(&[
+        "restore",
+        s(&store),
+        "-o",
+        s(&again),
+        "--timeline",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(
+        (r["timeline"].as_u64(), r["lsn"].as_u64()),
+        (Some(2), Some(at))
+    );
+    assert!(std::fs::read(&again).unwrap() == h.image_at(at));
+    let o = run(&["verify", s(&store)]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
 }
 
 #[test]

@@ -143,6 +143,12 @@ pub struct RestoreReport {
     pub checksum: u64,
     /// The new timeline claimed (with [`RestoreOptions::new_timeline`]).
     pub new_timeline: Option<u64>,
+    /// The snapshot of the restored state uploaded to the new timeline as its base, at the
+    /// branch LSN (`lsn`): the new timeline is restorable from the branch point on, with no
+    /// gap. `None` without a new timeline, or when that upload failed (a warning says why;
+    /// the shipper then takes a base snapshot when it attaches, and the records before it
+    /// show as a recorded gap).
+    pub new_timeline_base: Option<Lsn>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -473,7 +479,9 @@ pub fn restore(
     // The replaced database's lock file is gone with its directory; let it go.
     drop(claimed);
     if opts.new_timeline {
-        report.new_timeline = Some(branch(store, &catalog, &report)?);
+        let (timeline, base) = branch(store, &catalog, &report)?;
+        report.new_timeline = Some(timeline);
+        report.new_timeline_base = base;
     }
     report.elapsed = started.elapsed();
     tracing::info!(
@@ -770,6 +778,7 @@ fn download(
             db_pages: state.db_pages,
             checksum: state.checksum,
             new_timeline: None,
+            new_timeline_base: None,
             elapsed: Duration::ZERO,
         })
     })();
@@ -998,9 +1007,16 @@ pub fn integrity_check(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Claim a new timeline branching from the restored state and create the local log that
-/// continues it. Returns the new timeline.
-fn branch(store: &dyn ObjectStore, catalog: &Catalog, r: &RestoreReport) -> Result<u64> {
+/// Claim a new timeline branching from the restored state, create the local log that
+/// continues it, and upload the restored file as the new timeline's base snapshot at the
+/// branch LSN (so that a shipper continues the timeline from the log's first record, with no
+/// base snapshot of its own and no gap). Returns the new timeline and the base snapshot's LSN
+/// (`None` if its upload failed: logged, not an error, since the branch itself is in place).
+fn branch(
+    store: &dyn ObjectStore,
+    catalog: &Catalog,
+    r: &RestoreReport,
+) -> Result<(u64, Option<Lsn>)> {
     let mut timeline = catalog.max_timeline() + 1;
     loop {
         let info = TimelineInfo {
@@ -1038,6 +1054,42 @@ fn branch(store: &dyn ObjectStore, catalog: &Catalog, r: &RestoreReport) -> Resu
     begin_txn(&mut payload, r.page_size, r.db_pages);
     finish_txn(&mut payload, r.checksum, 0);
     log.append_sync(KIND_TXN, &payload)?;
+    // The log stays open (its lock held) while the file is uploaded: nothing can open the
+    // database through pagelog and change it meanwhile.
+    let image = crate::snapshot::FileImage {
+        database_id: r.database_id,
+        timeline,
+        lsn: r.lsn,
+        timestamp_us: r.timestamp_us,
+        page_size: r.page_size,
+        db_pages: r.db_pages,
+        checksum: r.checksum,
+    };
+    let base = match crate::snapshot::upload_file_snapshot(
+        store,
+        &crate::SnapshotOptions::default(),
+        &r.path,
+        image,
+    ) {
+        Ok(info) => {
+            tracing::info!(
+                timeline,
+                lsn = info.lsn,
+                bytes = info.stored_bytes,
+                "uploaded the new timeline's base snapshot"
+            );
+            Some(info.lsn)
+        }
+        Err(e) => {
+            tracing::warn!(
+                timeline,
+                error = %e,
+                "cannot upload the new timeline's base snapshot; the shipper takes one when it \
+                 attaches (the records before it then show as a recorded gap)"
+            );
+            None
+        }
+    };
     log.close()?;
     tracing::info!(
         timeline,
@@ -1045,5 +1097,5 @@ fn branch(store: &dyn ObjectStore, catalog: &Catalog, r: &RestoreReport) -> Resu
         at = r.lsn,
         "claimed a new timeline"
     );
-    Ok(timeline)
+    Ok((timeline, base))
 }

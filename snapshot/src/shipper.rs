@@ -726,8 +726,14 @@ fn attach(db: &Database, store: &dyn crate::store::ObjectStore) -> Result<Start>
     } else {
         batches_last + 1
     };
+    // Without batches, the records before `next_lsn` must be in a snapshot: none when the
+    // timeline starts at LSN 1; the one at the branch point that `restore --new-timeline`
+    // uploads for a branch (its log starts right after it). Otherwise — a claim made again
+    // over a wiped prefix, a branch whose base upload failed — a base snapshot is owed, and the
+    // records it stands for are recorded as a gap.
     let need_base = if batches_last == 0 {
-        log.first_lsn() > 1
+        next_lsn < log.first_lsn()
+            || (next_lsn > 1 && !t.complete_snapshots().any(|s| s.lsn + 1 == next_lsn))
     } else {
         next_lsn < log.first_lsn()
     };

@@ -245,10 +245,7 @@ fn build_and_upload(
 
     before_upload(x, rec.timestamp_us)?;
 
-    // Upload the parts, a few at a time.
-    let pages_per_part = ((opts.part_bytes / page_size as usize).max(1)) as u32;
-    let n_parts = txn.db_pages.div_ceil(pages_per_part) as usize;
-    let mut manifest = Manifest {
+    let manifest = Manifest {
         database_id,
         timeline,
         lsn: x,
@@ -256,9 +253,61 @@ fn build_and_upload(
         page_size,
         db_pages: txn.db_pages,
         checksum: txn.checksum,
-        pages_per_part,
+        pages_per_part: 0,
         parts: Vec::new(),
     };
+    let manifest = upload_image(store, opts, file, scratch, manifest, leftover)?;
+    let info = SnapshotInfo::of(&manifest, copy_time, started.elapsed());
+    tracing::info!(
+        timeline,
+        lsn = x,
+        pages = info.db_pages,
+        bytes = info.stored_bytes,
+        copy_ms = copy_time.as_millis() as u64,
+        "snapshot uploaded"
+    );
+    Ok(info)
+}
+
+impl SnapshotInfo {
+    fn of(m: &Manifest, copy_time: Duration, elapsed: Duration) -> SnapshotInfo {
+        SnapshotInfo {
+            timeline: m.timeline,
+            lsn: m.lsn,
+            timestamp_us: m.timestamp_us,
+            page_size: m.page_size,
+            db_pages: m.db_pages,
+            checksum: m.checksum,
+            parts: m.parts.len(),
+            stored_bytes: m.stored_bytes(),
+            copy_time,
+            elapsed,
+        }
+    }
+}
+
+/// Upload the image in `file` (`path` names it in errors) as the snapshot `manifest`
+/// describes — its parts, a few at a time, then the manifest, with `pages_per_part` and
+/// `parts` filled in here. If uploading a part fails, the attempt's parts are deleted; if that
+/// fails too, `leftover` gets the snapshot's LSN.
+fn upload_image(
+    store: &dyn ObjectStore,
+    opts: &SnapshotOptions,
+    file: &FileRef,
+    path: &std::path::Path,
+    mut manifest: Manifest,
+    leftover: &mut Option<Lsn>,
+) -> Result<Manifest> {
+    let (database_id, timeline, x, page_size) = (
+        manifest.database_id,
+        manifest.timeline,
+        manifest.lsn,
+        manifest.page_size,
+    );
+    let pages_per_part = ((opts.part_bytes / page_size as usize).max(1)) as u32;
+    let n_parts = manifest.db_pages.div_ceil(pages_per_part) as usize;
+    manifest.pages_per_part = pages_per_part;
+    manifest.parts.clear();
     let parts: Mutex<Vec<Option<ManifestPart>>> = Mutex::new(vec![None; n_parts]);
     let next = AtomicUsize::new(0);
     let failure: Mutex<Option<SnapshotError>> = Mutex::new(None);
@@ -278,7 +327,7 @@ fn build_and_upload(
                         let (first, n) = manifest.part_pages(i as u32);
                         buf.resize(n as usize * page_size as usize, 0);
                         file.read_exact_at(&mut buf, (first as u64 - 1) * page_size as u64)
-                            .map_err(|e| io_err(scratch, "reading", e))?;
+                            .map_err(|e| io_err(path, "reading", e))?;
                         let obj = encode_part(database_id, timeline, x, page_size, first, &buf)?;
                         let key = part_key(timeline, x, i as u32);
                         with_retries(opts.attempts, || put_immutable(store, timeline, &key, &obj))?;
@@ -320,25 +369,61 @@ fn build_and_upload(
     let key = manifest_key(timeline, x);
     let enc = manifest.encode();
     with_retries(opts.attempts, || put_immutable(store, timeline, &key, &enc))?;
-    let info = SnapshotInfo {
-        timeline,
-        lsn: x,
-        timestamp_us: rec.timestamp_us,
-        page_size,
-        db_pages: manifest.db_pages,
-        checksum: manifest.checksum,
-        parts: n_parts,
-        stored_bytes: manifest.stored_bytes(),
-        copy_time,
-        elapsed: started.elapsed(),
+    Ok(manifest)
+}
+
+/// What a database file holds, for [`upload_file_snapshot`]: the state right after `lsn` on
+/// `timeline`, as a restore wrote and checked it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileImage {
+    pub database_id: u128,
+    pub timeline: u64,
+    pub lsn: Lsn,
+    pub timestamp_us: u64,
+    pub page_size: u32,
+    pub db_pages: u32,
+    pub checksum: u64,
+}
+
+/// Upload the database file at `path` as a snapshot of `image` (a restore's output, which
+/// nothing writes meanwhile: the caller holds its log's lock). The file is hashed first and
+/// must match the checksum and size `image` gives. A failed upload deletes its parts when it
+/// can (retention deletes them otherwise, once a later snapshot is complete).
+pub(crate) fn upload_file_snapshot(
+    store: &dyn ObjectStore,
+    opts: &SnapshotOptions,
+    path: &std::path::Path,
+    image: FileImage,
+) -> Result<SnapshotInfo> {
+    let started = Instant::now();
+    let fs = pagelog_log::fs::StdFs;
+    let file: FileRef = pagelog_log::fs::Fs::open(&fs, path, OpenOptions::existing())
+        .map_err(|e| io_err(path, "opening", e))?;
+    let hashes = pagelog_vfs::checksum::hash_file(&*file, image.page_size)
+        .map_err(|e| io_err(path, "hashing", e))?;
+    if hashes.checksum() != image.checksum || hashes.pages() != image.db_pages {
+        return Err(SnapshotError::ChecksumMismatch {
+            lsn: image.lsn,
+            expected: image.checksum,
+            found: hashes.checksum(),
+        });
+    }
+    let manifest = Manifest {
+        database_id: image.database_id,
+        timeline: image.timeline,
+        lsn: image.lsn,
+        timestamp_us: image.timestamp_us,
+        page_size: image.page_size,
+        db_pages: image.db_pages,
+        checksum: image.checksum,
+        pages_per_part: 0,
+        parts: Vec::new(),
     };
-    tracing::info!(
-        timeline,
-        lsn = x,
-        pages = info.db_pages,
-        bytes = info.stored_bytes,
-        copy_ms = copy_time.as_millis() as u64,
-        "snapshot uploaded"
-    );
-    Ok(info)
+    let mut leftover = None;
+    let manifest = upload_image(store, opts, &file, path, manifest, &mut leftover)?;
+    Ok(SnapshotInfo::of(
+        &manifest,
+        Duration::ZERO,
+        started.elapsed(),
+    ))
 }

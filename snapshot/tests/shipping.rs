@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use pagelog_snapshot::{
-    Catalog, RestoreOptions, RestoreTarget, Shipper, ShipperOptions, SnapshotError, StoreRef,
-    restore,
+    Catalog, RestoreOptions, RestoreTarget, Shipper, ShipperOptions, SnapshotError, StoreError,
+    StoreRef, restore,
 };
 use pagelog_vfs::Durability;
 use rand::Rng;
@@ -398,6 +398,11 @@ fn a_restored_database_continues_on_a_new_timeline() {
     )
     .unwrap();
     assert_eq!(r.new_timeline, Some(2));
+    assert_eq!(
+        r.new_timeline_base,
+        Some(mid),
+        "the branch point is the base"
+    );
     let bconn = vfs.connect(&branch).unwrap();
     let n: i64 = bconn
         .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
@@ -408,14 +413,38 @@ fn a_restored_database_continues_on_a_new_timeline() {
     let bsh = Shipper::start(bdb.clone(), store_ref.clone(), quick_opts()).unwrap();
     let bl = insert(&bconn, 50, 99);
     bsh.wait_replicated(bl, WAIT).unwrap();
-    assert!(
-        bsh.status().snapshots_taken >= 1,
-        "a new timeline starts from a snapshot"
+    assert_eq!(
+        bsh.status().snapshots_taken,
+        0,
+        "the restore uploaded the branch's base: the shipper ships from the branch point"
     );
     let out = dir.path().join("out.db");
     let r = restore_to(&store_ref, &out, RestoreTarget::Latest);
     assert_eq!((r.timeline, r.lsn), (2, bl));
     assert!(file_bytes(&out) == image(&vfs, &branch));
+    // Every LSN of the branch from its branch point restores: the base, the marker record
+    // after it, and the first commit; no gap is recorded.
+    for (lsn, want) in [
+        (mid, &images[&mid]),
+        (mid + 1, &images[&mid]),
+        (bl, &image(&vfs, &branch)),
+    ] {
+        let r = restore(
+            &*store_ref,
+            &out,
+            &RestoreOptions {
+                timeline: Some(2),
+                target: RestoreTarget::Lsn(lsn),
+                force: true,
+                ..RestoreOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((r.timeline, r.lsn, r.snapshot_lsn), (2, lsn, Some(mid)));
+        assert!(file_bytes(&out) == *want, "LSN {lsn}");
+    }
+    let v = pagelog_snapshot::verify(&*store_ref).unwrap();
+    assert!(v.is_ok() && v.gaps.is_empty(), "{v:?}");
     // The old timeline stays restorable.
     let r = restore(
         &*store_ref,
@@ -429,6 +458,116 @@ fn a_restored_database_continues_on_a_new_timeline() {
     .unwrap();
     assert_eq!(r.lsn, last);
     assert!(file_bytes(&out) == images[&last]);
+    bsh.close(Duration::from_secs(10)).unwrap();
+}
+
+/// A store that refuses every snapshot upload (keys under `snap/`) while `refuse` is set.
+#[derive(Debug)]
+struct NoSnapshots {
+    inner: Arc<FlakyStore>,
+    refuse: std::sync::atomic::AtomicBool,
+}
+
+impl pagelog_snapshot::ObjectStore for NoSnapshots {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn put_if_absent(
+        &self,
+        key: &str,
+        data: &[u8],
+    ) -> Result<pagelog_snapshot::PutOutcome, StoreError> {
+        if key.contains("/snap/") && self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::AccessDenied {
+                endpoint: "test".into(),
+                key: key.into(),
+                message: "snapshots refused (test)".into(),
+            });
+        }
+        self.inner.put_if_absent(key, data)
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.inner.get(key)
+    }
+    fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, StoreError> {
+        self.inner.get_range(key, range)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<pagelog_snapshot::ObjectMeta>, StoreError> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key)
+    }
+}
+
+/// When the branch's base snapshot cannot be uploaded, the restore still succeeds (the file,
+/// the claim and the local log are in place) and says so; the shipper then takes a base
+/// snapshot itself, and the records before it are a recorded gap — nothing acknowledged is
+/// lost.
+#[test]
+fn a_branch_whose_base_upload_fails_gets_a_base_from_its_shipper() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let flaky = FlakyStore::new(&dir.path().join("store"));
+    let store = Arc::new(NoSnapshots {
+        inner: flaky.clone(),
+        refuse: std::sync::atomic::AtomicBool::new(false),
+    });
+    let store_ref: pagelog_snapshot::StoreRef = store.clone();
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let sh = Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    )
+    .unwrap();
+    let last = insert(&conn, 4, 1);
+    sh.wait_replicated(last, WAIT).unwrap();
+    sh.close(Duration::from_secs(10)).unwrap();
+
+    store
+        .refuse
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let branch = dir.path().join("branch.db");
+    let r = restore(
+        &*store_ref,
+        &branch,
+        &RestoreOptions {
+            new_timeline: true,
+            ..RestoreOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!((r.new_timeline, r.new_timeline_base), (Some(2), None));
+    // No part of the failed upload is left behind.
+    let t2 = pagelog_snapshot::Catalog::load_timeline(&*store_ref, 2).unwrap();
+    assert!(t2.snapshots.is_empty(), "{:?}", t2.snapshots);
+    store
+        .refuse
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+
+    let bconn = vfs.connect(&branch).unwrap();
+    let bsh = Shipper::start(
+        vfs.open_database(&branch).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    )
+    .unwrap();
+    let bl = insert(&bconn, 3, 2);
+    bsh.wait_replicated(bl, WAIT).unwrap();
+    assert!(
+        bsh.status().snapshots_taken >= 1,
+        "the shipper took the base"
+    );
+    let out = dir.path().join("out.db");
+    let r = restore_to(&store_ref, &out, RestoreTarget::Latest);
+    assert_eq!((r.timeline, r.lsn), (2, bl));
+    assert!(file_bytes(&out) == image(&vfs, &branch));
+    let v = pagelog_snapshot::verify(&*store_ref).unwrap();
+    assert_eq!(v.gaps.len(), 1, "{v:?}");
+    assert_eq!(v.gaps[0].0, 2);
     bsh.close(Duration::from_secs(10)).unwrap();
 }
 
@@ -949,8 +1088,9 @@ fn two_copies_of_a_branch_cannot_both_continue_it() {
     let (ca, cb) = (vfs.connect(&a).unwrap(), vfs.connect(&b).unwrap());
     let la = insert(&ca, 1, 100);
     let lb = insert(&cb, 2, 200);
-    // Both copies need a base snapshot on the new timeline: the range it stands for is fenced
-    // by a gap batch at the timeline's first key, so only one can proceed.
+    // Both copies continue the new timeline from its first LSN (the restore uploaded the
+    // base): their first batches share the timeline's first key and differ, so the
+    // conditional create lets only one proceed.
     let sa = Shipper::start(
         vfs.open_database(&a).unwrap(),
         store_ref.clone(),

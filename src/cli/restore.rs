@@ -176,6 +176,7 @@ fn to_json(r: &RestoreReport, integrity_checked: bool) -> serde_json::Value {
         "checksum": output::checksum(r.checksum),
         "integrity_check": if integrity_checked { json!("ok") } else { json!(null) },
         "new_timeline": r.new_timeline,
+        "new_timeline_base_lsn": r.new_timeline_base,
         "elapsed_s": secs,
         "bytes_per_s": if secs > 0.0 { r.bytes_downloaded as f64 / secs } else { 0.0 },
     })
@@ -218,6 +219,14 @@ fn human(r: &RestoreReport, integrity_checked: bool) -> Vec<String> {
             "  new timeline  {t} (branched at LSN {}; open the database to continue)",
             r.lsn
         ));
+        lines.push(match r.new_timeline_base {
+            Some(l) => {
+                format!("  base          snapshot of the restored state at LSN {l}, uploaded")
+            }
+            None => "  base          not uploaded (see the warning): the shipper takes one, and \
+                     the records before it show as a recorded gap"
+                .to_string(),
+        });
     }
     lines.push(format!(
         "  elapsed       {secs:.3} s ({})",
