@@ -617,6 +617,7 @@ fn closed_port() -> u16 {
 
 #[test]
 fn unreachable_endpoint_is_unavailable_quickly() {
+    let warnings = captured_warnings();
     let endpoint = format!("http://127.0.0.1:{}", closed_port());
     let opts = StoreOptions {
         endpoint: Some(endpoint.clone()),
@@ -649,6 +650,17 @@ fn unreachable_endpoint_is_unavailable_quickly() {
         "{:?}",
         started.elapsed()
     );
+    // The fencing check's probe was never created (the connection was refused): no warning
+    // that it could not be deleted.
+    let port = endpoint.rsplit(':').next().unwrap().to_string();
+    let probe_warnings: Vec<String> = warnings
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|w| w.contains("probe") && w.contains(&port))
+        .cloned()
+        .collect();
+    assert!(probe_warnings.is_empty(), "{probe_warnings:?}");
 }
 
 #[test]

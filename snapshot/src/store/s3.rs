@@ -924,12 +924,20 @@ impl Inner {
         let body = Bytes::from_static(b"pagelog: checking that conditional writes are honoured\n");
         // The first create's outcome does not matter: AlreadyExists on a fresh key can only be
         // an earlier attempt of this very request (its answer lost), refused as it should be.
-        let r = match self.put_if_absent_unchecked(&key, body.clone()).await {
-            Ok(_) => self.put_if_absent_unchecked(&key, body).await,
-            Err(e) => Err(e),
+        let (r, created) = match self.put_if_absent_unchecked(&key, body.clone()).await {
+            Ok(_) => (self.put_if_absent_unchecked(&key, body).await, true),
+            Err(e) => (Err(e), false),
         };
+        // Deleted in any case: a create that failed may still have been applied. A probe left
+        // behind is worth a warning only when it is known to exist (the first create
+        // succeeded); after a failed create (a refused connection, say) it most likely never
+        // did.
         if let Err(e) = self.delete(&key).await {
-            warn!(key, error = %e, "deleting the conditional-write probe failed; it can be deleted by hand");
+            if created {
+                warn!(key, error = %e, "deleting the conditional-write probe failed; it can be deleted by hand");
+            } else {
+                debug!(key, error = %e, "deleting the conditional-write probe, which a failed create may have left, failed");
+            }
         }
         match r? {
             PutOutcome::AlreadyExists => {
