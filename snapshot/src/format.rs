@@ -191,12 +191,19 @@ fn seal_header(b: &mut [u8]) {
     put_u32(b, 12, crc);
 }
 
+/// Check a header of `len` bytes at the start of `b`: magic, version, length, checksum, in
+/// that order, so that another version is told as such whatever its length (a newer format may
+/// have a shorter or longer header). `len` larger than `b` (or `usize::MAX`) says the object
+/// cannot be one of this version's length.
 fn check_header(key: &str, b: &[u8], magic: &[u8; 8], len: usize) -> Result<()> {
-    if b.len() < len {
-        return Err(corrupt(
+    let truncated = || {
+        corrupt(
             key,
             format!("truncated: {} bytes, header needs {len}", b.len()),
-        ));
+        )
+    };
+    if b.len() < 10 {
+        return Err(truncated());
     }
     if &b[..8] != magic {
         return Err(corrupt(key, "bad magic"));
@@ -206,6 +213,13 @@ fn check_header(key: &str, b: &[u8], magic: &[u8; 8], len: usize) -> Result<()> 
         // A header of this version whose version field alone was damaged: its checksum fits
         // once the field is put back. That is damage (fetched again, or left as damage), not a
         // newer format. Anything else is taken for a newer format — refused, the safe side.
+        if b.len() < len.max(16) {
+            return Err(SnapshotError::UnsupportedVersion {
+                key: key.to_string(),
+                version,
+                supported: VERSION,
+            });
+        }
         let mut as_ours = b[..len].to_vec();
         put_u16(&mut as_ours, 8, VERSION);
         if header_crc(&as_ours) == u32_at(b, 12) {
@@ -221,6 +235,9 @@ fn check_header(key: &str, b: &[u8], magic: &[u8; 8], len: usize) -> Result<()> 
             version,
             supported: VERSION,
         });
+    }
+    if b.len() < len {
+        return Err(truncated());
     }
     if header_crc(&b[..len]) != u32_at(b, 12) {
         return Err(corrupt(key, "header checksum mismatch"));
@@ -1127,6 +1144,23 @@ impl Manifest {
 
     /// Decode and check.
     pub fn decode(key: &str, b: &[u8]) -> Result<Manifest> {
+        if b.len() >= 10 && u16_at(b, 8) != VERSION {
+            // Another version, or a damaged version field: the layout below (the part count
+            // and the length it gives) may not hold. `check_header` tells which, over this
+            // version's length only when the object has it.
+            let len = match b.len() >= MANIFEST_HEADER_LEN {
+                true => {
+                    MANIFEST_HEADER_LEN + (u32_at(b, 72) as usize).saturating_mul(MANIFEST_PART_LEN)
+                }
+                false => usize::MAX,
+            };
+            check_header(
+                key,
+                b,
+                MANIFEST_MAGIC,
+                if b.len() == len { len } else { usize::MAX },
+            )?;
+        }
         if b.len() < MANIFEST_HEADER_LEN {
             return Err(corrupt(key, "truncated manifest"));
         }
@@ -1240,6 +1274,54 @@ mod tests {
         assert!(matches!(
             TimelineInfo::decode("k", &longer),
             Err(SnapshotError::UnsupportedVersion { version: 3, .. })
+        ));
+        // ... or a shorter one: unsupported, not truncated.
+        let mut shorter = good[..40].to_vec();
+        put_u16(&mut shorter, 8, 3);
+        seal_header(&mut shorter);
+        assert!(matches!(
+            TimelineInfo::decode("k", &shorter),
+            Err(SnapshotError::UnsupportedVersion { version: 3, .. })
+        ));
+        // A manifest of a newer format whose length does not follow from our part count.
+        let m = Manifest {
+            database_id: 7,
+            timeline: 1,
+            lsn: 5,
+            timestamp_us: 1,
+            page_size: 4096,
+            db_pages: 3,
+            checksum: 9,
+            pages_per_part: 2,
+            parts: vec![
+                ManifestPart {
+                    size: 10,
+                    body_crc: 1
+                };
+                2
+            ],
+        };
+        let good = m.encode();
+        assert_eq!(Manifest::decode("m", &good).unwrap(), m);
+        let mut newer = good.clone();
+        newer.extend_from_slice(&[0u8; 24]);
+        put_u16(&mut newer, 8, 2);
+        seal_header(&mut newer);
+        assert!(matches!(
+            Manifest::decode("m", &newer),
+            Err(SnapshotError::UnsupportedVersion { version: 2, .. })
+        ));
+        // Its version field alone damaged: corrupt, as for the other objects.
+        let mut damaged = good.clone();
+        put_u16(&mut damaged, 8, 2);
+        assert!(matches!(
+            Manifest::decode("m", &damaged),
+            Err(SnapshotError::Corrupt { .. })
+        ));
+        // Cut short in our own version: still truncated (corrupt).
+        assert!(matches!(
+            TimelineInfo::decode("k", &info.encode()[..40]),
+            Err(SnapshotError::Corrupt { .. })
         ));
     }
 

@@ -452,12 +452,16 @@ fn missing_bucket_is_no_such_bucket() {
 
 /// A server on a local port that gives every request (a head without a body) the same
 /// `answer`. Returns its endpoint.
-fn fixed_answer_server(answer: &'static [u8]) -> String {
+/// A server that answers each request head (the requests sent to it have no body) with what
+/// `answer` makes of the head.
+fn scripted_server(answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> String {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let answer = std::sync::Arc::new(answer);
     std::thread::spawn(move || {
         for mut c in listener.incoming().flatten() {
+            let answer = answer.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 65536];
                 let mut seen = Vec::new();
@@ -466,10 +470,10 @@ fn fixed_answer_server(answer: &'static [u8]) -> String {
                         return;
                     }
                     seen.extend_from_slice(&buf[..n]);
-                    // One answer per request head (the requests here have no body).
                     while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&seen[..end]).to_string();
                         seen.drain(..end + 4);
-                        let _ = c.write_all(answer);
+                        let _ = c.write_all(&answer(&head));
                     }
                 }
             });
@@ -478,16 +482,24 @@ fn fixed_answer_server(answer: &'static [u8]) -> String {
     endpoint
 }
 
-fn fixed_answer_store(answer: &'static [u8], bucket: &str) -> (S3Store, String) {
-    let endpoint = fixed_answer_server(answer);
+fn fixed_answer_server(answer: &'static [u8]) -> String {
+    scripted_server(move |_| answer.to_vec())
+}
+
+fn store_at(endpoint: &str, bucket: &str) -> S3Store {
     let opts = StoreOptions {
-        endpoint: Some(endpoint.clone()),
+        endpoint: Some(endpoint.to_string()),
         region: Some("us-east-1".into()),
         credentials: Some(("AKIDFIXED".into(), "fixed-answer-secret".into())),
         max_attempts: Some(1),
         ..StoreOptions::default()
     };
-    (S3Store::open(bucket, "p", &opts).unwrap(), endpoint)
+    S3Store::open(bucket, "p", &opts).unwrap()
+}
+
+fn fixed_answer_store(answer: &'static [u8], bucket: &str) -> (S3Store, String) {
+    let endpoint = fixed_answer_server(answer);
+    (store_at(&endpoint, bucket), endpoint)
 }
 
 /// A server that answers every request with a bare 404 (no body, no error code), as some
@@ -535,6 +547,81 @@ fn bare_408_and_409_are_transient() {
             );
         }
     }
+}
+
+/// A 409 whose code says the bucket is in a state a retry does not change is not transient;
+/// a conflicting operation in progress is.
+#[test]
+fn a_409_is_transient_only_for_a_conflict_in_progress() {
+    for (code, transient) in [
+        ("InvalidBucketState", false),
+        ("BucketNotEmpty", false),
+        ("OperationAborted", true),
+        ("ConditionalRequestConflict", true),
+    ] {
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+             <Message>test</Message></Error>"
+        );
+        let answer = format!(
+            "HTTP/1.1 409 Conflict\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let endpoint = scripted_server(move |_| answer.clone().into_bytes());
+        let s = store_at(&endpoint, "conflict-bucket");
+        for err in [s.get("k").unwrap_err(), s.list("").unwrap_err()] {
+            assert_eq!(err.is_transient(), transient, "{code}: {err:?}");
+            assert!(err.to_string().contains(code), "{code}: {err}");
+        }
+    }
+}
+
+/// A server that answers ranges without the object's size (`bytes 0-9/*`) cannot be read in
+/// ranges: a clear error that is not worth retrying (the answer will not change).
+#[test]
+fn a_content_range_without_a_size_is_a_lasting_error() {
+    let (s, _) = fixed_answer_store(
+        b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-4/*\r\nContent-Length: 5\r\n\r\nhello",
+        "star-bucket",
+    );
+    for err in [s.get("k").unwrap_err(), read_streamed(&s, "k").unwrap_err()] {
+        assert!(!err.is_transient(), "{err:?}");
+        assert!(err.to_string().contains("size"), "{err}");
+    }
+}
+
+/// A server that gives weak ETags (`W/"…"`), which never match under `If-Match`: the later
+/// ranges of a large object are read without the check, instead of failing (412) on every
+/// try forever.
+#[test]
+fn an_object_with_a_weak_etag_reads_in_ranges() {
+    let total: usize = (8 << 20) + 100;
+    let content = |i: usize| (i % 251) as u8;
+    let endpoint = scripted_server(move |head| {
+        let lower = head.to_ascii_lowercase();
+        if lower.contains("\r\nif-match:") {
+            return b"HTTP/1.1 412 Precondition Failed\r\nContent-Length: 0\r\n\r\n".to_vec();
+        }
+        let (a, b) = lower
+            .lines()
+            .find_map(|l| l.strip_prefix("range: bytes="))
+            .and_then(|r| r.trim().split_once('-'))
+            .map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()))
+            .unwrap_or((0, total - 1));
+        let b = b.min(total - 1);
+        let mut out = format!(
+            "HTTP/1.1 206 Partial Content\r\nETag: W/\"weak-1\"\r\n\
+             Content-Range: bytes {a}-{b}/{total}\r\nContent-Length: {}\r\n\r\n",
+            b - a + 1
+        )
+        .into_bytes();
+        out.extend((a..=b).map(content));
+        out
+    });
+    let s = store_at(&endpoint, "weak-bucket");
+    let want: Vec<u8> = (0..total).map(content).collect();
+    assert!(s.get("k").unwrap() == want, "whole read");
+    assert!(read_streamed(&s, "k").unwrap() == want, "streamed read");
 }
 
 /// A server (or a proxy) that answers a ranged GET with another range than the one asked for:
@@ -837,8 +924,10 @@ fn called_from_an_async_task_on_its_own_runtime_it_returns() {
 
 /// A caller inside a current-thread runtime that entered a multi-thread runtime's handle:
 /// `block_in_place` refuses that thread, and the store waits plainly instead of panicking.
-/// The refusal goes through the panic hook once for the thread, not on every call (run in a
-/// child process, whose panic hook this test may replace).
+/// Outside any task the refusal goes through the panic hook once for the thread, not on every
+/// call; inside a task it is asked again each time, since a thread that polls tasks may be a
+/// multi-thread runtime's worker later (run in a child process, whose panic hook this test
+/// may replace).
 #[test]
 fn a_call_from_a_current_thread_runtime_with_another_handle_entered_works() {
     if !in_child(
@@ -862,21 +951,35 @@ fn a_call_from_a_current_thread_runtime_with_another_handle_entered_works() {
         runtime: Some(mt.handle().clone()),
         ..options(&t)
     };
-    let s = S3Store::open(&t.bucket, &t.unique_prefix("entered"), &opts).unwrap();
+    let s =
+        std::sync::Arc::new(S3Store::open(&t.bucket, &t.unique_prefix("entered"), &opts).unwrap());
     s.put_if_absent("k", b"v").unwrap();
     let ct = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    let panics = || PANICS.load(std::sync::atomic::Ordering::SeqCst);
     let got = ct.block_on(async {
         let _entered = mt.handle().enter();
         (0..3).map(|_| s.get("k")).collect::<Vec<_>>()
     });
-    for g in got {
+    assert_eq!(panics(), 1, "outside a task: refused once, then remembered");
+    // A task of the current-thread runtime, on the same thread.
+    let (s2, h) = (s.clone(), mt.handle().clone());
+    let in_task = ct
+        .block_on(async move {
+            tokio::spawn(async move {
+                let _entered = h.enter();
+                (0..2).map(|_| s2.get("k")).collect::<Vec<_>>()
+            })
+            .await
+        })
+        .unwrap();
+    assert_eq!(panics(), 3, "inside a task: asked each time");
+    for g in got.into_iter().chain(in_task) {
         assert_eq!(g.unwrap(), b"v");
     }
     let _ = std::panic::take_hook();
-    assert_eq!(PANICS.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 /// With an endpoint of its own and no region anywhere, the store does not ask EC2's instance

@@ -31,8 +31,10 @@
 //!   size;
 //! - the mapping of SDK errors to [`StoreError`], each naming the key and endpoint and never the
 //!   credentials. What a later try may mend is [`StoreError::Unavailable`]: no answer, a
-//!   timeout, 5xx, 429, 408, 409, an answer that does not fit the request (another range than
-//!   asked for, an object that changed while read) and a request task that panicked.
+//!   timeout, 5xx, 429, 408, 409 (bare, `ConditionalRequestConflict` or `OperationAborted`), an
+//!   answer that does not fit the request (another range than asked for, an object that
+//!   changed while read) and a request task that panicked. A request task cancelled by its
+//!   runtime's shutdown is [`StoreError::Other`].
 //!
 //! The [`ObjectStore`] methods block the calling thread until the request finishes: the work
 //! runs as a task on the runtime and the caller waits on a channel. Call them from plain
@@ -161,21 +163,30 @@ impl std::fmt::Debug for S3Store {
 /// another worker instead of stalling them behind this thread. `block_in_place` refuses, with
 /// a panic before it runs anything, a thread that only entered a multi-thread runtime's
 /// handle from inside a current-thread runtime; the wait then simply blocks, as it does
-/// everywhere else. The refusal is remembered for the thread (such a thread is never a
-/// runtime worker, so nothing is lost by not asking again): the panic hook prints it once per
-/// thread, not on every call. Under `panic = "abort"` that first refusal aborts.
+/// everywhere else.
+///
+/// A refusal outside any task (`tokio::task::try_id()` is `None`: the future given to a
+/// current-thread runtime's `block_on`) is remembered for the thread, so that the panic hook
+/// prints it once, not on every call. Nothing is lost by not asking again: a runtime worker
+/// only ever runs code inside a task, so a thread that later becomes a worker (a blocking-pool
+/// thread taking over a worker's core) still asks there. A refusal inside a task (a task of a
+/// current-thread runtime that entered another runtime's handle) is not remembered, since
+/// that thread may poll a multi-thread runtime's tasks later; each such call goes through the
+/// panic hook. Under `panic = "abort"` a refusal aborts.
 fn wait_blocking<R>(mut wait: impl FnMut() -> R) -> R {
     thread_local! {
-        static BLOCK_IN_PLACE_REFUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        static REFUSED_OUTSIDE_TASKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
     let on_multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if on_multi_thread && !BLOCK_IN_PLACE_REFUSED.get() {
+    let in_task = tokio::task::try_id().is_some();
+    if on_multi_thread && (in_task || !REFUSED_OUTSIDE_TASKS.get()) {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             tokio::task::block_in_place(&mut wait)
         })) {
             Ok(r) => return r,
-            Err(_) => BLOCK_IN_PLACE_REFUSED.set(true),
+            Err(_) if !in_task => REFUSED_OUTSIDE_TASKS.set(true),
+            Err(_) => {}
         }
     }
     wait()
@@ -193,19 +204,30 @@ fn is_aws_endpoint(url: &str) -> bool {
     host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn")
 }
 
+/// Who a request is for, in the errors [`block_on`] makes itself.
+struct Request<'a> {
+    /// The endpoint (for `Unavailable`).
+    endpoint: &'a str,
+    /// The store's description (for `Other`).
+    store: &'a str,
+    /// The key, prefix or operation.
+    key: &'a str,
+}
+
 /// Run `fut` on `handle` and wait for it on this thread. A panic in the task (the SDK has a
 /// few `expect`s and debug assertions) comes back as an error, not as a panic: a transient
-/// one, since nothing says the next request would panic too.
+/// one (`Unavailable`), since nothing says the next request would panic too. A task that was
+/// cancelled, or a runtime that shut down under it, is not transient (`Other`): asking again
+/// on the same runtime cannot help.
 fn block_on<T: Send + 'static>(
     handle: &tokio::runtime::Handle,
-    what: &str,
+    req: Request<'_>,
     fut: impl Future<Output = StoreResult<T>> + Send + 'static,
 ) -> StoreResult<T> {
-    let failed = |message: String| StoreError::Unavailable {
-        endpoint: what.to_string(),
-        key: String::new(),
-        message,
-    };
+    enum Lost {
+        Panicked(String),
+        Cancelled,
+    }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let task = handle.spawn(fut);
     handle.spawn(async move {
@@ -218,17 +240,29 @@ fn block_on<T: Send + 'static>(
                     .map(|s| s.to_string())
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "(no message)".into());
-                Err(format!("the request task panicked: {msg}"))
+                Err(Lost::Panicked(msg))
             }
-            Err(_) => Err("the request task was cancelled".to_string()),
+            Err(_) => Err(Lost::Cancelled),
         };
         let _ = tx.send(r);
     });
+    let other = |message: &str| StoreError::Other {
+        store: req.store.to_string(),
+        key: req.key.to_string(),
+        message: message.to_string(),
+    };
     match wait_blocking(|| rx.recv()) {
         Ok(Ok(r)) => r,
-        Ok(Err(message)) => Err(failed(message)),
-        Err(_) => Err(failed(
-            "the request task did not finish (its tokio runtime shut down)".into(),
+        Ok(Err(Lost::Panicked(msg))) => Err(StoreError::Unavailable {
+            endpoint: req.endpoint.to_string(),
+            key: req.key.to_string(),
+            message: format!("the request task panicked: {msg}"),
+        }),
+        Ok(Err(Lost::Cancelled)) => Err(other(
+            "the request task was cancelled (its tokio runtime is shutting down)",
+        )),
+        Err(_) => Err(other(
+            "the request task did not finish (its tokio runtime shut down)",
         )),
     }
 }
@@ -280,7 +314,14 @@ impl S3Store {
         let attempt_timeout = options.attempt_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT);
         let options = options.clone();
         let bucket = bucket.to_string();
-        let inner = block_on(&handle, &format!("s3://{bucket}/{prefix}"), async move {
+        let describe = format!("s3://{bucket}/{prefix}");
+        let endpoint = options.endpoint.clone().unwrap_or_else(|| "AWS S3".into());
+        let req = Request {
+            endpoint: &endpoint,
+            store: &describe,
+            key: "(client setup)",
+        };
+        let inner = block_on(&handle, req, async move {
             Self::configure(bucket, prefix, &options, max_attempts, attempt_timeout).await
         })?;
         Ok(S3Store {
@@ -420,11 +461,18 @@ impl S3Store {
         &self.inner.prefix
     }
 
+    /// Run a request for `key` (a key, a prefix or an operation's name, for errors).
     fn run<T: Send + 'static>(
         &self,
+        key: &str,
         f: impl FnOnce(Arc<Inner>) -> std::pin::Pin<Box<dyn Future<Output = StoreResult<T>> + Send>>,
     ) -> StoreResult<T> {
-        block_on(&self.handle, &self.inner.describe, f(self.inner.clone()))
+        let req = Request {
+            endpoint: &self.inner.endpoint,
+            store: &self.inner.describe,
+            key,
+        };
+        block_on(&self.handle, req, f(self.inner.clone()))
     }
 }
 
@@ -435,21 +483,27 @@ impl ObjectStore for S3Store {
 
     fn put_if_absent(&self, key: &str, data: &[u8]) -> StoreResult<PutOutcome> {
         validate_key(key)?;
-        let key = key.to_string();
+        let k = key.to_string();
         let data = Bytes::copy_from_slice(data);
-        self.run(move |s| Box::pin(async move { s.put_if_absent(&key, data).await }))
+        self.run(key, move |s| {
+            Box::pin(async move { s.put_if_absent(&k, data).await })
+        })
     }
 
     fn get(&self, key: &str) -> StoreResult<Vec<u8>> {
         validate_key(key)?;
-        let key = key.to_string();
-        self.run(move |s| Box::pin(async move { s.read(&key, 0, None).await }))
+        let k = key.to_string();
+        self.run(key, move |s| {
+            Box::pin(async move { s.read(&k, 0, None).await })
+        })
     }
 
     fn get_reader(&self, key: &str) -> StoreResult<ObjectReader> {
         validate_key(key)?;
         let k = key.to_string();
-        let first = self.run(move |s| Box::pin(async move { s.first_chunk(&k).await }))?;
+        let first = self.run(key, move |s| {
+            Box::pin(async move { s.first_chunk(&k).await })
+        })?;
         let mut reader = S3Reader {
             inner: self.inner.clone(),
             handle: self.handle.clone(),
@@ -467,9 +521,10 @@ impl ObjectStore for S3Store {
 
     fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Vec<u8>> {
         validate_key(key)?;
-        let key = key.to_string();
-        self.run(move |s| {
+        let k = key.to_string();
+        self.run(key, move |s| {
             Box::pin(async move {
+                let key = k;
                 if range.start >= range.end {
                     // Nothing to read, but a missing object is still an error.
                     s.head(&key).await?;
@@ -481,18 +536,20 @@ impl ObjectStore for S3Store {
     }
 
     fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
-        let prefix = prefix.to_string();
-        self.run(move |s| Box::pin(async move { s.list(&prefix).await }))
+        let p = prefix.to_string();
+        self.run(prefix, move |s| Box::pin(async move { s.list(&p).await }))
     }
 
     fn delete(&self, key: &str) -> StoreResult<()> {
         validate_key(key)?;
-        let key = key.to_string();
-        self.run(move |s| Box::pin(async move { s.delete(&key).await }))
+        let k = key.to_string();
+        self.run(key, move |s| Box::pin(async move { s.delete(&k).await }))
     }
 
     fn check_conditional_writes(&self) -> StoreResult<()> {
-        self.run(|s| Box::pin(async move { s.check_fencing().await }))
+        self.run("(conditional-write check)", |s| {
+            Box::pin(async move { s.check_fencing().await })
+        })
     }
 }
 
@@ -599,7 +656,7 @@ impl std::io::Read for S3Reader {
             let chunk = wait_blocking(|| next.rx.recv()).unwrap_or_else(|_| {
                 Err(self.inner.other(
                     &self.key,
-                    "the ranged GET task ended without an answer (its runtime shut down)",
+                    "the ranged GET task ended without an answer (it panicked or its runtime shut down)",
                 ))
             });
             match chunk {
@@ -762,9 +819,21 @@ impl Inner {
                         key,
                         message,
                     },
-                    // 408: the server gave up waiting for the request; 409: a conflicting
-                    // operation was in progress (S3's `ConditionalRequestConflict`,
-                    // `OperationAborted`). Both say "try again".
+                    // 408: the server gave up waiting for the request; 409 bare, or as S3's
+                    // `ConditionalRequestConflict` or `OperationAborted`: a conflicting
+                    // operation was in progress. Those say "try again"; a 409 with another
+                    // code (`InvalidBucketState`, `BucketNotEmpty`, ...) does not.
+                    409 if !matches!(
+                        code.as_str(),
+                        "" | "ConditionalRequestConflict" | "OperationAborted"
+                    ) =>
+                    {
+                        StoreError::Other {
+                            store: self.describe.clone(),
+                            key,
+                            message,
+                        }
+                    }
                     408 | 409 | 429 | 500..=599 => StoreError::Unavailable {
                         endpoint,
                         key,
@@ -1141,14 +1210,27 @@ impl Inner {
             if let Some((start, end)) = range {
                 req = req.range(format!("bytes={start}-{}", end - 1));
             }
-            if let Some(etag) = if_match {
+            // A weak ETag never matches under If-Match (RFC 9110 compares strongly): sending
+            // it would make every later range a 412, read again forever. Such a server's
+            // objects are read without the check (pagelog never overwrites an object).
+            if let Some(etag) = if_match.filter(|e| !e.starts_with("W/")) {
                 req = req.if_match(etag);
             }
             let out = req.send().await.map_err(|e| self.fail(key, e))?;
             let range = match out.content_range() {
                 Some(v) => Some(parse_content_range(v).ok_or_else(|| Failure {
                     status: None,
-                    error: self.glitch(key, format!("unparsable Content-Range {v:?}")),
+                    // A server that never tells the size would be asked again forever.
+                    error: if v.trim_end().ends_with("/*") {
+                        self.other(
+                            key,
+                            format!(
+                                "the server does not give the object's size (Content-Range {v:?})"
+                            ),
+                        )
+                    } else {
+                        self.glitch(key, format!("unparsable Content-Range {v:?}"))
+                    },
                 })?),
                 None => None,
             };
@@ -1317,8 +1399,14 @@ impl Inner {
         }
         let mut done = vec![false; chunks.len()];
         while let Some(joined) = tasks.join_next().await {
-            let (i, bytes) =
-                joined.map_err(|e| self.glitch(key, format!("ranged GET task failed: {e}")))??;
+            let (i, bytes) = joined.map_err(|e| {
+                let message = format!("ranged GET task failed: {e}");
+                if e.is_panic() {
+                    self.glitch(key, message)
+                } else {
+                    self.other(key, message)
+                }
+            })??;
             let at = (chunks[i].0 - start) as usize;
             out[at..at + bytes.len()].copy_from_slice(&bytes);
             done[i] = true;
