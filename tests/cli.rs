@@ -516,7 +516,10 @@ fn restore_on_a_new_timeline_is_listed_as_a_branch() {
     assert_eq!(r["new_timeline_base_lsn"], at);
     let v = json(&["ls", s(&store), "--json"]);
     assert_eq!(v["timeline_count"], 2);
-    assert_eq!(v["latest_timeline"], 2, "the branch is the newest history");
+    assert_eq!(
+        v["latest_timeline"], 1,
+        "a branch that holds only its branch point is not the latest history"
+    );
     let t2 = &v["timelines"][1];
     assert_eq!(t2["timeline"], 2);
     assert_eq!(t2["parent_timeline"], 1);
@@ -654,7 +657,7 @@ fn verify_and_ls_report_a_recorded_gap() {
     assert_eq!(code(&o), 4, "{}", stderr(&o));
     let text = stdout(&o);
     assert!(
-        text.contains(&format!("records {a}..={b} were dropped")),
+        text.contains(&format!("records {a}..={b} were never shipped")),
         "{text}"
     );
     assert!(text.contains("no problem, 1 recorded gap"), "{text}");

@@ -228,12 +228,27 @@ impl Catalog {
         cat
     }
 
-    /// The newest timeline holding any batch or snapshot.
-    pub fn latest_timeline(&self) -> Option<&TimelineCatalog> {
-        self.timelines
-            .values()
-            .rev()
-            .find(|t| !t.batches.is_empty() || t.complete_snapshots().next().is_some())
+    /// The newest timeline with history of its own: a log batch, or a complete snapshot at or
+    /// past the timeline's first LSN. A branch that holds nothing but its base snapshot (the
+    /// state it was restored from, at its parent LSN, uploaded by `restore --new-timeline`) is
+    /// not the latest history yet: its parent may still be moving on. It becomes the latest
+    /// when its database first ships (its first batch holds the restore's marker record, so
+    /// opening it with a store is enough). Reads the claim of a timeline only when that
+    /// timeline has snapshots and no batch.
+    pub fn latest_timeline(&self, store: &dyn ObjectStore) -> Result<Option<&TimelineCatalog>> {
+        for t in self.timelines.values().rev() {
+            if !t.batches.is_empty() {
+                return Ok(Some(t));
+            }
+            let Some(newest) = t.complete_snapshots().map(|s| s.lsn).max() else {
+                continue;
+            };
+            match t.read_claim(store)? {
+                Some(c) if c.parent_timeline != 0 && newest < c.first_lsn => continue,
+                _ => return Ok(Some(t)),
+            }
+        }
+        Ok(None)
     }
 
     /// The highest timeline number in use (claimed or not).

@@ -56,7 +56,8 @@ pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 pub struct RestoreOptions {
     /// What to restore.
     pub target: RestoreTarget,
-    /// Timeline to restore from. Default: the newest timeline.
+    /// Timeline to restore from. Default: the newest timeline with history of its own
+    /// ([`Catalog::latest_timeline`]).
     pub timeline: Option<u64>,
     /// Replace an existing output file (and its `-wal`, `-shm` and `-pagelog` companions).
     pub force: bool,
@@ -67,8 +68,9 @@ pub struct RestoreOptions {
     /// Open the next log batch (start streaming it) while one is applied. Default true; false
     /// saves one stream's buffers (a few MiB from S3) at some cost in time.
     pub prefetch_batches: bool,
-    /// Claim a new timeline and create a local log, so that the restored database can be
-    /// opened through pagelog and written; its new history is shipped to the new timeline.
+    /// Claim a new timeline, create a local log and upload the restored state as the new
+    /// timeline's base snapshot, so that the restored database can be opened through pagelog
+    /// and written; its new history is shipped to the new timeline.
     pub new_timeline: bool,
     /// Called with (bytes downloaded so far, bytes planned) as the download proceeds.
     pub progress: Option<Progress>,
@@ -151,6 +153,9 @@ pub struct RestoreReport {
     pub new_timeline_base: Option<Lsn>,
     /// Wall time.
     pub elapsed: Duration,
+    /// Wall time of the download alone (listing, downloading, applying, checking): what
+    /// `bytes_downloaded` took, without a new timeline's claim and base upload.
+    pub download_elapsed: Duration,
 }
 
 /// What a timeline can restore.
@@ -227,8 +232,8 @@ pub fn restorable_range(store: &dyn ObjectStore, t: &TimelineCatalog) -> Result<
     })
 }
 
-/// The gaps a timeline's log records (first and last LSN of each gap batch: records dropped
-/// locally before they shipped). A gap batch is a bare header, so only the batches of that
+/// The gaps a timeline's log records (first and last LSN of each gap batch: records never
+/// shipped, dropped locally or taken into a later base snapshot). A gap batch is a bare header, so only the batches of that
 /// size have their header read.
 pub fn recorded_gaps(store: &dyn ObjectStore, t: &TimelineCatalog) -> Result<Vec<(Lsn, Lsn)>> {
     let mut gaps = Vec::new();
@@ -395,7 +400,14 @@ fn claim_output(out: &Path, force: bool) -> Result<Claimed> {
 /// and only then the lock file and its directory are removed. A writer that opens the database
 /// before that finds the lock held and is refused; one that opens after finds the restored
 /// file without a log, as any restore leaves it.
-fn place(tmp: &Path, out: &Path, claimed: &Claimed) -> Result<()> {
+///
+/// With `tmp_log` (a new timeline's log, complete), the log goes into place first and the
+/// file after it: the database never appears without its log. The old log directory, emptied
+/// down to its `LOCK`, loses that file too (the lock stays held on the open descriptor) and
+/// the new log directory is renamed over the empty one. A crash between the two renames
+/// leaves the new log beside the old file or none: opening then fails on the checksum the
+/// log's first record holds, and the restore can be run again with `--force`.
+fn place(tmp: &Path, tmp_log: Option<&Path>, out: &Path, claimed: &Claimed) -> Result<()> {
     for p in &claimed.existing {
         if p.is_dir() {
             let entries = std::fs::read_dir(p).map_err(|e| io_err(p, "listing (force)", e))?;
@@ -416,11 +428,29 @@ fn place(tmp: &Path, out: &Path, claimed: &Claimed) -> Result<()> {
             std::fs::remove_file(p).map_err(|e| io_err(p, "removing (force)", e))?;
         }
     }
+    if let Some(tmp_log) = tmp_log {
+        let log_dir = PathBuf::from(format!("{}{}", out.display(), pagelog_vfs::LOG_DIR_SUFFIX));
+        let lock = log_dir.join(pagelog_log::LOCK_FILE);
+        if claimed.existing.contains(&log_dir) {
+            std::fs::remove_file(&lock).map_err(|e| io_err(&lock, "removing (force)", e))?;
+        }
+        std::fs::rename(tmp_log, &log_dir)
+            .map_err(|e| io_err(&log_dir, "renaming the new log into place", e))?;
+        sync_parent(out)?;
+    }
     std::fs::rename(tmp, out).map_err(|e| io_err(out, "renaming into place", e))?;
-    for p in claimed.existing.iter().filter(|p| p.is_dir()) {
-        std::fs::remove_dir_all(p).map_err(|e| io_err(p, "removing (force)", e))?;
+    if tmp_log.is_none() {
+        for p in claimed.existing.iter().filter(|p| p.is_dir()) {
+            std::fs::remove_dir_all(p).map_err(|e| io_err(p, "removing (force)", e))?;
+        }
     }
     Ok(())
+}
+
+/// Make the renames and removals in `path`'s directory durable.
+fn sync_parent(path: &Path) -> Result<()> {
+    let dir = pagelog_log::fs::parent_dir(path);
+    StdFs.sync_dir(&dir).map_err(|e| io_err(&dir, "syncing", e))
 }
 
 fn companions(out: &Path) -> Vec<PathBuf> {
@@ -459,30 +489,42 @@ pub fn restore(
             r => break r?,
         }
     };
+    // A new timeline's log is built beside the output and put in place with it.
+    let tmp_log = opts.new_timeline.then(|| {
+        PathBuf::from(format!(
+            "{}.pagelog-restore.tmp{}",
+            out.display(),
+            pagelog_vfs::LOG_DIR_SUFFIX
+        ))
+    });
     let placed = (|| -> Result<()> {
         if opts.integrity_check {
             integrity_check(&tmp)?;
         }
+        report.download_elapsed = started.elapsed();
         // The output may have changed during the download (a writer may have created the
         // database meanwhile): claim it again unless its log is already locked by us.
         if claimed.lock.is_none() {
             claimed = claim_output(out, opts.force)?;
         }
-        place(&tmp, out, &claimed)
+        if let Some(dir) = &tmp_log {
+            let (timeline, base) = branch(store, &catalog, &report, &tmp, dir, opts)?;
+            report.new_timeline = Some(timeline);
+            report.new_timeline_base = base;
+        }
+        place(&tmp, tmp_log.as_deref(), out, &claimed)
     })();
     if let Err(e) = placed {
         let _ = std::fs::remove_file(&tmp);
+        if let Some(dir) = &tmp_log {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         return Err(e);
     }
     let dir = pagelog_log::fs::parent_dir(out);
     fs.sync_dir(&dir).map_err(|e| io_err(&dir, "syncing", e))?;
     // The replaced database's lock file is gone with its directory; let it go.
     drop(claimed);
-    if opts.new_timeline {
-        let (timeline, base) = branch(store, &catalog, &report)?;
-        report.new_timeline = Some(timeline);
-        report.new_timeline_base = base;
-    }
     report.elapsed = started.elapsed();
     tracing::info!(
         out = %out.display(),
@@ -516,7 +558,7 @@ fn download(
                 detail: format!(" on timeline {n}"),
             })?,
         None => catalog
-            .latest_timeline()
+            .latest_timeline(store)?
             .ok_or_else(|| SnapshotError::Empty {
                 store: store.describe(),
                 detail: String::new(),
@@ -780,6 +822,7 @@ fn download(
             new_timeline: None,
             new_timeline_base: None,
             elapsed: Duration::ZERO,
+            download_elapsed: Duration::ZERO,
         })
     })();
     drop(file);
@@ -1007,16 +1050,29 @@ pub fn integrity_check(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Claim a new timeline branching from the restored state, create the local log that
-/// continues it, and upload the restored file as the new timeline's base snapshot at the
-/// branch LSN (so that a shipper continues the timeline from the log's first record, with no
-/// base snapshot of its own and no gap). Returns the new timeline and the base snapshot's LSN
-/// (`None` if its upload failed: logged, not an error, since the branch itself is in place).
+/// Claim a new timeline branching from the restored state, build the local log that
+/// continues it in `log_dir` (beside the output; [`place`] moves it beside the database),
+/// and upload the restored file `file` (not yet in place: nothing else opens it) as the new
+/// timeline's base snapshot at the branch LSN, so that a shipper continues the timeline from
+/// the log's first record, with no base snapshot of its own and no gap. Returns the new
+/// timeline and the base snapshot's LSN (`None` if the store refused or failed the upload:
+/// logged, not an error, since the branch works without it; a file that no longer matches
+/// its checksum is an error).
 fn branch(
     store: &dyn ObjectStore,
     catalog: &Catalog,
     r: &RestoreReport,
+    file: &Path,
+    log_dir: &Path,
+    opts: &RestoreOptions,
 ) -> Result<(u64, Option<Lsn>)> {
+    // What an interrupted restore left.
+    match std::fs::remove_dir_all(log_dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io_err(log_dir, "removing a leftover", e));
+        }
+        _ => {}
+    }
     let mut timeline = catalog.max_timeline() + 1;
     loop {
         let info = TimelineInfo {
@@ -1032,14 +1088,15 @@ fn branch(
             PutOutcome::AlreadyExists => timeline += 1,
         }
     }
-    let dir = PathBuf::from(format!(
-        "{}{}",
-        r.path.display(),
-        pagelog_vfs::LOG_DIR_SUFFIX
-    ));
+    tracing::info!(
+        timeline,
+        parent = r.timeline,
+        at = r.lsn,
+        "claimed a new timeline"
+    );
     let log = Log::open(
         Arc::new(StdFs),
-        &dir,
+        log_dir,
         LogOptions {
             database_id: Some(r.database_id),
             timeline,
@@ -1054,8 +1111,7 @@ fn branch(
     begin_txn(&mut payload, r.page_size, r.db_pages);
     finish_txn(&mut payload, r.checksum, 0);
     log.append_sync(KIND_TXN, &payload)?;
-    // The log stays open (its lock held) while the file is uploaded: nothing can open the
-    // database through pagelog and change it meanwhile.
+    log.close()?;
     let image = crate::snapshot::FileImage {
         database_id: r.database_id,
         timeline,
@@ -1065,12 +1121,11 @@ fn branch(
         db_pages: r.db_pages,
         checksum: r.checksum,
     };
-    let base = match crate::snapshot::upload_file_snapshot(
-        store,
-        &crate::SnapshotOptions::default(),
-        &r.path,
-        image,
-    ) {
+    let snapshot_opts = crate::SnapshotOptions {
+        concurrency: opts.concurrency.max(1),
+        ..crate::SnapshotOptions::default()
+    };
+    let base = match crate::snapshot::upload_file_snapshot(store, &snapshot_opts, file, image) {
         Ok(info) => {
             tracing::info!(
                 timeline,
@@ -1080,7 +1135,7 @@ fn branch(
             );
             Some(info.lsn)
         }
-        Err(e) => {
+        Err(SnapshotError::Store(e)) => {
             tracing::warn!(
                 timeline,
                 error = %e,
@@ -1089,13 +1144,7 @@ fn branch(
             );
             None
         }
+        Err(e) => return Err(e),
     };
-    log.close()?;
-    tracing::info!(
-        timeline,
-        parent = r.timeline,
-        at = r.lsn,
-        "claimed a new timeline"
-    );
     Ok((timeline, base))
 }

@@ -731,9 +731,24 @@ fn attach(db: &Database, store: &dyn crate::store::ObjectStore) -> Result<Start>
     // uploads for a branch (its log starts right after it). Otherwise — a claim made again
     // over a wiped prefix, a branch whose base upload failed — a base snapshot is owed, and the
     // records it stands for are recorded as a gap.
+    // On a branch that snapshot must be the state the local log starts from: its first record
+    // (the restore's marker, which changes no page) holds the same size and checksum.
     let need_base = if batches_last == 0 {
-        next_lsn < log.first_lsn()
-            || (next_lsn > 1 && !t.complete_snapshots().any(|s| s.lsn + 1 == next_lsn))
+        let below = t.complete_snapshots().find(|s| s.lsn + 1 == next_lsn);
+        let marker_first = claim.parent_timeline != 0 && next_lsn == log.first_lsn();
+        if let (Some(s), true) = (below, marker_first && next_lsn > 1) {
+            let m = t.manifest(store, s)?;
+            let same = match log.reader(next_lsn)?.next() {
+                Some(rec) => pagelog_vfs::record::TxnRecord::decode(&rec?.payload)
+                    .map(|txn| txn.checksum == m.checksum && txn.db_pages == m.db_pages)
+                    .unwrap_or(false),
+                None => false,
+            };
+            if !same {
+                return Err(diverged(s.lsn));
+            }
+        }
+        next_lsn < log.first_lsn() || (next_lsn > 1 && below.is_none())
     } else {
         next_lsn < log.first_lsn()
     };

@@ -32,8 +32,9 @@ pub struct VerifyReport {
     pub records: u64,
     /// Complete snapshots checked.
     pub snapshots: usize,
-    /// Recorded gaps (timeline, first LSN, last LSN): records dropped locally before they
-    /// could be shipped, bridged by a snapshot; not restorable, not a fault of the store.
+    /// Recorded gaps (timeline, first LSN, last LSN): records never shipped (dropped locally,
+    /// or before a shipper's base snapshot), bridged by a snapshot; not restorable, not a
+    /// fault of the store.
     pub gaps: Vec<(u64, u64, u64)>,
     /// Interrupted snapshot uploads (timeline, LSN): parts without a manifest, left by a crash
     /// during an upload. Never used by restore and removed by retention; not a problem.

@@ -382,10 +382,11 @@ fn a_restored_database_continues_on_a_new_timeline() {
         images.insert(l, image(&vfs, &path));
     }
     let mid = *images.keys().nth(9).unwrap();
-    let last = *images.keys().last().unwrap();
-    sh.close(Duration::from_secs(10)).unwrap();
+    sh.wait_replicated(*images.keys().last().unwrap(), WAIT)
+        .unwrap();
 
-    // Restore the middle of the history and continue from there.
+    // Restore the middle of the history and continue from there, while the old database
+    // goes on writing timeline 1.
     let branch = dir.path().join("branch.db");
     let r = restore(
         &*store_ref,
@@ -410,7 +411,32 @@ fn a_restored_database_continues_on_a_new_timeline() {
     assert_eq!(n, 40, "10 transactions of 4 rows");
     let bdb = vfs.open_database(&branch).unwrap();
     assert_eq!(bdb.log().timeline(), 2);
+    // Until the branch ships it holds only its branch point: the latest history is still
+    // timeline 1, which moved on meanwhile.
+    let l1 = insert(&conn, 4, 20);
+    images.insert(l1, image(&vfs, &path));
+    sh.wait_replicated(l1, WAIT).unwrap();
+    let last = *images.keys().last().unwrap();
+    sh.close(Duration::from_secs(10)).unwrap();
+    let out = dir.path().join("out.db");
+    let r = restore_to(&store_ref, &out, RestoreTarget::Latest);
+    assert_eq!(
+        (r.timeline, r.lsn),
+        (1, last),
+        "an unshipped branch is not the latest"
+    );
+    assert!(file_bytes(&out) == images[&last]);
     let bsh = Shipper::start(bdb.clone(), store_ref.clone(), quick_opts()).unwrap();
+    // Its first batch holds the restore's marker record: from then on it is the latest.
+    let opened = bdb.log().last_lsn();
+    bsh.wait_replicated(opened, WAIT).unwrap();
+    let r = restore_to(&store_ref, &out, RestoreTarget::Latest);
+    assert_eq!(
+        (r.timeline, r.lsn),
+        (2, opened),
+        "a shipping branch is the latest"
+    );
+    assert!(file_bytes(&out) == images[&mid]);
     let bl = insert(&bconn, 50, 99);
     bsh.wait_replicated(bl, WAIT).unwrap();
     assert_eq!(
@@ -418,7 +444,6 @@ fn a_restored_database_continues_on_a_new_timeline() {
         0,
         "the restore uploaded the branch's base: the shipper ships from the branch point"
     );
-    let out = dir.path().join("out.db");
     let r = restore_to(&store_ref, &out, RestoreTarget::Latest);
     assert_eq!((r.timeline, r.lsn), (2, bl));
     assert!(file_bytes(&out) == image(&vfs, &branch));
@@ -461,11 +486,142 @@ fn a_restored_database_continues_on_a_new_timeline() {
     bsh.close(Duration::from_secs(10)).unwrap();
 }
 
-/// A store that refuses every snapshot upload (keys under `snap/`) while `refuse` is set.
+/// `restore --new-timeline` puts the database in place only with its log, complete: while the
+/// base snapshot uploads, neither exists yet (a process killed then leaves no database that
+/// cannot be opened). Replacing a database (`force`) works the same way.
+#[test]
+fn a_branch_appears_only_with_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let branch = dir.path().join("branch.db");
+    let log_dir = dir
+        .path()
+        .join(format!("branch.db{}", pagelog_vfs::LOG_DIR_SUFFIX));
+    let flaky = FlakyStore::new(&dir.path().join("store"));
+    let store = Arc::new(NoSnapshots {
+        inner: flaky.clone(),
+        refuse: std::sync::atomic::AtomicBool::new(false),
+        watch: Some(branch.clone()),
+        seen: Default::default(),
+    });
+    let store_ref: pagelog_snapshot::StoreRef = store.clone();
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let sh = Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    )
+    .unwrap();
+    let last = insert(&conn, 4, 1);
+    sh.wait_replicated(last, WAIT).unwrap();
+    sh.close(Duration::from_secs(10)).unwrap();
+    let seen_before = store.seen.lock().unwrap().len();
+
+    let opts = RestoreOptions {
+        new_timeline: true,
+        ..RestoreOptions::default()
+    };
+    let r = restore(&*store_ref, &branch, &opts).unwrap();
+    assert_eq!((r.new_timeline, r.new_timeline_base), (Some(2), Some(last)));
+    let seen: Vec<bool> = store.seen.lock().unwrap()[seen_before..].to_vec();
+    assert!(!seen.is_empty() && seen.iter().all(|e| !e), "{seen:?}");
+    assert!(branch.exists() && log_dir.is_dir());
+    // No temporary file or directory is left beside it.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("branch.db"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["branch.db", "branch.db-pagelog"]);
+    let bconn = vfs.connect(&branch).unwrap();
+    let n: i64 = bconn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 4);
+    drop(bconn);
+
+    // Again over it, with force: the old branch is replaced by a new one, and while the base
+    // uploads the old database is still there (with its old log).
+    let seen_before = store.seen.lock().unwrap().len();
+    let r = restore(
+        &*store_ref,
+        &branch,
+        &RestoreOptions {
+            force: true,
+            ..opts
+        },
+    )
+    .unwrap();
+    assert_eq!(r.new_timeline, Some(3));
+    let seen: Vec<bool> = store.seen.lock().unwrap()[seen_before..].to_vec();
+    assert!(!seen.is_empty() && seen.iter().all(|e| *e), "{seen:?}");
+    let bdb = vfs.open_database(&branch).unwrap();
+    assert_eq!(bdb.log().timeline(), 3);
+}
+
+/// A branch's shipper ships from the base snapshot the restore uploaded only if that snapshot
+/// is the state its log starts from (same size and checksum as the restore's marker record);
+/// a base that is not is a divergence, not a base to build on.
+#[test]
+fn a_branch_base_that_is_not_the_logs_start_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let sh = Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    )
+    .unwrap();
+    let last = insert(&conn, 4, 1);
+    sh.wait_replicated(last, WAIT).unwrap();
+    sh.close(Duration::from_secs(10)).unwrap();
+    let branch = dir.path().join("branch.db");
+    let r = restore(
+        &*store_ref,
+        &branch,
+        &RestoreOptions {
+            new_timeline: true,
+            ..RestoreOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(r.new_timeline_base, Some(last));
+    // The base's manifest, sealed again with another checksum.
+    let key = pagelog_snapshot::format::manifest_key(2, last);
+    let mut m =
+        pagelog_snapshot::format::Manifest::decode(&key, &store_ref.get(&key).unwrap()).unwrap();
+    m.checksum ^= 1;
+    store_ref.delete(&key).unwrap();
+    store_ref.put_if_absent(&key, &m.encode()).unwrap();
+    match Shipper::start(
+        vfs.open_database(&branch).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    ) {
+        Err(SnapshotError::Diverged { timeline, lsn, .. }) => {
+            assert_eq!((timeline, lsn), (2, last))
+        }
+        Err(e) => panic!("expected Diverged, got {e:?}"),
+        Ok(_) => panic!("expected Diverged, the shipper started"),
+    }
+}
+
+/// A store that refuses every snapshot upload (keys under `snap/`) while `refuse` is set, and
+/// records, at each snapshot upload, whether the file `watch` exists.
 #[derive(Debug)]
 struct NoSnapshots {
     inner: Arc<FlakyStore>,
     refuse: std::sync::atomic::AtomicBool,
+    watch: Option<std::path::PathBuf>,
+    seen: std::sync::Mutex<Vec<bool>>,
 }
 
 impl pagelog_snapshot::ObjectStore for NoSnapshots {
@@ -477,6 +633,9 @@ impl pagelog_snapshot::ObjectStore for NoSnapshots {
         key: &str,
         data: &[u8],
     ) -> Result<pagelog_snapshot::PutOutcome, StoreError> {
+        if let (true, Some(w)) = (key.contains("/snap/"), &self.watch) {
+            self.seen.lock().unwrap().push(w.exists());
+        }
         if key.contains("/snap/") && self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(StoreError::AccessDenied {
                 endpoint: "test".into(),
@@ -512,6 +671,8 @@ fn a_branch_whose_base_upload_fails_gets_a_base_from_its_shipper() {
     let store = Arc::new(NoSnapshots {
         inner: flaky.clone(),
         refuse: std::sync::atomic::AtomicBool::new(false),
+        watch: None,
+        seen: Default::default(),
     });
     let store_ref: pagelog_snapshot::StoreRef = store.clone();
     let vfs = vfs(Durability::Sync);

@@ -149,7 +149,7 @@ impl TimelineView {
         });
         for (a, b) in &self.gaps {
             lines.push(format!(
-                "  gap         LSN {a}..={b}: records dropped before they shipped, not restorable"
+                "  gap         LSN {a}..={b}: records never shipped, not restorable"
             ));
         }
         lines.push(match self.batch_range {
@@ -277,6 +277,12 @@ pub fn run(ctx: &Context, args: LsArgs) -> Result<(), CliError> {
         .values()
         .map(|t| TimelineView::read(&*store, t))
         .collect();
+    // A claim that cannot be read is already among the timeline's errors.
+    let latest = catalog
+        .latest_timeline(&*store)
+        .ok()
+        .flatten()
+        .map(|t| t.timeline);
     spinner.finish_and_clear();
 
     let mut out = Out::new();
@@ -284,7 +290,7 @@ pub fn run(ctx: &Context, args: LsArgs) -> Result<(), CliError> {
         out.json(&json!({
             "store": catalog.store,
             "timeline_count": views.len(),
-            "latest_timeline": catalog.latest_timeline().map(|t| t.timeline),
+            "latest_timeline": latest,
             "bytes": catalog.bytes(),
             "foreign_objects": catalog.foreign.len(),
             "timelines": views.iter().map(TimelineView::json).collect::<Vec<_>>(),

@@ -17,7 +17,9 @@ use super::progress;
 
 const AFTER_HELP: &str = "\
 Without --lsn, --time or --bookmark the latest state is restored, from the newest timeline
-holding a batch or a complete snapshot unless --timeline names one. The result is checked
+with history of its own unless --timeline names one (a branch made by --new-timeline counts
+once its database has been opened with the store and shipped; before that it holds only its
+branch point). The result is checked
 against the whole-database checksum recorded for the target, then renamed into place; an
 existing output (or its -wal, -shm, -pagelog companions) is replaced only with --force, and
 never while a process has the database open (its log is locked): the lock is taken before the
@@ -64,8 +66,9 @@ pub struct RestoreArgs {
     /// Run SQLite's `PRAGMA integrity_check` on the result.
     #[arg(long)]
     integrity_check: bool,
-    /// Claim a new timeline and create a local log, so that the restored database can be
-    /// opened through pagelog and written (its new history ships to the new timeline).
+    /// Claim a new timeline, create a local log and upload the restored state as the new
+    /// timeline's base snapshot, so that the restored database can be opened through pagelog
+    /// and written (its new history ships to the new timeline). This writes to the store.
     #[arg(long)]
     new_timeline: bool,
     /// Parallel downloads of snapshot parts (4 MiB each).
@@ -158,6 +161,7 @@ fn size_bytes(r: &RestoreReport) -> u64 {
 
 fn to_json(r: &RestoreReport, integrity_checked: bool) -> serde_json::Value {
     let secs = r.elapsed.as_secs_f64();
+    let dl = r.download_elapsed.as_secs_f64();
     json!({
         "path": r.path.display().to_string(),
         "database_id": output::database_id(r.database_id),
@@ -178,7 +182,8 @@ fn to_json(r: &RestoreReport, integrity_checked: bool) -> serde_json::Value {
         "new_timeline": r.new_timeline,
         "new_timeline_base_lsn": r.new_timeline_base,
         "elapsed_s": secs,
-        "bytes_per_s": if secs > 0.0 { r.bytes_downloaded as f64 / secs } else { 0.0 },
+        "download_elapsed_s": dl,
+        "bytes_per_s": if dl > 0.0 { r.bytes_downloaded as f64 / dl } else { 0.0 },
     })
 }
 
@@ -228,9 +233,17 @@ fn human(r: &RestoreReport, integrity_checked: bool) -> Vec<String> {
                 .to_string(),
         });
     }
-    lines.push(format!(
-        "  elapsed       {secs:.3} s ({})",
-        output::rate(r.bytes_downloaded, secs)
-    ));
+    let dl = r.download_elapsed.as_secs_f64();
+    lines.push(if r.new_timeline.is_some() {
+        format!(
+            "  elapsed       {secs:.3} s (download {dl:.3} s, {})",
+            output::rate(r.bytes_downloaded, dl)
+        )
+    } else {
+        format!(
+            "  elapsed       {secs:.3} s ({})",
+            output::rate(r.bytes_downloaded, dl)
+        )
+    });
     lines
 }

@@ -18,8 +18,8 @@ Examples:
   pagelog verify /backups/app
   pagelog verify s3://backups/app --json
 
-A recorded gap (records dropped locally before they shipped, e.g. by the backlog bound) is
-not corruption: it is printed as a `gap:` line and makes verify exit 4 when nothing else is
+A recorded gap (records never shipped: dropped locally by the backlog bound, or the records
+before a branch's own base snapshot when the branch's first upload failed) is not corruption: it is printed as a `gap:` line and makes verify exit 4 when nothing else is
 wrong (the history is intact but some LSNs cannot be restored).
 
 Exit codes: 0 no problem and no gap; 3 problems found; 4 no problem, but gaps recorded; 5 no such store or no pagelog history in it;
@@ -61,8 +61,8 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
         }
         for (t, a, b) in &report.gaps {
             out.line(format!(
-                "gap: {}: records {a}..={b} were dropped before they shipped; \
-                 those LSNs cannot be restored",
+                "gap: {}: records {a}..={b} were never shipped (dropped locally, or taken \
+                 into a later snapshot); those LSNs cannot be restored",
                 pagelog::snapshot::format::batch_key(*t, *a)
             ))?;
         }
