@@ -559,6 +559,79 @@ fn restore_on_a_new_timeline_is_listed_as_a_branch() {
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
 }
 
+/// `restore --new-timeline` killed (SIGKILL) at moments spread over its whole run: the
+/// database never appears without its log (a database without one is refused on open), what
+/// appears opens with the restored content, and running the restore again with `--force`
+/// finishes the job.
+#[test]
+fn a_new_timeline_restore_killed_at_any_moment_leaves_no_database_without_its_log() {
+    let h = history();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    copy_dir(&h.store, &store);
+    let at = (h.snapshot_lsn + 3).to_string();
+    let args = |out: &Path, force: bool| {
+        let mut a = vec!["restore".to_string(), s(&store).into(), "-o".into()];
+        a.extend([
+            s(out).to_string(),
+            "--lsn".into(),
+            at.clone(),
+            "--new-timeline".into(),
+        ]);
+        if force {
+            a.push("--force".into());
+        }
+        a
+    };
+    // How long an uninterrupted one takes.
+    let probe = dir.path().join("probe.db");
+    let started = Instant::now();
+    let a = args(&probe, false);
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let full = started.elapsed();
+    let want = h.image_at(h.snapshot_lsn + 3).to_vec();
+    const KILLS: u32 = 16;
+    let mut placed = 0;
+    for i in 0..KILLS {
+        let delay = full * i / KILLS;
+        let out = dir.path().join(format!("killed-{i}.db"));
+        let log_dir = PathBuf::from(format!("{}{}", out.display(), pagelog_vfs::LOG_DIR_SUFFIX));
+        let mut child = Command::new(BIN)
+            .args(args(&out, false))
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        child.wait().unwrap();
+        if out.exists() {
+            placed += 1;
+            assert!(
+                log_dir.is_dir(),
+                "killed after {delay:?}: {} is there without its log",
+                out.display()
+            );
+            assert!(image(&out) == want, "killed after {delay:?}: wrong content");
+        }
+        // Again, with force: it completes whatever the kill left.
+        let a = args(&out, true);
+        let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(code(&o), 0, "after a kill at {delay:?}: {}", stderr(&o));
+        assert!(
+            image(&out) == want,
+            "after a kill at {delay:?}: restored again"
+        );
+    }
+    // The sweep reached inside the restore: not every run finished before its kill.
+    assert!(
+        placed < KILLS,
+        "every restore finished before it was killed"
+    );
+}
+
 #[test]
 fn ls_reports_timelines_snapshots_batches_and_range() {
     let h = history();
