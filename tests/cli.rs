@@ -559,45 +559,33 @@ fn restore_on_a_new_timeline_is_listed_as_a_branch() {
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
 }
 
-/// `restore --new-timeline` killed (SIGKILL) at moments spread over its whole run: the
-/// database never appears without its log (a database without one is refused on open), what
-/// appears opens with the restored content, and running the restore again with `--force`
-/// finishes the job.
+/// `restore --new-timeline` killed (SIGKILL) at moments spread over its whole run, to a new
+/// output and with `--force` over an existing branch: the database never appears without its
+/// log (a database without one is refused on open), a replaced database is never missing, what
+/// opens holds the old or the new content and nothing else, and running the restore again
+/// with `--force` finishes the job.
 #[test]
 fn a_new_timeline_restore_killed_at_any_moment_leaves_no_database_without_its_log() {
     let h = history();
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     copy_dir(&h.store, &store);
-    let at = (h.snapshot_lsn + 3).to_string();
-    let args = |out: &Path, force: bool| {
+    let (lsn_a, lsn_b) = (h.snapshot_lsn + 3, h.snapshot_lsn + 1);
+    let (want_a, want_b) = (h.image_at(lsn_a).to_vec(), h.image_at(lsn_b).to_vec());
+    assert!(want_a != want_b);
+    let args = |out: &Path, lsn: u64, force: bool| {
         let mut a = vec!["restore".to_string(), s(&store).into(), "-o".into()];
-        a.extend([
-            s(out).to_string(),
-            "--lsn".into(),
-            at.clone(),
-            "--new-timeline".into(),
-        ]);
+        a.extend([s(out).to_string(), "--lsn".into(), lsn.to_string()]);
+        a.push("--new-timeline".into());
         if force {
             a.push("--force".into());
         }
         a
     };
-    // How long an uninterrupted one takes.
-    let probe = dir.path().join("probe.db");
-    let started = Instant::now();
-    let a = args(&probe, false);
-    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    let full = started.elapsed();
-    let want = h.image_at(h.snapshot_lsn + 3).to_vec();
-    const KILLS: u32 = 16;
-    let mut placed = 0;
-    for i in 0..KILLS {
-        let delay = full * i / KILLS;
-        let out = dir.path().join(format!("killed-{i}.db"));
-        let log_dir = PathBuf::from(format!("{}{}", out.display(), pagelog_vfs::LOG_DIR_SUFFIX));
+    let run_args = |a: Vec<String>| run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let killed_at = |a: Vec<String>, delay: Duration| {
         let mut child = Command::new(BIN)
-            .args(args(&out, false))
+            .args(a)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -607,6 +595,30 @@ fn a_new_timeline_restore_killed_at_any_moment_leaves_no_database_without_its_lo
         std::thread::sleep(delay);
         let _ = child.kill();
         child.wait().unwrap();
+    };
+    let try_image = |path: &Path| -> Result<Vec<u8>, String> {
+        let mut conn = vfs().connect(path).map_err(|e| e.to_string())?;
+        let image = conn
+            .serialize(rusqlite::MAIN_DB)
+            .map_err(|e| e.to_string())?;
+        Ok(image.to_vec())
+    };
+    // How long an uninterrupted one takes.
+    let probe = dir.path().join("probe.db");
+    let started = Instant::now();
+    assert_eq!(code(&run_args(args(&probe, lsn_a, false))), 0);
+    let full = started.elapsed();
+    const KILLS: u32 = 48;
+    let (mut placed, mut replaced, mut refused) = (0, 0, Vec::new());
+    for i in 0..KILLS {
+        // From at once to past the end of a run (the last one long past it).
+        let delay = match i {
+            i if i + 1 == KILLS => full * 4,
+            i => full * i * 5 / (4 * KILLS),
+        };
+        let out = dir.path().join(format!("killed-{i}.db"));
+        let log_dir = PathBuf::from(format!("{}{}", out.display(), pagelog_vfs::LOG_DIR_SUFFIX));
+        killed_at(args(&out, lsn_a, false), delay);
         if out.exists() {
             placed += 1;
             assert!(
@@ -614,22 +626,47 @@ fn a_new_timeline_restore_killed_at_any_moment_leaves_no_database_without_its_lo
                 "killed after {delay:?}: {} is there without its log",
                 out.display()
             );
-            assert!(image(&out) == want, "killed after {delay:?}: wrong content");
+            assert!(try_image(&out).unwrap() == want_a, "killed after {delay:?}");
         }
         // Again, with force: it completes whatever the kill left.
-        let a = args(&out, true);
-        let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        let o = run_args(args(&out, lsn_a, true));
         assert_eq!(code(&o), 0, "after a kill at {delay:?}: {}", stderr(&o));
         assert!(
-            image(&out) == want,
-            "after a kill at {delay:?}: restored again"
+            try_image(&out).unwrap() == want_a,
+            "after a kill at {delay:?}"
+        );
+
+        // Over that branch, with force, at another LSN.
+        killed_at(args(&out, lsn_b, true), delay);
+        assert!(
+            out.exists(),
+            "killed after {delay:?}: the replaced database is gone"
+        );
+        match try_image(&out) {
+            Ok(img) if img == want_a => {}
+            Ok(img) if img == want_b => replaced += 1,
+            Ok(_) => panic!("killed after {delay:?}: neither the old nor the new content"),
+            // Only between the log's swap and the file's rename: refused on the checksum,
+            // never wrong; never a database left without its log.
+            Err(e) => {
+                assert!(!e.contains("no pagelog log"), "killed after {delay:?}: {e}");
+                refused.push((delay, e));
+            }
+        }
+        let o = run_args(args(&out, lsn_b, true));
+        assert_eq!(code(&o), 0, "after a kill at {delay:?}: {}", stderr(&o));
+        assert!(
+            try_image(&out).unwrap() == want_b,
+            "after a kill at {delay:?}"
         );
     }
-    // The sweep reached inside the restore: not every run finished before its kill.
-    assert!(
-        placed < KILLS,
-        "every restore finished before it was killed"
+    println!(
+        "{KILLS} kills over {full:?}: {placed} new outputs in place, {replaced} replaced, \
+         {} refused: {refused:?}",
+        refused.len()
     );
+    assert!(placed > 0 && placed < KILLS, "{placed} of {KILLS} placed");
+    assert!(replaced > 0, "no forced restore finished");
 }
 
 #[test]

@@ -394,20 +394,18 @@ fn claim_output(out: &Path, force: bool) -> Result<Claimed> {
     Ok(Claimed { existing, lock })
 }
 
-/// Put the restored file `tmp` in place of `out`, replacing what `claimed` found. The log
-/// directory's `LOCK` is held throughout: first everything but that lock file is removed
-/// (`-wal`, `-shm`, `-journal`, the log's segments), then the new file is renamed over `out`,
-/// and only then the lock file and its directory are removed. A writer that opens the database
-/// before that finds the lock held and is refused; one that opens after finds the restored
-/// file without a log, as any restore leaves it.
-///
-/// With `tmp_log` (a new timeline's log, complete), the log goes into place first and the
-/// file after it: the database never appears without its log. The old log directory, emptied
-/// down to its `LOCK`, loses that file too (the lock stays held on the open descriptor) and
-/// the new log directory is renamed over the empty one. A crash between the two renames
-/// leaves the new log beside the old file or none: opening then fails on the checksum the
-/// log's first record holds, and the restore can be run again with `--force`.
+/// Put the restored file `tmp` in place of `out`, replacing what `claimed` found (with
+/// `tmp_log`, see [`place_with_log`]). The log directory's `LOCK` is held throughout: first
+/// everything but that lock file is removed (`-wal`, `-shm`, `-journal`, the log's segments),
+/// then the new file is renamed over `out`, and only then the lock file and its directory are
+/// removed. A writer that opens the database before that finds the lock held and is refused;
+/// one that opens after finds the restored file without a log, as any restore leaves it. An
+/// `out` that did not exist when claimed is never replaced (one created meanwhile is
+/// [`SnapshotError::Exists`]).
 fn place(tmp: &Path, tmp_log: Option<&Path>, out: &Path, claimed: &Claimed) -> Result<()> {
+    if let Some(tmp_log) = tmp_log {
+        return place_with_log(tmp, tmp_log, out, claimed);
+    }
     for p in &claimed.existing {
         if p.is_dir() {
             let entries = std::fs::read_dir(p).map_err(|e| io_err(p, "listing (force)", e))?;
@@ -428,22 +426,104 @@ fn place(tmp: &Path, tmp_log: Option<&Path>, out: &Path, claimed: &Claimed) -> R
             std::fs::remove_file(p).map_err(|e| io_err(p, "removing (force)", e))?;
         }
     }
-    if let Some(tmp_log) = tmp_log {
-        let log_dir = PathBuf::from(format!("{}{}", out.display(), pagelog_vfs::LOG_DIR_SUFFIX));
-        let lock = log_dir.join(pagelog_log::LOCK_FILE);
-        if claimed.existing.contains(&log_dir) {
-            std::fs::remove_file(&lock).map_err(|e| io_err(&lock, "removing (force)", e))?;
-        }
-        std::fs::rename(tmp_log, &log_dir)
-            .map_err(|e| io_err(&log_dir, "renaming the new log into place", e))?;
-        sync_parent(out)?;
+    rename_db(tmp, out, claimed)?;
+    for p in claimed.existing.iter().filter(|p| p.is_dir()) {
+        std::fs::remove_dir_all(p).map_err(|e| io_err(p, "removing (force)", e))?;
     }
-    std::fs::rename(tmp, out).map_err(|e| io_err(out, "renaming into place", e))?;
-    if tmp_log.is_none() {
-        for p in claimed.existing.iter().filter(|p| p.is_dir()) {
-            std::fs::remove_dir_all(p).map_err(|e| io_err(p, "removing (force)", e))?;
+    Ok(())
+}
+
+/// Rename `tmp` to `out`: over it if it was there when claimed (`force`), else only if it
+/// still does not exist.
+fn rename_db(tmp: &Path, out: &Path, claimed: &Claimed) -> Result<()> {
+    let r = if claimed.existing.iter().any(|p| p == out) {
+        std::fs::rename(tmp, out)
+    } else {
+        pagelog_log::fs::rename_noreplace(tmp, out)
+    };
+    r.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => SnapshotError::Exists {
+            path: out.to_path_buf(),
+        },
+        _ => io_err(out, "renaming into place", e),
+    })
+}
+
+/// [`place`] for a new timeline: `tmp_log` (its log, complete) goes into place first and the
+/// file after it, so that the database never appears without its log. The new log's `LOCK`
+/// is held from before it is in place until the file is beside it: an opener meanwhile is
+/// refused, not handed a log without its database.
+///
+/// Replacing a database (`force`): the new log and the old log directory swap in one step
+/// (Linux `renameat2(RENAME_EXCHANGE)`), so the old database keeps its whole log until then,
+/// and the old log, now at `tmp_log`, is removed once the new file is in place. Where the swap
+/// is not available the old log is emptied down to its `LOCK` (held), that lock file is
+/// removed and the new directory renamed over the empty one. A crash between the log and the
+/// file leaves the new log beside the old file (or none): opening is then refused on the
+/// checksum the log's first record holds, never wrong, and the restore can be run again with
+/// `--force`. If the file cannot be renamed, the logs are put back as they were.
+fn place_with_log(tmp: &Path, tmp_log: &Path, out: &Path, claimed: &Claimed) -> Result<()> {
+    let log_dir = PathBuf::from(format!("{}{}", out.display(), pagelog_vfs::LOG_DIR_SUFFIX));
+    let new_lock = StdFs
+        .try_lock(&tmp_log.join(pagelog_log::LOCK_FILE))
+        .map_err(|e| io_err(tmp_log, "locking", e))?;
+    // The old database's other companions (`-wal`, `-shm`, `-journal`) belong to its log.
+    for p in &claimed.existing {
+        if p != out && !p.is_dir() {
+            std::fs::remove_file(p).map_err(|e| io_err(p, "removing (force)", e))?;
         }
     }
+    let had_log = claimed.existing.contains(&log_dir);
+    let mut swapped = false;
+    if had_log {
+        match pagelog_log::fs::exchange(tmp_log, &log_dir) {
+            Ok(()) => swapped = true,
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                let entries = std::fs::read_dir(&log_dir)
+                    .map_err(|e| io_err(&log_dir, "listing (force)", e))?;
+                for entry in entries {
+                    let entry = entry.map_err(|e| io_err(&log_dir, "listing (force)", e))?;
+                    let path = entry.path();
+                    let r = if path.is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                    r.map_err(|e| io_err(&path, "removing (force)", e))?;
+                }
+                std::fs::rename(tmp_log, &log_dir)
+                    .map_err(|e| io_err(&log_dir, "renaming the new log into place", e))?;
+            }
+            Err(e) => return Err(io_err(&log_dir, "swapping the new log into place", e)),
+        }
+    } else {
+        pagelog_log::fs::rename_noreplace(tmp_log, &log_dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => SnapshotError::Exists {
+                path: log_dir.clone(),
+            },
+            _ => io_err(&log_dir, "renaming the new log into place", e),
+        })?;
+    }
+    let placed = sync_parent(out).and_then(|()| rename_db(tmp, out, claimed));
+    if let Err(e) = placed {
+        // Put the logs back: the old one in place (or none), the new one where it was built
+        // (the caller removes it).
+        let undone = if swapped {
+            pagelog_log::fs::exchange(tmp_log, &log_dir)
+        } else if !had_log {
+            std::fs::rename(&log_dir, tmp_log)
+        } else {
+            Ok(())
+        };
+        if let Err(u) = undone {
+            tracing::warn!(log = %log_dir.display(), error = %u, "cannot put the logs back");
+        }
+        return Err(e);
+    }
+    if swapped {
+        std::fs::remove_dir_all(tmp_log).map_err(|e| io_err(tmp_log, "removing (force)", e))?;
+    }
+    drop(new_lock);
     Ok(())
 }
 
@@ -473,6 +553,14 @@ pub fn restore(
     // being replaced (held until the new file is in place, see `place`).
     let mut claimed = claim_output(out, opts.force)?;
     let tmp = PathBuf::from(format!("{}.pagelog-restore.tmp", out.display()));
+    let tmp_log_dir = PathBuf::from(format!("{}{}", tmp.display(), pagelog_vfs::LOG_DIR_SUFFIX));
+    // What a restore killed before its end left (the file is overwritten by the download).
+    match std::fs::remove_dir_all(&tmp_log_dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io_err(&tmp_log_dir, "removing a leftover", e));
+        }
+        _ => {}
+    }
     let fs: FsRef = Arc::new(StdFs);
     // Retention (or an operator) may delete objects the plan named while the restore runs:
     // then the store is listed and the restore planned again (an earlier target may have
@@ -490,13 +578,7 @@ pub fn restore(
         }
     };
     // A new timeline's log is built beside the output and put in place with it.
-    let tmp_log = opts.new_timeline.then(|| {
-        PathBuf::from(format!(
-            "{}.pagelog-restore.tmp{}",
-            out.display(),
-            pagelog_vfs::LOG_DIR_SUFFIX
-        ))
-    });
+    let tmp_log = opts.new_timeline.then_some(&tmp_log_dir);
     let placed = (|| -> Result<()> {
         if opts.integrity_check {
             integrity_check(&tmp)?;
@@ -507,17 +589,22 @@ pub fn restore(
         if claimed.lock.is_none() {
             claimed = claim_output(out, opts.force)?;
         }
-        if let Some(dir) = &tmp_log {
+        if let Some(dir) = tmp_log {
             let (timeline, base) = branch(store, &catalog, &report, &tmp, dir, opts)?;
             report.new_timeline = Some(timeline);
             report.new_timeline_base = base;
+            // And again after the branch's upload, which may have taken long.
+            if claimed.lock.is_none() {
+                claimed = claim_output(out, opts.force)?;
+            }
         }
-        place(&tmp, tmp_log.as_deref(), out, &claimed)
+        place(&tmp, tmp_log.map(PathBuf::as_path), out, &claimed)
     })();
     if let Err(e) = placed {
         let _ = std::fs::remove_file(&tmp);
-        if let Some(dir) = &tmp_log {
-            let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(&tmp_log_dir);
+        if let (Some(t), Some(lsn)) = (report.new_timeline, report.new_timeline_base) {
+            forget_base(store, t, lsn);
         }
         return Err(e);
     }
@@ -1050,6 +1137,23 @@ pub fn integrity_check(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Delete the base snapshot a failed branch uploaded (manifest first, so that it is never
+/// seen complete without all its parts). Best effort: what stays is an unused branch's base,
+/// listed by `ls`, never the latest history.
+fn forget_base(store: &dyn ObjectStore, timeline: u64, lsn: Lsn) {
+    let manifest = crate::format::manifest_key(timeline, lsn);
+    let prefix = format!("{}{lsn:020}/", crate::format::snapshot_prefix(timeline));
+    let r = store.delete(&manifest).and_then(|()| {
+        for o in store.list(&prefix)? {
+            store.delete(&o.key)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = r {
+        tracing::warn!(timeline, lsn, error = %e, "cannot delete the failed branch's base snapshot");
+    }
+}
+
 /// Claim a new timeline branching from the restored state, build the local log that
 /// continues it in `log_dir` (beside the output; [`place`] moves it beside the database),
 /// and upload the restored file `file` (not yet in place: nothing else opens it) as the new
@@ -1066,13 +1170,6 @@ fn branch(
     log_dir: &Path,
     opts: &RestoreOptions,
 ) -> Result<(u64, Option<Lsn>)> {
-    // What an interrupted restore left.
-    match std::fs::remove_dir_all(log_dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(io_err(log_dir, "removing a leftover", e));
-        }
-        _ => {}
-    }
     let mut timeline = catalog.max_timeline() + 1;
     loop {
         let info = TimelineInfo {
@@ -1102,6 +1199,9 @@ fn branch(
             timeline,
             first_lsn: r.lsn + 1,
             background_flush: false,
+            // One record: no 64 MiB segment to write out first (the database's own opens
+            // grow or recycle segments as they need).
+            preallocate: false,
             ..LogOptions::default()
         },
     )?;

@@ -563,16 +563,23 @@ fn a_409_is_transient_only_for_a_conflict_in_progress() {
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
              <Message>test</Message></Error>"
         );
-        let answer = format!(
-            "HTTP/1.1 409 Conflict\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+        let head = format!(
+            "HTTP/1.1 409 Conflict\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
-        let endpoint = scripted_server(move |_| answer.clone().into_bytes());
+        // A HEAD is answered without the body.
+        let endpoint = scripted_server(move |req| match req.starts_with("HEAD ") {
+            true => head.clone().into_bytes(),
+            false => format!("{head}{body}").into_bytes(),
+        });
         let s = store_at(&endpoint, "conflict-bucket");
         for err in [s.get("k").unwrap_err(), s.list("").unwrap_err()] {
             assert_eq!(err.is_transient(), transient, "{code}: {err:?}");
             assert!(err.to_string().contains(code), "{code}: {err}");
         }
+        // A conditional create too (its 409 is settled by a HEAD only when it is a conflict).
+        let err = s.put_if_absent("k", b"x").unwrap_err();
+        assert_eq!(err.is_transient(), transient, "{code}: put: {err:?}");
     }
 }
 

@@ -503,6 +503,7 @@ fn a_branch_appears_only_with_its_log() {
         refuse: std::sync::atomic::AtomicBool::new(false),
         watch: Some(branch.clone()),
         seen: Default::default(),
+        create: None,
     });
     let store_ref: pagelog_snapshot::StoreRef = store.clone();
     let vfs = vfs(Durability::Sync);
@@ -560,6 +561,68 @@ fn a_branch_appears_only_with_its_log() {
     assert!(!seen.is_empty() && seen.iter().all(|e| *e), "{seen:?}");
     let bdb = vfs.open_database(&branch).unwrap();
     assert_eq!(bdb.log().timeline(), 3);
+}
+
+/// A file created at the output path while `restore --new-timeline` uploads its base (by
+/// another program) is not replaced: the restore fails with `Exists`, deletes the base it
+/// uploaded and leaves no temporary file.
+#[test]
+fn a_branch_does_not_replace_a_file_created_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let branch = dir.path().join("branch.db");
+    let flaky = FlakyStore::new(&dir.path().join("store"));
+    let store = Arc::new(NoSnapshots {
+        inner: flaky.clone(),
+        refuse: std::sync::atomic::AtomicBool::new(false),
+        watch: None,
+        seen: Default::default(),
+        create: None,
+    });
+    let store_ref: pagelog_snapshot::StoreRef = store.clone();
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let sh = Shipper::start(
+        vfs.open_database(&path).unwrap(),
+        store_ref.clone(),
+        quick_opts(),
+    )
+    .unwrap();
+    let last = insert(&conn, 4, 1);
+    sh.wait_replicated(last, WAIT).unwrap();
+    sh.close(Duration::from_secs(10)).unwrap();
+    let racing = Arc::new(NoSnapshots {
+        inner: flaky.clone(),
+        refuse: std::sync::atomic::AtomicBool::new(false),
+        watch: None,
+        seen: Default::default(),
+        create: Some(branch.clone()),
+    });
+    let racing_ref: pagelog_snapshot::StoreRef = racing.clone();
+    let r = restore(
+        &*racing_ref,
+        &branch,
+        &RestoreOptions {
+            new_timeline: true,
+            ..RestoreOptions::default()
+        },
+    );
+    match r {
+        Err(SnapshotError::Exists { path }) => assert_eq!(path, branch),
+        other => panic!("expected Exists, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&branch).unwrap(), b"another program's file");
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("branch.db"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["branch.db"]);
+    let t2 = Catalog::load_timeline(&*store_ref, 2).unwrap();
+    assert!(t2.claimed);
+    assert!(t2.snapshots.is_empty(), "{:?}", t2.snapshots);
 }
 
 /// A branch's shipper ships from the base snapshot the restore uploaded only if that snapshot
@@ -622,6 +685,8 @@ struct NoSnapshots {
     refuse: std::sync::atomic::AtomicBool,
     watch: Option<std::path::PathBuf>,
     seen: std::sync::Mutex<Vec<bool>>,
+    /// A file to create (as another program would) at the first snapshot upload.
+    create: Option<std::path::PathBuf>,
 }
 
 impl pagelog_snapshot::ObjectStore for NoSnapshots {
@@ -635,6 +700,11 @@ impl pagelog_snapshot::ObjectStore for NoSnapshots {
     ) -> Result<pagelog_snapshot::PutOutcome, StoreError> {
         if let (true, Some(w)) = (key.contains("/snap/"), &self.watch) {
             self.seen.lock().unwrap().push(w.exists());
+        }
+        if let (true, Some(c)) = (key.contains("/snap/"), &self.create)
+            && !c.exists()
+        {
+            std::fs::write(c, b"another program's file").unwrap();
         }
         if key.contains("/snap/") && self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(StoreError::AccessDenied {
@@ -673,6 +743,7 @@ fn a_branch_whose_base_upload_fails_gets_a_base_from_its_shipper() {
         refuse: std::sync::atomic::AtomicBool::new(false),
         watch: None,
         seen: Default::default(),
+        create: None,
     });
     let store_ref: pagelog_snapshot::StoreRef = store.clone();
     let vfs = vfs(Durability::Sync);

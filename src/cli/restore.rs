@@ -19,11 +19,13 @@ const AFTER_HELP: &str = "\
 Without --lsn, --time or --bookmark the latest state is restored, from the newest timeline
 with history of its own unless --timeline names one (a branch made by --new-timeline counts
 once its database has been opened with the store and shipped; before that it holds only its
-branch point). The result is checked
-against the whole-database checksum recorded for the target, then renamed into place; an
-existing output (or its -wal, -shm, -pagelog companions) is replaced only with --force, and
-never while a process has the database open (its log is locked): the lock is taken before the
-download and held until the new file is in place, so the database cannot be opened meanwhile.
+branch point). The result is checked against the whole-database checksum recorded for the
+target, then renamed into place; an existing output (or its -wal, -shm, -pagelog companions)
+is replaced only with --force, and never while a process has the database open (its log is
+locked): the lock is taken before the download and held until the new file is in place, so
+the database cannot be opened meanwhile. With --new-timeline the new log goes into place
+before the file (locked until the file is beside it): the database never appears without its
+log, and a restore killed midway is completed by running it again with --force.
 
 Examples:
   pagelog restore /backups/app -o app.db

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use crash_cases::{CrashPlan, run_crash_cases};
-pub use real::StdFs;
+pub use real::{StdFs, exchange, rename_noreplace};
 pub use sim::{CrashReport, SimFs, SimFsConfig, SyncCounts};
 
 /// How to open a file.

@@ -9,6 +9,56 @@ use std::sync::Arc;
 
 use super::{FileRef, Fs, FsFile, FsLock, OpenOptions};
 
+/// Swap `a` and `b` (files or directories) in one step: each path names what the other did
+/// (Linux `renameat2(RENAME_EXCHANGE)`). Where that is not available (another system, a libc
+/// without it, a file system that refuses it) the error is `ErrorKind::Unsupported` and
+/// nothing changed. Used to put a directory in place of another without a moment where
+/// neither is there.
+pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+        match renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "atomic exchange not supported here",
+            )),
+            Err(e) => Err(io::Error::from(e)),
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = (a, b);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "atomic exchange not supported here",
+        ))
+    }
+}
+
+/// Rename `from` to `to` unless `to` exists (`ErrorKind::AlreadyExists` then). On Linux in one
+/// step (`renameat2(RENAME_NOREPLACE)`); elsewhere, or where the file system refuses that
+/// flag, a check and then a rename (a path created between the two is replaced).
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+        match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(()),
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {}
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    }
+    if fs::symlink_metadata(to).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists", to.display()),
+        ));
+    }
+    fs::rename(from, to)
+}
+
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StdFs;
@@ -247,5 +297,50 @@ mod ofd {
             }
             _ => "another process".to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exchange_swaps_two_directories_or_says_unsupported() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        fs::create_dir(&a).unwrap();
+        fs::create_dir(&b).unwrap();
+        fs::write(a.join("f"), b"from a").unwrap();
+        fs::write(b.join("f"), b"from b").unwrap();
+        match exchange(&a, &b) {
+            Ok(()) => {
+                assert_eq!(fs::read(a.join("f")).unwrap(), b"from b");
+                assert_eq!(fs::read(b.join("f")).unwrap(), b"from a");
+            }
+            // Another system, or a file system that refuses the exchange: nothing moved.
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                assert_eq!(fs::read(a.join("f")).unwrap(), b"from a");
+            }
+            Err(e) => panic!("{e}"),
+        }
+        // A missing side is an error, and nothing moves.
+        assert!(exchange(&a, &d.path().join("missing")).is_err());
+        assert!(a.join("f").exists());
+    }
+
+    #[test]
+    fn rename_noreplace_refuses_an_existing_target() {
+        let d = tempfile::tempdir().unwrap();
+        let (from, to) = (d.path().join("from"), d.path().join("to"));
+        fs::write(&from, b"new").unwrap();
+        fs::write(&to, b"old").unwrap();
+        let e = rename_noreplace(&from, &to).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&to).unwrap(), b"old");
+        assert_eq!(fs::read(&from).unwrap(), b"new");
+        fs::remove_file(&to).unwrap();
+        rename_noreplace(&from, &to).unwrap();
+        assert_eq!(fs::read(&to).unwrap(), b"new");
+        assert!(!from.exists());
     }
 }

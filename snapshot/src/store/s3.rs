@@ -630,14 +630,23 @@ impl S3Reader {
             self.next_start = end;
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
             let (inner, key, etag) = (self.inner.clone(), self.key.clone(), self.etag.clone());
-            let task = self.handle.spawn(async move {
-                let r = inner.chunk_at(&key, start, end, etag.as_deref()).await;
+            let (inner2, key2) = (self.inner.clone(), self.key.clone());
+            let task = self
+                .handle
+                .spawn(async move { inner.chunk_at(&key, start, end, etag.as_deref()).await });
+            let abort = task.abort_handle();
+            // A panic in the request is transient, as in `block_on`; a cancelled one is not.
+            self.handle.spawn(async move {
+                let r = match task.await {
+                    Ok(r) => r,
+                    Err(e) if e.is_panic() => {
+                        Err(inner2.glitch(&key2, "the ranged GET task panicked"))
+                    }
+                    Err(_) => Err(inner2.other(&key2, "the ranged GET task was cancelled")),
+                };
                 let _ = tx.send(r);
             });
-            self.pending.push_back(PendingChunk {
-                rx,
-                task: task.abort_handle(),
-            });
+            self.pending.push_back(PendingChunk { rx, task: abort });
         }
     }
 }
@@ -656,7 +665,7 @@ impl std::io::Read for S3Reader {
             let chunk = wait_blocking(|| next.rx.recv()).unwrap_or_else(|_| {
                 Err(self.inner.other(
                     &self.key,
-                    "the ranged GET task ended without an answer (it panicked or its runtime shut down)",
+                    "the ranged GET task ended without an answer (its runtime shut down)",
                 ))
             });
             match chunk {
@@ -1039,9 +1048,10 @@ impl Inner {
                     debug!(key, len = data.len(), ?outcome, "put_if_absent");
                     return Ok(outcome);
                 }
-                // 409: another write to the key was in flight. If it created the object we
-                // lost; if not, try again.
-                Err(f) if f.status == Some(409) => {
+                // 409 (bare, or a conflict in progress): another write to the key was in
+                // flight. If it created the object we lost; if not, try again. A 409 that says
+                // something lasting (`InvalidBucketState`) is not a conflict.
+                Err(f) if f.status == Some(409) && f.error.is_transient() => {
                     conflicts += 1;
                     if self.exists(key).await? {
                         return Ok(PutOutcome::AlreadyExists);
