@@ -608,7 +608,7 @@ fn a_new_timeline_restore_killed_at_any_moment_leaves_no_database_without_its_lo
     let started = Instant::now();
     assert_eq!(code(&run_args(args(&probe, lsn_a, false))), 0);
     let full = started.elapsed();
-    const KILLS: u32 = 48;
+    const KILLS: u32 = 24;
     let (mut placed, mut replaced, mut refused) = (0, 0, Vec::new());
     for i in 0..KILLS {
         // From at once to past the end of a run (the last one long past it).
