@@ -499,25 +499,13 @@ fn a_branch_appears_only_with_its_log() {
         .join(format!("branch.db{}", pagelog_vfs::LOG_DIR_SUFFIX));
     let flaky = FlakyStore::new(&dir.path().join("store"));
     let store = Arc::new(NoSnapshots {
-        inner: flaky.clone(),
-        refuse: std::sync::atomic::AtomicBool::new(false),
         watch: Some(branch.clone()),
-        seen: Default::default(),
         create: None,
+        ..NoSnapshots::new(flaky.clone())
     });
     let store_ref: pagelog_snapshot::StoreRef = store.clone();
     let vfs = vfs(Durability::Sync);
-    let conn = vfs.connect(&path).unwrap();
-    schema(&conn);
-    let sh = Shipper::start(
-        vfs.open_database(&path).unwrap(),
-        store_ref.clone(),
-        quick_opts(),
-    )
-    .unwrap();
-    let last = insert(&conn, 4, 1);
-    sh.wait_replicated(last, WAIT).unwrap();
-    sh.close(Duration::from_secs(10)).unwrap();
+    let last = one_shipped_commit(&vfs, &path, &store_ref);
     let seen_before = store.seen.lock().unwrap().len();
 
     let opts = RestoreOptions {
@@ -572,42 +560,17 @@ fn a_branch_does_not_replace_a_file_created_meanwhile() {
     let path = dir.path().join("app.db");
     let branch = dir.path().join("branch.db");
     let flaky = FlakyStore::new(&dir.path().join("store"));
-    let store = Arc::new(NoSnapshots {
-        inner: flaky.clone(),
-        refuse: std::sync::atomic::AtomicBool::new(false),
-        watch: None,
-        seen: Default::default(),
-        create: None,
-    });
+    let store = Arc::new(NoSnapshots::new(flaky.clone()));
     let store_ref: pagelog_snapshot::StoreRef = store.clone();
     let vfs = vfs(Durability::Sync);
-    let conn = vfs.connect(&path).unwrap();
-    schema(&conn);
-    let sh = Shipper::start(
-        vfs.open_database(&path).unwrap(),
-        store_ref.clone(),
-        quick_opts(),
-    )
-    .unwrap();
-    let last = insert(&conn, 4, 1);
-    sh.wait_replicated(last, WAIT).unwrap();
-    sh.close(Duration::from_secs(10)).unwrap();
+    one_shipped_commit(&vfs, &path, &store_ref);
     let racing = Arc::new(NoSnapshots {
-        inner: flaky.clone(),
-        refuse: std::sync::atomic::AtomicBool::new(false),
         watch: None,
-        seen: Default::default(),
         create: Some(branch.clone()),
+        ..NoSnapshots::new(flaky.clone())
     });
     let racing_ref: pagelog_snapshot::StoreRef = racing.clone();
-    let r = restore(
-        &*racing_ref,
-        &branch,
-        &RestoreOptions {
-            new_timeline: true,
-            ..RestoreOptions::default()
-        },
-    );
+    let r = branch_restore(&racing_ref, &branch);
     match r {
         Err(SnapshotError::Exists { path }) => assert_eq!(path, branch),
         other => panic!("expected Exists, got {other:?}"),
@@ -635,27 +598,9 @@ fn a_branch_base_that_is_not_the_logs_start_is_refused() {
     let store = FlakyStore::new(&dir.path().join("store"));
     let store_ref = store_ref(&store);
     let vfs = vfs(Durability::Sync);
-    let conn = vfs.connect(&path).unwrap();
-    schema(&conn);
-    let sh = Shipper::start(
-        vfs.open_database(&path).unwrap(),
-        store_ref.clone(),
-        quick_opts(),
-    )
-    .unwrap();
-    let last = insert(&conn, 4, 1);
-    sh.wait_replicated(last, WAIT).unwrap();
-    sh.close(Duration::from_secs(10)).unwrap();
+    let last = one_shipped_commit(&vfs, &path, &store_ref);
     let branch = dir.path().join("branch.db");
-    let r = restore(
-        &*store_ref,
-        &branch,
-        &RestoreOptions {
-            new_timeline: true,
-            ..RestoreOptions::default()
-        },
-    )
-    .unwrap();
+    let r = branch_restore(&store_ref, &branch).unwrap();
     assert_eq!(r.new_timeline_base, Some(last));
     // The base's manifest, sealed again with another checksum.
     let key = pagelog_snapshot::format::manifest_key(2, last);
@@ -677,6 +622,42 @@ fn a_branch_base_that_is_not_the_logs_start_is_refused() {
     }
 }
 
+/// A database at `path` (a table and one transaction of 4 rows) shipped to `store`, its
+/// shipper closed. Returns the transaction's LSN.
+fn one_shipped_commit(
+    vfs: &pagelog_vfs::PagelogVfs,
+    path: &std::path::Path,
+    store: &StoreRef,
+) -> u64 {
+    let conn = vfs.connect(path).unwrap();
+    schema(&conn);
+    let sh = Shipper::start(
+        vfs.open_database(path).unwrap(),
+        store.clone(),
+        quick_opts(),
+    )
+    .unwrap();
+    let last = insert(&conn, 4, 1);
+    sh.wait_replicated(last, WAIT).unwrap();
+    sh.close(Duration::from_secs(10)).unwrap();
+    last
+}
+
+/// `restore --new-timeline` of the latest state into `out`.
+fn branch_restore(
+    store: &StoreRef,
+    out: &std::path::Path,
+) -> Result<pagelog_snapshot::RestoreReport, SnapshotError> {
+    restore(
+        &**store,
+        out,
+        &RestoreOptions {
+            new_timeline: true,
+            ..RestoreOptions::default()
+        },
+    )
+}
+
 /// A store that refuses every snapshot upload (keys under `snap/`) while `refuse` is set, and
 /// records, at each snapshot upload, whether the file `watch` exists.
 #[derive(Debug)]
@@ -687,6 +668,18 @@ struct NoSnapshots {
     seen: std::sync::Mutex<Vec<bool>>,
     /// A file to create (as another program would) at the first snapshot upload.
     create: Option<std::path::PathBuf>,
+}
+
+impl NoSnapshots {
+    fn new(inner: Arc<FlakyStore>) -> NoSnapshots {
+        NoSnapshots {
+            inner,
+            refuse: std::sync::atomic::AtomicBool::new(false),
+            watch: None,
+            seen: Default::default(),
+            create: None,
+        }
+    }
 }
 
 impl pagelog_snapshot::ObjectStore for NoSnapshots {
@@ -738,40 +731,16 @@ fn a_branch_whose_base_upload_fails_gets_a_base_from_its_shipper() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("app.db");
     let flaky = FlakyStore::new(&dir.path().join("store"));
-    let store = Arc::new(NoSnapshots {
-        inner: flaky.clone(),
-        refuse: std::sync::atomic::AtomicBool::new(false),
-        watch: None,
-        seen: Default::default(),
-        create: None,
-    });
+    let store = Arc::new(NoSnapshots::new(flaky.clone()));
     let store_ref: pagelog_snapshot::StoreRef = store.clone();
     let vfs = vfs(Durability::Sync);
-    let conn = vfs.connect(&path).unwrap();
-    schema(&conn);
-    let sh = Shipper::start(
-        vfs.open_database(&path).unwrap(),
-        store_ref.clone(),
-        quick_opts(),
-    )
-    .unwrap();
-    let last = insert(&conn, 4, 1);
-    sh.wait_replicated(last, WAIT).unwrap();
-    sh.close(Duration::from_secs(10)).unwrap();
+    one_shipped_commit(&vfs, &path, &store_ref);
 
     store
         .refuse
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let branch = dir.path().join("branch.db");
-    let r = restore(
-        &*store_ref,
-        &branch,
-        &RestoreOptions {
-            new_timeline: true,
-            ..RestoreOptions::default()
-        },
-    )
-    .unwrap();
+    let r = branch_restore(&store_ref, &branch).unwrap();
     assert_eq!((r.new_timeline, r.new_timeline_base), (Some(2), None));
     // No part of the failed upload is left behind.
     let t2 = pagelog_snapshot::Catalog::load_timeline(&*store_ref, 2).unwrap();
