@@ -433,6 +433,69 @@ fn place(tmp: &Path, tmp_log: Option<&Path>, out: &Path, claimed: &Claimed) -> R
     Ok(())
 }
 
+/// An exclusive lock on `OUT.pagelog-restore.lock`, held for a whole restore so that two
+/// restores to one output never share (and remove) each other's temporary files; the second
+/// is refused at once (`Owned`, exit 7). The file is removed when the lock is let go (while
+/// still held; a restore that opened the old file then finds it is no longer the one at the
+/// path, and takes the new one).
+struct RestoreLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl RestoreLock {
+    fn take(out: &Path) -> Result<RestoreLock> {
+        let path = PathBuf::from(format!("{}.pagelog-restore.lock", out.display()));
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| io_err(&path, "opening", e))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(SnapshotError::Vfs(pagelog_vfs::VfsError::Owned {
+                        path: out.to_path_buf(),
+                        detail: format!(
+                            "another restore to it is running ({} is locked)",
+                            path.display()
+                        ),
+                    }));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&path, "locking", e)),
+            }
+            if same_file(&file, &path) {
+                return Ok(RestoreLock { path, _file: file });
+            }
+        }
+    }
+}
+
+impl Drop for RestoreLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether `path` names the file open as `file`.
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
+    }
+}
+
 /// Rename `tmp` to `out`: over it if it was there when claimed (`force`), else only if it
 /// still does not exist.
 fn rename_db(tmp: &Path, out: &Path, claimed: &Claimed) -> Result<()> {
@@ -552,6 +615,8 @@ pub fn restore(
     // Refuse to overwrite before downloading anything, and take the log's lock of a database
     // being replaced (held until the new file is in place, see `place`).
     let mut claimed = claim_output(out, opts.force)?;
+    // One restore per output at a time: the temporary files below are this restore's alone.
+    let _restoring = RestoreLock::take(out)?;
     let tmp = PathBuf::from(format!("{}.pagelog-restore.tmp", out.display()));
     let tmp_log_dir = PathBuf::from(format!("{}{}", tmp.display(), pagelog_vfs::LOG_DIR_SUFFIX));
     // What a restore killed before its end left (the file is overwritten by the download).

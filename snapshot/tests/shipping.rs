@@ -643,6 +643,86 @@ fn one_shipped_commit(
     last
 }
 
+/// Two `restore --new-timeline` to one output at once: one succeeds and the other is refused
+/// (another restore to it is running, or the output exists), without removing the winner's
+/// temporary files; what is in place opens; no temporary file is left.
+#[test]
+fn two_restores_to_one_output_never_spoil_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    one_shipped_commit(&vfs, &path, &store_ref);
+    for round in 0..8 {
+        let branch = dir.path().join(format!("race-{round}.db"));
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let results: Vec<_> = (0..2)
+            .map(|_| {
+                let (store_ref, branch, barrier) =
+                    (store_ref.clone(), branch.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    branch_restore(&store_ref, &branch)
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(ok, 1, "round {round}: {results:?}");
+        for r in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert!(
+                matches!(
+                    r,
+                    SnapshotError::Exists { .. }
+                        | SnapshotError::Vfs(pagelog_vfs::VfsError::Owned { .. })
+                ),
+                "round {round}: {r:?}"
+            );
+        }
+        let prefix = format!("race-{round}.db");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [prefix.clone(), format!("{prefix}-pagelog")],
+            "round {round}"
+        );
+        let conn = vfs.connect(&branch).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 4);
+    }
+}
+
+/// A branch's log whose database file is gone (a restore killed between putting the log in
+/// place and the file): the open is refused on the checksum and creates no file.
+#[test]
+fn a_branch_log_without_its_database_is_refused_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let vfs = vfs(Durability::Sync);
+    one_shipped_commit(&vfs, &path, &store_ref);
+    let branch = dir.path().join("branch.db");
+    branch_restore(&store_ref, &branch).unwrap();
+    std::fs::remove_file(&branch).unwrap();
+    match vfs.open_database(&branch) {
+        Err(pagelog_vfs::VfsError::ChecksumMismatch { .. }) => {}
+        Err(e) => panic!("expected ChecksumMismatch, got {e:?}"),
+        Ok(_) => panic!("opened a branch without its database"),
+    }
+    assert!(!branch.exists(), "the refused open left a file");
+}
+
 /// `restore --new-timeline` of the latest state into `out`.
 fn branch_restore(
     store: &StoreRef,

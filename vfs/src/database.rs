@@ -199,6 +199,9 @@ impl Database {
             }
             e => VfsError::Log(e),
         })?;
+        // A file this open creates is removed again if the open is refused below (a log
+        // whose database file is missing, as an interrupted restore can leave it).
+        let existed = fs.exists(path).map_err(|e| io_err(path, "probing", e))?;
         let file = fs
             .open(path, OpenOptions::create())
             .map_err(|e| io_err(path, "opening", e))?;
@@ -306,6 +309,20 @@ impl Database {
         // Verify the file against the log.
         let hashes = hash_file(&file, path, page_size)?;
         if hashes.pages() != last_pages || hashes.checksum() != last_sum {
+            if !existed {
+                drop(file);
+                let _ = fs
+                    .remove(path)
+                    .and_then(|()| fs.sync_dir(&parent_dir(path)));
+            }
+            let tmp = PathBuf::from(format!("{}.pagelog-restore.tmp", path.display()));
+            if fs.exists(&tmp).unwrap_or(false) {
+                tracing::warn!(
+                    db = %path.display(),
+                    "an interrupted `pagelog restore` left {}: run it again with --force",
+                    tmp.display()
+                );
+            }
             return Err(VfsError::ChecksumMismatch {
                 path: path.to_path_buf(),
                 lsn: last_lsn,
