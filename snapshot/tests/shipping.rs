@@ -518,12 +518,7 @@ fn a_branch_appears_only_with_its_log() {
     assert!(!seen.is_empty() && seen.iter().all(|e| !e), "{seen:?}");
     assert!(branch.exists() && log_dir.is_dir());
     // No temporary file or directory is left beside it.
-    let mut names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("branch.db"))
-        .collect();
-    names.sort();
+    let names = names_beginning(dir.path(), "branch.db");
     assert_eq!(names, ["branch.db", "branch.db-pagelog"]);
     let bconn = vfs.connect(&branch).unwrap();
     let n: i64 = bconn
@@ -576,12 +571,7 @@ fn a_branch_does_not_replace_a_file_created_meanwhile() {
         other => panic!("expected Exists, got {other:?}"),
     }
     assert_eq!(std::fs::read(&branch).unwrap(), b"another program's file");
-    let mut names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("branch.db"))
-        .collect();
-    names.sort();
+    let names = names_beginning(dir.path(), "branch.db");
     assert_eq!(names, ["branch.db"]);
     let t2 = Catalog::load_timeline(&*store_ref, 2).unwrap();
     assert!(t2.claimed);
@@ -683,12 +673,7 @@ fn two_restores_to_one_output_never_spoil_each_other() {
             );
         }
         let prefix = format!("race-{round}.db");
-        let mut names: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(&prefix))
-            .collect();
-        names.sort();
+        let names = names_beginning(dir.path(), &prefix);
         assert_eq!(
             names,
             [prefix.clone(), format!("{prefix}-pagelog")],
@@ -721,6 +706,17 @@ fn a_branch_log_without_its_database_is_refused_and_creates_nothing() {
         Ok(_) => panic!("opened a branch without its database"),
     }
     assert!(!branch.exists(), "the refused open left a file");
+}
+
+/// The names in `dir` that begin with `prefix`, sorted.
+fn names_beginning(dir: &std::path::Path, prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
 }
 
 /// `restore --new-timeline` of the latest state into `out`.
