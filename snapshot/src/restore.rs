@@ -233,8 +233,8 @@ pub fn restorable_range(store: &dyn ObjectStore, t: &TimelineCatalog) -> Result<
 }
 
 /// The gaps a timeline's log records (first and last LSN of each gap batch: records never
-/// shipped, dropped locally or taken into a later base snapshot). A gap batch is a bare header, so only the batches of that
-/// size have their header read.
+/// shipped, dropped locally or taken into a later base snapshot). A gap batch is a bare
+/// header, so only the batches of that size have their header read.
 pub fn recorded_gaps(store: &dyn ObjectStore, t: &TimelineCatalog) -> Result<Vec<(Lsn, Lsn)>> {
     let mut gaps = Vec::new();
     for (i, b) in t.batches.iter().enumerate() {
@@ -408,20 +408,7 @@ fn place(tmp: &Path, tmp_log: Option<&Path>, out: &Path, claimed: &Claimed) -> R
     }
     for p in &claimed.existing {
         if p.is_dir() {
-            let entries = std::fs::read_dir(p).map_err(|e| io_err(p, "listing (force)", e))?;
-            for entry in entries {
-                let entry = entry.map_err(|e| io_err(p, "listing (force)", e))?;
-                let path = entry.path();
-                if entry.file_name() == pagelog_log::LOCK_FILE {
-                    continue;
-                }
-                let r = if path.is_dir() {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-                r.map_err(|e| io_err(&path, "removing (force)", e))?;
-            }
+            empty_dir(p, Some(pagelog_log::LOCK_FILE))?;
         } else if p != out {
             std::fs::remove_file(p).map_err(|e| io_err(p, "removing (force)", e))?;
         }
@@ -542,18 +529,7 @@ fn place_with_log(tmp: &Path, tmp_log: &Path, out: &Path, claimed: &Claimed) -> 
         match pagelog_log::fs::exchange(tmp_log, &log_dir) {
             Ok(()) => swapped = true,
             Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
-                let entries = std::fs::read_dir(&log_dir)
-                    .map_err(|e| io_err(&log_dir, "listing (force)", e))?;
-                for entry in entries {
-                    let entry = entry.map_err(|e| io_err(&log_dir, "listing (force)", e))?;
-                    let path = entry.path();
-                    let r = if path.is_dir() {
-                        std::fs::remove_dir_all(&path)
-                    } else {
-                        std::fs::remove_file(&path)
-                    };
-                    r.map_err(|e| io_err(&path, "removing (force)", e))?;
-                }
+                empty_dir(&log_dir, None)?;
                 std::fs::rename(tmp_log, &log_dir)
                     .map_err(|e| io_err(&log_dir, "renaming the new log into place", e))?;
             }
@@ -587,6 +563,25 @@ fn place_with_log(tmp: &Path, tmp_log: &Path, out: &Path, claimed: &Claimed) -> 
         std::fs::remove_dir_all(tmp_log).map_err(|e| io_err(tmp_log, "removing (force)", e))?;
     }
     drop(new_lock);
+    Ok(())
+}
+
+/// Remove everything in `dir` but the entry named `keep`.
+fn empty_dir(dir: &Path, keep: Option<&str>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| io_err(dir, "listing (force)", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err(dir, "listing (force)", e))?;
+        if keep.is_some_and(|k| entry.file_name() == k) {
+            continue;
+        }
+        let path = entry.path();
+        let r = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        r.map_err(|e| io_err(&path, "removing (force)", e))?;
+    }
     Ok(())
 }
 
@@ -626,7 +621,6 @@ pub fn restore(
         }
         _ => {}
     }
-    let fs: FsRef = Arc::new(StdFs);
     // Retention (or an operator) may delete objects the plan named while the restore runs:
     // then the store is listed and the restore planned again (an earlier target may have
     // left the retention window meanwhile, which the new plan reports as out of range).
@@ -673,8 +667,7 @@ pub fn restore(
         }
         return Err(e);
     }
-    let dir = pagelog_log::fs::parent_dir(out);
-    fs.sync_dir(&dir).map_err(|e| io_err(&dir, "syncing", e))?;
+    sync_parent(out)?;
     // The replaced database's lock file is gone with its directory; let it go.
     drop(claimed);
     report.elapsed = started.elapsed();
@@ -1206,13 +1199,11 @@ pub fn integrity_check(path: &Path) -> Result<()> {
 /// seen complete without all its parts). Best effort: what stays is an unused branch's base,
 /// listed by `ls`, never the latest history.
 fn forget_base(store: &dyn ObjectStore, timeline: u64, lsn: Lsn) {
-    let manifest = crate::format::manifest_key(timeline, lsn);
-    let prefix = format!("{}{lsn:020}/", crate::format::snapshot_prefix(timeline));
-    let r = store.delete(&manifest).and_then(|()| {
-        for o in store.list(&prefix)? {
-            store.delete(&o.key)?;
+    let r = Catalog::load_timeline(store, timeline).and_then(|t| {
+        match t.snapshots.iter().find(|s| s.lsn == lsn) {
+            Some(s) => crate::retention::delete_snapshot(store, s),
+            None => Ok(()),
         }
-        Ok(())
     });
     if let Err(e) = r {
         tracing::warn!(timeline, lsn, error = %e, "cannot delete the failed branch's base snapshot");

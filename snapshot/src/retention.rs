@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, SnapshotEntry};
 use crate::error::Result;
 use crate::store::ObjectStore;
 
@@ -76,12 +76,7 @@ pub fn apply_retention(
             if orphan(s) {
                 report.unfinished += 1;
             }
-            if let Some(m) = &s.manifest_key {
-                store.delete(m)?;
-            }
-            for p in &s.parts {
-                store.delete(&p.key)?;
-            }
+            delete_snapshot(store, s)?;
             report.snapshots += 1;
             report.bytes += s.size;
         }
@@ -96,4 +91,16 @@ pub fn apply_retention(
         );
     }
     Ok(report)
+}
+
+/// Delete a snapshot as listed: its manifest first (so that it is never seen complete without
+/// all its parts), then its parts.
+pub(crate) fn delete_snapshot(store: &dyn ObjectStore, s: &SnapshotEntry) -> Result<()> {
+    if let Some(m) = &s.manifest_key {
+        store.delete(m)?;
+    }
+    for p in &s.parts {
+        store.delete(&p.key)?;
+    }
+    Ok(())
 }

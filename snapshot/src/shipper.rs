@@ -620,6 +620,17 @@ impl Future for ReplicatedFuture {
     }
 }
 
+/// Whether the local log's transaction at `lsn` leaves the database in the state `m`
+/// describes (same size and whole-database checksum). A missing record or one that is not a
+/// transaction does not.
+fn holds_state_of(log: &pagelog_log::Log, lsn: Lsn, m: &crate::format::Manifest) -> Result<bool> {
+    Ok(match log.reader(lsn)?.next() {
+        Some(rec) => pagelog_vfs::record::TxnRecord::decode(&rec?.payload)
+            .is_ok_and(|txn| txn.checksum == m.checksum && txn.db_pages == m.db_pages),
+        None => false,
+    })
+}
+
 /// Check the store against the local log and claim the timeline.
 fn attach(db: &Database, store: &dyn crate::store::ObjectStore) -> Result<Start> {
     let log = db.log();
@@ -694,20 +705,9 @@ fn attach(db: &Database, store: &dyn crate::store::ObjectStore) -> Result<Start>
     if let Some(s) = newest_snap
         && s.lsn >= log.first_lsn()
         && s.lsn <= log.last_lsn()
+        && !holds_state_of(log, s.lsn, &t.manifest(store, s)?)?
     {
-        let m = t.manifest(store, s)?;
-        let same = match log.reader(s.lsn)?.next() {
-            Some(rec) => {
-                let rec = rec?;
-                pagelog_vfs::record::TxnRecord::decode(&rec.payload)
-                    .map(|txn| txn.checksum == m.checksum && txn.db_pages == m.db_pages)
-                    .unwrap_or(false)
-            }
-            None => false,
-        };
-        if !same {
-            return Err(diverged(s.lsn));
-        }
+        return Err(diverged(s.lsn));
     }
     let snapshot_lsn = newest_snap.map(|s| s.lsn).unwrap_or(0);
     let shipped_since_snapshot = t
@@ -736,17 +736,10 @@ fn attach(db: &Database, store: &dyn crate::store::ObjectStore) -> Result<Start>
     let need_base = if batches_last == 0 {
         let below = t.complete_snapshots().find(|s| s.lsn + 1 == next_lsn);
         let marker_first = claim.parent_timeline != 0 && next_lsn == log.first_lsn();
-        if let (Some(s), true) = (below, marker_first && next_lsn > 1) {
-            let m = t.manifest(store, s)?;
-            let same = match log.reader(next_lsn)?.next() {
-                Some(rec) => pagelog_vfs::record::TxnRecord::decode(&rec?.payload)
-                    .map(|txn| txn.checksum == m.checksum && txn.db_pages == m.db_pages)
-                    .unwrap_or(false),
-                None => false,
-            };
-            if !same {
-                return Err(diverged(s.lsn));
-            }
+        if let (Some(s), true) = (below, marker_first && next_lsn > 1)
+            && !holds_state_of(log, next_lsn, &t.manifest(store, s)?)?
+        {
+            return Err(diverged(s.lsn));
         }
         next_lsn < log.first_lsn() || (next_lsn > 1 && below.is_none())
     } else {
