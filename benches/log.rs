@@ -13,6 +13,15 @@
 //!   stop (waking 16 threads through a barrier, a batch ramping up and draining) took as much
 //!   time as the records, and the mean weights those samples like the others. When it ends,
 //!   it prints to stderr how many records each `fdatasync` covered (warm-up included).
+//! - `group_commit/raw_write_fdatasync_64k` and `group_commit/raw_wake_15threads`: the machine's
+//!   own cost of one 16-record batch, without the log. The first is the disk's part (64 KiB
+//!   written and synced, as `raw_write_fdatasync_4k`); the second the CPUs' part: after an idle
+//!   spell like a sync's, one futex wake-all of 15 sleeping threads, each copying 4 KiB under a
+//!   lock and going back to sleep, timed until the last is back. With one `fdatasync` in flight
+//!   and every appender waiting for its own record, each batch pays both, one after the other,
+//!   so `(raw_write_fdatasync_64k + raw_wake_15threads) / 16` is the least time per record such
+//!   a design can take on the machine (`scripts/bench_report.py --goals` prints it beside the
+//!   goal as `floor16`).
 //!
 //! Before each function the disk is settled (`support::settle`), and every function's files
 //! stay until the end of the run, so that no function pays for another's write-back or
@@ -20,8 +29,8 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -103,9 +112,89 @@ fn log_append(c: &mut Criterion) {
     drop((raw_4k, log_4k, raw_1m, log_1m));
 }
 
+/// 15 threads asleep on one futex word, woken by one wake-all per round (see the module doc).
+struct WakeRound {
+    epoch: AtomicU32,
+    back: AtomicU32,
+    done: AtomicU32,
+    last: Mutex<Option<Instant>>,
+    buf: Mutex<Vec<u8>>,
+    stop: AtomicBool,
+}
+
+const WOKEN: u32 = 15;
+
+fn raw_wake(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    let ring = Arc::new(WakeRound {
+        epoch: AtomicU32::new(0),
+        back: AtomicU32::new(0),
+        done: AtomicU32::new(0),
+        last: Mutex::new(None),
+        buf: Mutex::new(Vec::with_capacity(4096)),
+        stop: AtomicBool::new(false),
+    });
+    let workers: Vec<_> = (0..WOKEN)
+        .map(|_| {
+            let ring = ring.clone();
+            std::thread::spawn(move || {
+                let payload = vec![0x5au8; 4096];
+                let mut seen = ring.epoch.load(Ordering::Acquire);
+                loop {
+                    while ring.epoch.load(Ordering::Acquire) == seen {
+                        atomic_wait::wait(&ring.epoch, seen);
+                    }
+                    seen = ring.epoch.load(Ordering::Acquire);
+                    if ring.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    {
+                        let mut b = ring.buf.lock().expect("buffer lock");
+                        b.clear();
+                        b.extend_from_slice(&payload);
+                    }
+                    if ring.back.fetch_add(1, Ordering::AcqRel) + 1 == WOKEN {
+                        *ring.last.lock().expect("time lock") = Some(Instant::now());
+                        ring.done.fetch_add(1, Ordering::Release);
+                        atomic_wait::wake_one(&ring.done);
+                    }
+                }
+            })
+        })
+        .collect();
+    settle();
+    c.bench_function("raw_wake_15threads", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let done = ring.done.load(Ordering::Acquire);
+                // Idle as during a batch's fsync: every thread asleep, the vCPUs halted.
+                std::thread::sleep(Duration::from_micros(200));
+                ring.back.store(0, Ordering::Release);
+                let start = Instant::now();
+                ring.epoch.fetch_add(1, Ordering::AcqRel);
+                atomic_wait::wake_all(&ring.epoch);
+                while ring.done.load(Ordering::Acquire) == done {
+                    atomic_wait::wait(&ring.done, done);
+                }
+                let last = ring.last.lock().expect("time lock").take();
+                total += last.map_or(Duration::ZERO, |t| t.saturating_duration_since(start));
+            }
+            total
+        })
+    });
+    ring.stop.store(true, Ordering::Release);
+    ring.epoch.fetch_add(1, Ordering::AcqRel);
+    atomic_wait::wake_all(&ring.epoch);
+    for w in workers {
+        w.join().expect("woken thread");
+    }
+}
+
 fn group_commit(c: &mut Criterion) {
     let mut g = c.benchmark_group("group_commit");
     g.measurement_time(Duration::from_secs(8));
+    let raw_64k = raw_write_fdatasync(&mut g, "raw_write_fdatasync_64k", 64 << 10);
+    raw_wake(&mut g);
     g.sampling_mode(criterion::SamplingMode::Flat);
     let dir = bench_dir();
     let log =
@@ -166,6 +255,7 @@ fn group_commit(c: &mut Criterion) {
         w.join().expect("appender thread");
     }
     g.finish();
+    drop(raw_64k);
 }
 
 criterion_group!(benches, log_append, group_commit);

@@ -7,8 +7,8 @@
 //! one positional write per segment, calls `fdatasync` once outside the lock, publishes the new
 //! durable LSN and wakes that batch's waiters. Records appended while a leader syncs wait for
 //! the next leader, so one `fdatasync` covers every record written before it started. Nothing
-//! waits on a fixed delay, except that while the waiters the previous batch just released are
-//! appending again, the buffer is kept open for them: the last of them leads, and they are
+//! waits on a fixed delay, except that while the waiters the previous batch just released (and
+//! its leader) are appending again, the buffer is kept open for them: the last of them leads, and they are
 //! waited for only while they keep coming back (see `Shared::guard`). Waiters sleep on a futex
 //! word per batch and return without taking the lock (see `Slot`).
 //! `append_sync` of a big payload writes it from the caller's buffer instead of copying it.
@@ -454,7 +454,7 @@ impl Log {
         // leads at once).
         s.returned(&mut st, true);
         let direct = Direct { kind, crc, payload };
-        let led = s.lead(&mut st, Some(&direct));
+        let led = s.lead(&mut st, Some(&direct), true);
         drop(st);
         let (lsn, wakes) = led?;
         wakes.run(s);
@@ -476,7 +476,7 @@ impl Log {
             // Back-pressure: flush the full buffer before adding to it.
             let last = st.next_lsn - 1;
             drop(st);
-            s.sync_up_to(last)?;
+            s.sync_up_to(last, true)?;
             st = s.state.lock();
         }
         let lsn = st.next_lsn;
@@ -500,13 +500,13 @@ impl Log {
     /// Block until every record up to `lsn` is durable. Fails if the log latched an error
     /// before that, or if `lsn` was never appended.
     pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
-        self.shared.sync_up_to(lsn)
+        self.shared.sync_up_to(lsn, true)
     }
 
     /// Make everything appended so far durable.
     pub fn flush(&self) -> Result<()> {
         let last = self.last_lsn();
-        self.shared.sync_up_to(last)
+        self.shared.sync_up_to(last, true)
     }
 
     /// Largest payload an append accepts ([`LogOptions::max_record_bytes`], at most
@@ -656,12 +656,17 @@ impl Shared {
         Ok(())
     }
 
-    /// Leader/follower loop: return once `lsn` is durable.
-    fn sync_up_to(&self, lsn: Lsn) -> Result<()> {
+    /// Leader/follower loop: return once `lsn` is durable. `appender`: the caller is a thread
+    /// that may append again (not the background flusher); if it leads, the next batch waits
+    /// for it as for the waiters it releases (see [`Shared::guard`]).
+    fn sync_up_to(&self, lsn: Lsn, appender: bool) -> Result<()> {
         if self.durable.load(Ordering::Acquire) >= lsn {
             return Ok(());
         }
         let mut st = self.state.lock();
+        // A thread the last batch released that now waits without appending is back: it has
+        // nothing more for the next batch (nor must it guard a wait for itself).
+        self.returned(&mut st, true);
         loop {
             if st.durable_lsn >= lsn {
                 return Ok(());
@@ -703,7 +708,7 @@ impl Shared {
                 continue;
             }
             // Become the leader for everything buffered.
-            let led = self.lead(&mut st, None);
+            let led = self.lead(&mut st, None, appender);
             drop(st);
             led?.1.run(self);
             if self.durable.load(Ordering::Acquire) >= lsn {
@@ -732,10 +737,12 @@ impl Shared {
     /// the durable LSN and wake the batch's waiters and one waiter of the next batch. The lock
     /// is released while writing and syncing. Returns the batch's last LSN
     /// (`direct`'s, if given) and the wake-ups to make once the caller has released the lock.
+    /// `appender`: the leader may append again, and is expected back like its batch's waiters.
     fn lead(
         &self,
         st: &mut MutexGuard<'_, State>,
         direct: Option<&Direct<'_>>,
+        appender: bool,
     ) -> Result<(Lsn, Wakes)> {
         st.leading = true;
         let direct_payload = match direct {
@@ -793,11 +800,22 @@ impl Shared {
         // woken once the caller has released the lock.
         let i = (generation % 2) as usize;
         let next = ((generation + 1) % 2) as usize;
-        // The threads asleep on this batch are the ones expected back.
+        // The threads asleep on this batch are the ones expected back, and so is the leader
+        // if it is an appender. Waking the others, it is often preempted by them (on the
+        // 2-vCPU machine measured, the wake-up call returned to it after 84-118 µs), and
+        // without it the last of them to come back led a batch one record short
+        // (docs/BENCHMARKS.md).
         let state = &mut **st;
         state.returning.clear();
         std::mem::swap(&mut state.returning, &mut state.sleeping[i]);
         state.returning_from = generation;
+        let released = !state.returning.is_empty();
+        if appender && state.returning.len() < MAX_TRACKED_WAITERS {
+            let me = std::thread::current().id();
+            if !state.returning.contains(&me) {
+                state.returning.push(me);
+            }
+        }
         // They are waited for while they keep coming back, up to one sync's time in all, and
         // no longer than a quarter of it after the last one came back (see `Shared::guard`).
         let now = std::time::Instant::now();
@@ -807,14 +825,14 @@ impl Shared {
         self.batch_done[next].bump();
         // A list holds every sleeper of its slot, or is full: an empty one means nobody to wake.
         let wakes = Wakes {
-            batch: (!st.returning.is_empty()).then_some(i),
+            batch: released.then_some(i),
             leader: (!st.sleeping[next].is_empty()).then_some(next),
         };
         Ok((last, wakes))
     }
 
-    /// Wait, as the guard, for the waiters the last batch released to append again before the
-    /// buffer is taken: while they keep coming back, each within a quarter of that batch's
+    /// Wait, as the guard, for the waiters the last batch released, and its leader, to append
+    /// again before the buffer is taken: while they keep coming back, each within a quarter of that batch's
     /// write and sync time of the previous one (or of their release), up to that whole time.
     ///
     /// Appenders that wait for each record before appending the next (16 threads in
@@ -833,6 +851,8 @@ impl Shared {
     /// Measured with 16 threads in `append_sync` loops (docs/BENCHMARKS.md): with a fixed
     /// quarter of a sync in all, the slowest of them were often cut off (on that 2-vCPU machine
     /// waking 15 threads takes about as long), and batches held 15 records more often than 16.
+    /// The leader is waited for too: the threads it wakes preempt it, so it was often the last
+    /// back, and left out when it was not counted (a third of the batches held 15 records).
     ///
     /// A batch published while the guard waits (the last one back led it) releases new
     /// appenders, whom this guard does not guard: it leaves them to a new guard. (A guard that
@@ -1099,7 +1119,7 @@ impl Shared {
                 let last = st.next_lsn - 1;
                 drop(st);
                 // A failure latches the log, which the next check sees.
-                let _ = self.sync_up_to(last);
+                let _ = self.sync_up_to(last, false);
             }
             true
         };
@@ -1169,7 +1189,7 @@ impl Shared {
                 }
             };
             if let Some(last) = flush
-                && self.sync_up_to(last).is_err()
+                && self.sync_up_to(last, false).is_err()
             {
                 return;
             }

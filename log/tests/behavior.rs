@@ -910,6 +910,8 @@ struct SlowSyncFs {
     /// [`SlowSyncFs::with_failing_spare`]), and how many have been created.
     failing_spare: Option<(u64, FailingWrite)>,
     spares: std::sync::atomic::AtomicU64,
+    /// The thread that called the latest `sync_data` (a batch's leader).
+    last_syncer: Arc<std::sync::Mutex<Option<std::thread::ThreadId>>>,
 }
 
 /// Makes a file's writes fail with ENOSPC: the first one says it has begun (`entered`), then
@@ -928,6 +930,7 @@ struct SlowSyncFile {
     slow_one_in: u64,
     rng: Arc<std::sync::atomic::AtomicU64>,
     failing: Option<FailingWrite>,
+    last_syncer: Arc<std::sync::Mutex<Option<std::thread::ThreadId>>>,
 }
 
 impl SlowSyncFs {
@@ -947,7 +950,13 @@ impl SlowSyncFs {
             removals: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             failing_spare: None,
             spares: std::sync::atomic::AtomicU64::new(0),
+            last_syncer: Arc::default(),
         }
+    }
+
+    /// Whether the calling thread made the latest sync.
+    fn synced_last(&self) -> bool {
+        *self.last_syncer.lock().unwrap() == Some(std::thread::current().id())
     }
 
     /// The `n`-th spare segment the log creates (a `recycle-` file that did not exist) fails
@@ -995,6 +1004,7 @@ impl pagelog_log::fs::FsFile for SlowSyncFile {
         x ^= x << 17;
         self.rng.store(x, std::sync::atomic::Ordering::Relaxed);
         let slow = x.is_multiple_of(self.slow_one_in.max(1));
+        *self.last_syncer.lock().unwrap() = Some(std::thread::current().id());
         std::thread::sleep(self.delay + if slow { self.slow } else { Duration::ZERO });
         self.inner.sync_data()
     }
@@ -1031,6 +1041,7 @@ impl Fs for SlowSyncFs {
             slow_one_in: self.slow_one_in,
             rng: self.rng.clone(),
             failing,
+            last_syncer: self.last_syncer.clone(),
         }))
     }
     fn remove(&self, path: &Path) -> std::io::Result<()> {
@@ -1181,6 +1192,78 @@ fn waiters_released_by_a_batch_that_never_append_again_do_not_stall_the_next_syn
     within(Duration::from_secs(10), move || log.close().unwrap());
     let log = Log::open(sim.shared(), Path::new(DIR), sim_opts()).unwrap();
     assert_eq!(log.last_lsn(), last + 1);
+}
+
+#[test]
+fn a_batch_waits_for_the_last_batchs_leader_to_append_again() {
+    // Threads in append_sync loops; whoever led a batch comes back 3 ms late, as a leader
+    // preempted by the threads it woke does. The next batch waits for it as for the waiters it
+    // released, so every batch holds all the threads' records. (When only the released
+    // waiters were waited for, the last of them led without the leader: batches held one
+    // record fewer than there are threads.)
+    const THREADS: u64 = 8;
+    let sim = SimFs::new(SimFsConfig {
+        seed: 11,
+        ..Default::default()
+    });
+    let fs = Arc::new(SlowSyncFs::new(
+        sim.shared(),
+        Duration::from_millis(20),
+        (Duration::ZERO, 1),
+        1,
+    ));
+    let log = Arc::new(
+        Log::open(
+            fs.clone(),
+            Path::new(DIR),
+            LogOptions {
+                segment_size: 64 << 20,
+                ..sim_opts()
+            },
+        )
+        .unwrap(),
+    );
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (log, fs, done) = (log.clone(), fs.clone(), done.clone());
+            std::thread::spawn(move || {
+                for i in 0..40 {
+                    log.append_sync(0, &payload(t * 1000 + i, 64)).unwrap();
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if fs.synced_last() {
+                        std::thread::sleep(Duration::from_millis(3));
+                    }
+                }
+            })
+        })
+        .collect();
+    // Measured once the batches have formed, until the first thread may be finishing.
+    let at = |n: u64| {
+        within(Duration::from_secs(60), {
+            let (log, done) = (log.clone(), done.clone());
+            move || {
+                while done.load(std::sync::atomic::Ordering::SeqCst) < n {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let stats = log.stats();
+                (stats.last_lsn, stats.syncs)
+            }
+        })
+    };
+    let (lsn0, syncs0) = at(5 * THREADS);
+    let (lsn1, syncs1) = at(35 * THREADS);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let per_sync = (lsn1 - lsn0) as f64 / (syncs1 - syncs0) as f64;
+    assert!(
+        per_sync > THREADS as f64 - 0.5,
+        "{per_sync:.2} records per sync ({} records, {} syncs), {THREADS} threads",
+        lsn1 - lsn0,
+        syncs1 - syncs0
+    );
+    assert_eq!(log.durable_lsn(), 40 * THREADS);
 }
 
 #[test]
