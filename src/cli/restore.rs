@@ -59,7 +59,8 @@ pub struct RestoreArgs {
     /// Restore the point a bookmark names (TTTTTTTT-LLLLLLLLLLLLLLLL: timeline and LSN).
     #[arg(long, value_name = "B", group = "target", conflicts_with = "timeline")]
     bookmark: Option<Bookmark>,
-    /// Restore from this timeline. Default: the newest holding a batch or a complete snapshot.
+    /// Restore from this timeline. Default: the newest with history of its own (a batch, or a
+    /// complete snapshot at or past its branch point).
     #[arg(long, value_name = "T")]
     timeline: Option<u64>,
     /// Replace an existing output file and its companions.

@@ -31,7 +31,9 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
-    /// Open (creating) the store rooted at `root`, and remove temporary files left by a crash.
+    /// Open (creating) the store rooted at `root`, and remove temporary files left by a crash
+    /// (over an hour old). That clean-up is housekeeping: where it fails (a read-only copy of
+    /// a store, say), it is logged and the store opens anyway.
     pub fn open(root: &Path) -> StoreResult<LocalStore> {
         let io = |source| StoreError::Io {
             path: root.to_path_buf(),
@@ -54,7 +56,10 @@ impl LocalStore {
             root: root.to_path_buf(),
             seq: AtomicU64::new(0),
         };
-        store.remove_temporaries(root).map_err(io)?;
+        if let Err(e) = store.remove_temporaries(root) {
+            tracing::warn!(store = %root.display(), error = %e,
+                "could not remove the temporary files a crash left in the store");
+        }
         Ok(store)
     }
 
