@@ -805,8 +805,12 @@ fn verify_and_ls_report_a_recorded_gap() {
         )),
         "{text}"
     );
+    // The gap's line names the LSNs it makes unrestorable: up to the snapshot after it.
     assert!(
-        text.contains(&format!("gap         LSN {a}..={b}")),
+        text.contains(&format!(
+            "gap         LSN {a}..={b}: records never shipped, LSN {a}..={} not restorable",
+            h.snapshot_lsn - 1
+        )),
         "{text}"
     );
     // And restore refuses a target inside the gap with the same code.

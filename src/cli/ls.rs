@@ -147,10 +147,25 @@ impl TimelineView {
             ),
             None => "  restorable  nothing yet".to_string(),
         });
-        for (a, b) in &self.gaps {
-            lines.push(format!(
-                "  gap         LSN {a}..={b}: records never shipped, not restorable"
-            ));
+        for &(a, b) in &self.gaps {
+            // The LSNs the gap makes unrestorable: from its first up to where a range resumes
+            // (the first complete snapshot at or after its last LSN, which restores that LSN).
+            let resume = self.ranges.iter().map(|r| r.0).filter(|&s| s >= b).min();
+            lines.push(match resume {
+                Some(s) if s > a => format!(
+                    "  gap         LSN {a}..={b}: records never shipped, LSN {a}..={} not \
+                     restorable",
+                    s - 1
+                ),
+                Some(s) => format!(
+                    "  gap         LSN {a}..={b}: records never shipped, restorable from the \
+                     snapshot at {s}"
+                ),
+                None => format!(
+                    "  gap         LSN {a}..={b}: records never shipped, nothing from LSN {a} on \
+                     restorable"
+                ),
+            });
         }
         lines.push(match self.batch_range {
             Some((first, last)) => format!(

@@ -62,7 +62,8 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
         for (t, a, b) in &report.gaps {
             out.line(format!(
                 "gap: {}: records {a}..={b} were never shipped (dropped locally, or taken \
-                 into a later snapshot); those LSNs cannot be restored",
+                 into a later snapshot); no LSN from {a} up to the first snapshot at or after \
+                 {b} can be restored",
                 pagelog::snapshot::format::batch_key(*t, *a)
             ))?;
         }
