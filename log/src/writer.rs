@@ -197,6 +197,9 @@ struct State {
     /// How many rolls have asked the flusher for a spare (see [`Shared::roll`]): after a
     /// failed spare, the flusher tries again at once if one asked meanwhile.
     spare_asked: u64,
+    /// The background flusher thread, if any. It never appends, so a batch it waited in does
+    /// not wait for it to come back.
+    flusher: Option<ThreadId>,
 }
 
 struct Io {
@@ -357,6 +360,7 @@ impl Log {
                 guard_of: None,
                 last_sync_us: 0,
                 spare_asked: 0,
+                flusher: None,
             }),
             batch_done: [Slot::default(), Slot::default()],
             flush_cond: Condvar::new(),
@@ -378,6 +382,7 @@ impl Log {
                 .name("pagelog-flush".into())
                 .spawn(move || s.flusher_loop())
                 .map_err(|e| LogError::io("starting the flusher thread", e))?;
+            shared.state.lock().flusher = Some(handle.thread().id());
             Some(handle)
         } else {
             None
@@ -800,17 +805,21 @@ impl Shared {
         // woken once the caller has released the lock.
         let i = (generation % 2) as usize;
         let next = ((generation + 1) % 2) as usize;
-        // The threads asleep on this batch are the ones expected back, and so is the leader
-        // if it is an appender. Waking the others, it is often preempted by them (on the
-        // 2-vCPU machine measured, the wake-up call returned to it after 84-118 µs), and
-        // without it the last of them to come back led a batch one record short
-        // (docs/BENCHMARKS.md).
+        // The threads asleep on this batch are the ones expected back (but the flusher, which
+        // never appends), and so is the leader if it is an appender that wakes any of them:
+        // it is often preempted by the threads it wakes (on the 2-vCPU machine measured, the
+        // wake-up call returned to it after 84-118 µs), and without it the last of them to
+        // come back led a batch one record short (docs/BENCHMARKS.md). A leader that wakes
+        // nobody is not waited for: the next appender, if any, leads at once.
         let state = &mut **st;
         state.returning.clear();
         std::mem::swap(&mut state.returning, &mut state.sleeping[i]);
         state.returning_from = generation;
         let released = !state.returning.is_empty();
-        if appender && state.returning.len() < MAX_TRACKED_WAITERS {
+        if let Some(f) = state.flusher {
+            forget_sleeper(&mut state.returning, f);
+        }
+        if appender && released && state.returning.len() < MAX_TRACKED_WAITERS {
             let me = std::thread::current().id();
             if !state.returning.contains(&me) {
                 state.returning.push(me);

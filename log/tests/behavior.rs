@@ -910,8 +910,15 @@ struct SlowSyncFs {
     /// [`SlowSyncFs::with_failing_spare`]), and how many have been created.
     failing_spare: Option<(u64, FailingWrite)>,
     spares: std::sync::atomic::AtomicU64,
-    /// The thread that called the latest `sync_data` (a batch's leader).
-    last_syncer: Arc<std::sync::Mutex<Option<std::thread::ThreadId>>>,
+    /// Who synced: the thread that called the latest `sync_data` (a batch's leader), and how
+    /// many syncs each thread made.
+    syncers: Arc<std::sync::Mutex<Syncers>>,
+}
+
+#[derive(Debug, Default)]
+struct Syncers {
+    last: Option<std::thread::ThreadId>,
+    count: std::collections::HashMap<std::thread::ThreadId, u64>,
 }
 
 /// Makes a file's writes fail with ENOSPC: the first one says it has begun (`entered`), then
@@ -930,7 +937,7 @@ struct SlowSyncFile {
     slow_one_in: u64,
     rng: Arc<std::sync::atomic::AtomicU64>,
     failing: Option<FailingWrite>,
-    last_syncer: Arc<std::sync::Mutex<Option<std::thread::ThreadId>>>,
+    syncers: Arc<std::sync::Mutex<Syncers>>,
 }
 
 impl SlowSyncFs {
@@ -950,13 +957,24 @@ impl SlowSyncFs {
             removals: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             failing_spare: None,
             spares: std::sync::atomic::AtomicU64::new(0),
-            last_syncer: Arc::default(),
+            syncers: Arc::default(),
         }
     }
 
     /// Whether the calling thread made the latest sync.
     fn synced_last(&self) -> bool {
-        *self.last_syncer.lock().unwrap() == Some(std::thread::current().id())
+        self.syncers.lock().unwrap().last == Some(std::thread::current().id())
+    }
+
+    /// How many syncs thread `t` made.
+    fn syncs_by(&self, t: std::thread::ThreadId) -> u64 {
+        self.syncers
+            .lock()
+            .unwrap()
+            .count
+            .get(&t)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The `n`-th spare segment the log creates (a `recycle-` file that did not exist) fails
@@ -1004,7 +1022,12 @@ impl pagelog_log::fs::FsFile for SlowSyncFile {
         x ^= x << 17;
         self.rng.store(x, std::sync::atomic::Ordering::Relaxed);
         let slow = x.is_multiple_of(self.slow_one_in.max(1));
-        *self.last_syncer.lock().unwrap() = Some(std::thread::current().id());
+        {
+            let mut s = self.syncers.lock().unwrap();
+            let me = std::thread::current().id();
+            s.last = Some(me);
+            *s.count.entry(me).or_default() += 1;
+        }
         std::thread::sleep(self.delay + if slow { self.slow } else { Duration::ZERO });
         self.inner.sync_data()
     }
@@ -1041,7 +1064,7 @@ impl Fs for SlowSyncFs {
             slow_one_in: self.slow_one_in,
             rng: self.rng.clone(),
             failing,
-            last_syncer: self.last_syncer.clone(),
+            syncers: self.syncers.clone(),
         }))
     }
     fn remove(&self, path: &Path) -> std::io::Result<()> {
@@ -1196,7 +1219,7 @@ fn waiters_released_by_a_batch_that_never_append_again_do_not_stall_the_next_syn
 
 #[test]
 fn a_batch_waits_for_the_last_batchs_leader_to_append_again() {
-    // Threads in append_sync loops; whoever led a batch comes back 3 ms late, as a leader
+    // Threads in append_sync loops; whoever led a batch comes back 1 ms late, as a leader
     // preempted by the threads it woke does. The next batch waits for it as for the waiters it
     // released, so every batch holds all the threads' records. (When only the released
     // waiters were waited for, the last of them led without the leader: batches held one
@@ -1232,7 +1255,7 @@ fn a_batch_waits_for_the_last_batchs_leader_to_append_again() {
                     log.append_sync(0, &payload(t * 1000 + i, 64)).unwrap();
                     done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     if fs.synced_last() {
-                        std::thread::sleep(Duration::from_millis(3));
+                        std::thread::sleep(Duration::from_millis(1));
                     }
                 }
             })
@@ -1264,6 +1287,87 @@ fn a_batch_waits_for_the_last_batchs_leader_to_append_again() {
         syncs1 - syncs0
     );
     assert_eq!(log.durable_lsn(), 40 * THREADS);
+}
+
+#[test]
+fn a_leader_that_woke_nobody_does_not_delay_the_next_sync() {
+    // One thread leads a sync alone (400 ms) and does not append again; another appends during
+    // that sync and waits. Once the first batch is done, the second leads at once: a leader that
+    // released no waiter is not waited for (when it was, the second waited a quarter of a sync
+    // more, as for a thread it expected back).
+    let sim = SimFs::new(SimFsConfig {
+        seed: 5,
+        ..Default::default()
+    });
+    let fs = Arc::new(SlowSyncFs::new(
+        sim.shared(),
+        Duration::from_millis(400),
+        (Duration::ZERO, 1),
+        1,
+    ));
+    let log = Arc::new(Log::open(fs, Path::new(DIR), sim_opts()).unwrap());
+    let first = {
+        let log = log.clone();
+        std::thread::spawn(move || log.append_sync(0, b"first").unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let second = {
+        let log = log.clone();
+        std::thread::spawn(move || log.append_sync(0, b"second").unwrap())
+    };
+    let lsn = second.join().unwrap();
+    let waited = started.elapsed();
+    first.join().unwrap();
+    assert_eq!((lsn, log.durable_lsn()), (2, 2));
+    // About 300 ms for the first sync to end, then 400 ms for its own; 100 ms more if it waited
+    // a quarter of a sync for the first thread.
+    assert!(
+        waited < Duration::from_millis(760),
+        "the second append took {waited:?}"
+    );
+}
+
+#[test]
+fn a_batch_does_not_wait_for_the_flusher_to_append() {
+    // One thread appends (waking the background flusher) and then waits for each record, on a
+    // disk whose syncs take 30 ms: the flusher's 1 ms delay ends during the sync, so it waits
+    // in the batch in flight. The next batch must not count on the flusher coming back to
+    // append, as it does for the waiters a batch releases: the appender leads its own syncs.
+    // (When it did, the appender guarded a wait for the flusher, and the flusher, coming back
+    // to flush, led every other batch.)
+    let sim = SimFs::new(SimFsConfig {
+        seed: 9,
+        ..Default::default()
+    });
+    let fs = Arc::new(SlowSyncFs::new(
+        sim.shared(),
+        Duration::from_millis(30),
+        (Duration::ZERO, 1),
+        1,
+    ));
+    let log = Log::open(
+        fs.clone(),
+        Path::new(DIR),
+        LogOptions {
+            background_flush: true,
+            segment_size: 64 << 20,
+            ..sim_opts()
+        },
+    )
+    .unwrap();
+    let before = log.stats().syncs;
+    for i in 0..20 {
+        let lsn = log.append(0, &payload(i, 64)).unwrap();
+        log.wait_durable(lsn).unwrap();
+    }
+    let syncs = log.stats().syncs - before;
+    let mine = fs.syncs_by(std::thread::current().id());
+    assert!(
+        mine * 10 >= syncs * 9,
+        "the appender led {mine} of {syncs} syncs"
+    );
+    log.close().unwrap();
 }
 
 #[test]
