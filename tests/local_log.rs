@@ -9,12 +9,23 @@ use pagelog::{Config, Database, Error};
 
 const SEGMENT: u64 = 128 << 10;
 
+/// Bytes in the database's log directory. Segments are trimmed and recycled (removed or
+/// renamed) in the background, so an entry listed may be gone when it is looked at: the
+/// directory is then listed again, until one listing is read whole.
 fn log_dir_bytes(db_path: &Path) -> u64 {
     let dir = format!("{}-pagelog", db_path.display());
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum()
+    for _ in 0..1000 {
+        let sizes: std::io::Result<Vec<u64>> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| Ok(e?.metadata()?.len()))
+            .collect();
+        match sizes {
+            Ok(sizes) => return sizes.iter().sum(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("listing {dir}: {e}"),
+        }
+    }
+    panic!("{dir}: no listing read whole in 1000 tries")
 }
 
 fn config() -> Config {
