@@ -1217,6 +1217,15 @@ fn waiters_released_by_a_batch_that_never_append_again_do_not_stall_the_next_syn
     assert_eq!(log.last_lsn(), last + 1);
 }
 
+/// A fresh simulated disk whose every sync takes `delay`.
+fn slow_sim(seed: u64, delay: Duration) -> Arc<SlowSyncFs> {
+    let sim = SimFs::new(SimFsConfig {
+        seed,
+        ..Default::default()
+    });
+    Arc::new(SlowSyncFs::new(sim.shared(), delay, (Duration::ZERO, 1), 1))
+}
+
 #[test]
 fn a_batch_waits_for_the_last_batchs_leader_to_append_again() {
     // Threads in append_sync loops; whoever led a batch comes back 1 ms late, as a leader
@@ -1225,16 +1234,7 @@ fn a_batch_waits_for_the_last_batchs_leader_to_append_again() {
     // waiters were waited for, the last of them led without the leader: batches held one
     // record fewer than there are threads.)
     const THREADS: u64 = 8;
-    let sim = SimFs::new(SimFsConfig {
-        seed: 11,
-        ..Default::default()
-    });
-    let fs = Arc::new(SlowSyncFs::new(
-        sim.shared(),
-        Duration::from_millis(20),
-        (Duration::ZERO, 1),
-        1,
-    ));
+    let fs = slow_sim(11, Duration::from_millis(20));
     let log = Arc::new(
         Log::open(
             fs.clone(),
@@ -1295,16 +1295,7 @@ fn a_leader_that_woke_nobody_does_not_delay_the_next_sync() {
     // that sync and waits. Once the first batch is done, the second leads at once: a leader that
     // released no waiter is not waited for (when it was, the second waited a quarter of a sync
     // more, as for a thread it expected back).
-    let sim = SimFs::new(SimFsConfig {
-        seed: 5,
-        ..Default::default()
-    });
-    let fs = Arc::new(SlowSyncFs::new(
-        sim.shared(),
-        Duration::from_millis(400),
-        (Duration::ZERO, 1),
-        1,
-    ));
+    let fs = slow_sim(5, Duration::from_millis(400));
     let log = Arc::new(Log::open(fs, Path::new(DIR), sim_opts()).unwrap());
     let first = {
         let log = log.clone();
@@ -1336,16 +1327,7 @@ fn a_batch_does_not_wait_for_the_flusher_to_append() {
     // append, as it does for the waiters a batch releases: the appender leads its own syncs.
     // (When it did, the appender guarded a wait for the flusher, and the flusher, coming back
     // to flush, led every other batch.)
-    let sim = SimFs::new(SimFsConfig {
-        seed: 9,
-        ..Default::default()
-    });
-    let fs = Arc::new(SlowSyncFs::new(
-        sim.shared(),
-        Duration::from_millis(30),
-        (Duration::ZERO, 1),
-        1,
-    ));
+    let fs = slow_sim(9, Duration::from_millis(30));
     let log = Log::open(
         fs.clone(),
         Path::new(DIR),
