@@ -810,7 +810,7 @@ impl Shared {
         // it is often preempted by the threads it wakes (on the 2-vCPU machine measured, the
         // wake-up call returned to it after 84-118 µs), and without it the last of them to
         // come back led a batch one record short (docs/BENCHMARKS.md). A leader that wakes
-        // nobody is not waited for: the next appender, if any, leads at once.
+        // no appender is not waited for: the next appender, if any, leads at once.
         let state = &mut **st;
         state.returning.clear();
         std::mem::swap(&mut state.returning, &mut state.sleeping[i]);
@@ -819,7 +819,7 @@ impl Shared {
         if let Some(f) = state.flusher {
             forget_sleeper(&mut state.returning, f);
         }
-        if appender && released && state.returning.len() < MAX_TRACKED_WAITERS {
+        if appender && !state.returning.is_empty() && state.returning.len() < MAX_TRACKED_WAITERS {
             let me = std::thread::current().id();
             if !state.returning.contains(&me) {
                 state.returning.push(me);

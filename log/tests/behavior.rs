@@ -1353,6 +1353,44 @@ fn a_batch_does_not_wait_for_the_flusher_to_append() {
 }
 
 #[test]
+fn a_leader_whose_batch_only_the_flusher_waited_in_is_not_waited_for() {
+    // A record nobody waits for wakes the flusher; before its 1 ms delay ends, another thread
+    // leads a sync (800 ms) holding that record, so the flusher waits in that batch. The
+    // leader then goes idle. A third thread that appends and waits just after the batch ends
+    // leads at once: the batch released no appender, so its leader is not expected back (when
+    // it was, the third waited a quarter of a sync more).
+    let fs = slow_sim(13, Duration::from_millis(800));
+    let log = Arc::new(
+        Log::open(
+            fs,
+            Path::new(DIR),
+            LogOptions {
+                background_flush: true,
+                ..sim_opts()
+            },
+        )
+        .unwrap(),
+    );
+    let start = std::time::Instant::now();
+    log.append(0, b"nobody waits").unwrap();
+    let leader = {
+        let log = log.clone();
+        std::thread::spawn(move || log.append_sync(0, b"leads").unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(820).saturating_sub(start.elapsed()));
+    let started = std::time::Instant::now();
+    let lsn = log.append_sync(0, b"third").unwrap();
+    let waited = started.elapsed();
+    assert_eq!(leader.join().unwrap(), 2);
+    assert_eq!((lsn, log.durable_lsn()), (3, 3));
+    // Its own sync takes 800 ms; 180 ms more if it waited for the idle leader.
+    assert!(
+        waited < Duration::from_millis(900),
+        "the third append took {waited:?}"
+    );
+}
+
+#[test]
 fn appenders_that_wait_for_each_record_and_stop_at_different_times_never_hang() {
     // Threads in append_sync loops (the released ones keep the next batch open for each other),
     // each stopping after its own number of records, on a disk where one sync in four takes
