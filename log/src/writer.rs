@@ -8,9 +8,9 @@
 //! durable LSN and wakes that batch's waiters. Records appended while a leader syncs wait for
 //! the next leader, so one `fdatasync` covers every record written before it started. Nothing
 //! waits on a fixed delay, except that while the waiters the previous batch just released (and
-//! its leader) are appending again, the buffer is kept open for them: the last of them leads, and they are
-//! waited for only while they keep coming back (see `Shared::guard`). Waiters sleep on a futex
-//! word per batch and return without taking the lock (see `Slot`).
+//! its leader) are appending again, the buffer is kept open for them: the last of them leads,
+//! and they are waited for only while they keep coming back (see `Shared::guard`). Waiters
+//! sleep on a futex word per batch and return without taking the lock (see `Slot`).
 //! `append_sync` of a big payload writes it from the caller's buffer instead of copying it.
 //! Records nobody waits for (Gated commits) are synced by a background flusher thread, which
 //! lets them accumulate for up to 1 ms so that they share an fsync.
@@ -806,7 +806,7 @@ impl Shared {
         let i = (generation % 2) as usize;
         let next = ((generation + 1) % 2) as usize;
         // The threads asleep on this batch are the ones expected back (but the flusher, which
-        // never appends), and so is the leader if it is an appender that wakes any of them:
+        // never appends), and so is the leader if it is an appender that wakes any appender:
         // it is often preempted by the threads it wakes (on the 2-vCPU machine measured, the
         // wake-up call returned to it after 84-118 µs), and without it the last of them to
         // come back led a batch one record short (docs/BENCHMARKS.md). A leader that wakes
@@ -841,8 +841,9 @@ impl Shared {
     }
 
     /// Wait, as the guard, for the waiters the last batch released, and its leader, to append
-    /// again before the buffer is taken: while they keep coming back, each within a quarter of that batch's
-    /// write and sync time of the previous one (or of their release), up to that whole time.
+    /// again before the buffer is taken: while they keep coming back, each within a quarter of
+    /// that batch's write and sync time of the previous one (or of their release), up to that
+    /// whole time.
     ///
     /// Appenders that wait for each record before appending the next (16 threads in
     /// `append_sync` loops, say) otherwise split into two groups that alternate: the one whose
