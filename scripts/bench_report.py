@@ -112,9 +112,10 @@ def main():
                     limit = float(goal.split()[1])
                     ratio += " — met" if r <= limit else " — **not met**"
         print(f"| `{function}` | {fmt(e[0])} | {fmt(e[1])} | {ratio} | {goal} |")
-        if function == "log_sync_4k_16threads" and floor16() is not None:
+        floor = floor16() if function == "log_sync_4k_16threads" else None
+        if floor is not None:
             print(f"| floor: (`raw_write_fdatasync_64k` + `raw_wake_15threads`) / 16 | | | "
-                  f"{floor16():.3f} × `log_sync_4k` | |")
+                  f"{floor:.3f} × `log_sync_4k` | |")
 
 
 if __name__ == "__main__":

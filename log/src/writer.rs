@@ -433,7 +433,7 @@ impl Log {
             return self.append_sync_direct(kind, payload);
         }
         let lsn = self.append_at(kind, payload, now_us(), false)?;
-        self.wait_durable(lsn)?;
+        self.shared.sync_up_to(lsn, Waiter::AfterAppend)?;
         Ok(lsn)
     }
 
@@ -481,7 +481,7 @@ impl Log {
             // Back-pressure: flush the full buffer before adding to it.
             let last = st.next_lsn - 1;
             drop(st);
-            s.sync_up_to(last, true)?;
+            s.sync_up_to(last, Waiter::Appender)?;
             st = s.state.lock();
         }
         let lsn = st.next_lsn;
@@ -505,13 +505,13 @@ impl Log {
     /// Block until every record up to `lsn` is durable. Fails if the log latched an error
     /// before that, or if `lsn` was never appended.
     pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
-        self.shared.sync_up_to(lsn, true)
+        self.shared.sync_up_to(lsn, Waiter::Appender)
     }
 
     /// Make everything appended so far durable.
     pub fn flush(&self) -> Result<()> {
         let last = self.last_lsn();
-        self.shared.sync_up_to(last, true)
+        self.shared.sync_up_to(last, Waiter::Appender)
     }
 
     /// Largest payload an append accepts ([`LogOptions::max_record_bytes`], at most
@@ -661,17 +661,18 @@ impl Shared {
         Ok(())
     }
 
-    /// Leader/follower loop: return once `lsn` is durable. `appender`: the caller is a thread
-    /// that may append again (not the background flusher); if it leads, the next batch waits
-    /// for it as for the waiters it releases (see [`Shared::guard`]).
-    fn sync_up_to(&self, lsn: Lsn, appender: bool) -> Result<()> {
+    /// Leader/follower loop: return once `lsn` is durable. An appender that leads is waited
+    /// for by the next batch as the waiters it releases are (see [`Shared::guard`]).
+    fn sync_up_to(&self, lsn: Lsn, who: Waiter) -> Result<()> {
         if self.durable.load(Ordering::Acquire) >= lsn {
             return Ok(());
         }
         let mut st = self.state.lock();
-        // A thread the last batch released that now waits without appending is back: it has
-        // nothing more for the next batch (nor must it guard a wait for itself).
-        self.returned(&mut st, true);
+        if who == Waiter::Appender {
+            // A thread the last batch released that now waits without appending is back: it
+            // has nothing more for the next batch (nor must it guard a wait for itself).
+            self.returned(&mut st, true);
+        }
         loop {
             if st.durable_lsn >= lsn {
                 return Ok(());
@@ -713,7 +714,7 @@ impl Shared {
                 continue;
             }
             // Become the leader for everything buffered.
-            let led = self.lead(&mut st, None, appender);
+            let led = self.lead(&mut st, None, who != Waiter::Flusher);
             drop(st);
             led?.1.run(self);
             if self.durable.load(Ordering::Acquire) >= lsn {
@@ -1129,7 +1130,7 @@ impl Shared {
                 let last = st.next_lsn - 1;
                 drop(st);
                 // A failure latches the log, which the next check sees.
-                let _ = self.sync_up_to(last, false);
+                let _ = self.sync_up_to(last, Waiter::Flusher);
             }
             true
         };
@@ -1199,7 +1200,7 @@ impl Shared {
                 }
             };
             if let Some(last) = flush
-                && self.sync_up_to(last, false).is_err()
+                && self.sync_up_to(last, Waiter::Flusher).is_err()
             {
                 return;
             }
@@ -1247,6 +1248,18 @@ impl Slot {
     fn bump(&self) {
         self.epoch.fetch_add(1, Ordering::Release);
     }
+}
+
+/// Who waits in [`Shared::sync_up_to`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiter {
+    /// An appender right after its own append, which already counted it back.
+    AfterAppend,
+    /// Any other caller that may append (`wait_durable`, `flush`, an append held back by a
+    /// full buffer).
+    Appender,
+    /// The background flusher, which never appends.
+    Flusher,
 }
 
 /// The wake-ups a leader owes once it has released the state lock: every waiter of its batch,
