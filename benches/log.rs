@@ -138,7 +138,10 @@ fn raw_wake(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTi
             let ring = ring.clone();
             std::thread::spawn(move || {
                 let payload = vec![0x5au8; 4096];
-                let mut seen = ring.epoch.load(Ordering::Acquire);
+                // The epoch starts at 0. Loaded here instead, it could already hold the bump of
+                // a stop sent before this thread ran (when a filter skips this function), and
+                // the thread would sleep through it: the join below never returned.
+                let mut seen = 0;
                 loop {
                     while ring.epoch.load(Ordering::Acquire) == seen {
                         atomic_wait::wait(&ring.epoch, seen);
