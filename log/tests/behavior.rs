@@ -1391,6 +1391,87 @@ fn a_leader_whose_batch_only_the_flusher_waited_in_is_not_waited_for() {
 }
 
 #[test]
+fn more_waiters_than_the_log_tracks_all_return_with_their_batch() {
+    // The log keeps the ids of at most 64 threads asleep on a batch (the ones the next batch
+    // waits for to append again); beyond that, threads sleep untracked. Here 100 appenders wait
+    // for every record, half through `append_sync`, half through `append` + `wait_durable`.
+    // Every waiter must be woken by the batch that made its record durable: its record goes
+    // into the batch in flight or the next one, so at most two syncs end between its append
+    // and its return (three allowed: a woken thread may be kept off the CPUs while the next
+    // 10 ms sync runs). A waiter left asleep would wait for the next wake-up of its slot, two
+    // batches later.
+    const THREADS: u64 = 100;
+    const PER_THREAD: u64 = 10;
+    let fs = slow_sim(41, Duration::from_millis(10));
+    let log = Arc::new(
+        Log::open(
+            fs,
+            Path::new(DIR),
+            LogOptions {
+                segment_size: 256 << 10,
+                ..sim_opts()
+            },
+        )
+        .unwrap(),
+    );
+    let all = within(Duration::from_secs(60), {
+        let log = log.clone();
+        move || {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let log = log.clone();
+                    std::thread::spawn(move || {
+                        let mut mine = Vec::new();
+                        for i in 0..PER_THREAD {
+                            let p = payload(t * 1000 + i, 64 + (t as usize % 5) * 100);
+                            let before = log.stats().syncs;
+                            let lsn = if t % 2 == 0 {
+                                log.append_sync(t as u16, &p).unwrap()
+                            } else {
+                                let lsn = log.append(t as u16, &p).unwrap();
+                                log.wait_durable(lsn).unwrap();
+                                lsn
+                            };
+                            let waited = log.stats().syncs - before;
+                            assert!(log.durable_lsn() >= lsn);
+                            mine.push((lsn, p, waited));
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            join_sorted(handles)
+        }
+    });
+    let records = THREADS * PER_THREAD;
+    assert_eq!(all.len() as u64, records);
+    for (i, (lsn, _, _)) in all.iter().enumerate() {
+        assert_eq!(*lsn, i as u64 + 1, "LSNs are dense");
+    }
+    let read: Vec<_> = log.reader(1).unwrap().map(|r| r.unwrap()).collect();
+    assert_eq!(read.len() as u64, records);
+    for (r, (lsn, p, _)) in read.iter().zip(&all) {
+        assert_eq!((r.lsn, &r.payload), (*lsn, p));
+    }
+    let late: Vec<_> = all
+        .iter()
+        .filter(|(_, _, waited)| *waited > 3)
+        .map(|(lsn, _, waited)| (*lsn, *waited))
+        .collect();
+    let syncs = log.stats().syncs;
+    assert!(
+        late.is_empty(),
+        "{} of {records} waits saw more than 3 syncs end (LSN, syncs): {:?}; {syncs} syncs in all",
+        late.len(),
+        &late[..late.len().min(10)]
+    );
+    assert!(
+        syncs * 10 <= records,
+        "group commit: {records} records in {syncs} syncs"
+    );
+}
+
+#[test]
 fn appenders_that_wait_for_each_record_and_stop_at_different_times_never_hang() {
     // Threads in append_sync loops (the released ones keep the next batch open for each other),
     // each stopping after its own number of records, on a disk where one sync in four takes
