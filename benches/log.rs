@@ -22,6 +22,15 @@
 //!   so `(raw_write_fdatasync_64k + raw_wake_15threads) / 16` is the least time per record such
 //!   a design can take on the machine (`scripts/bench_report.py --goals` prints it beside the
 //!   goal as `floor16`).
+//! - `group_commit/bare_group_commit_4k_16threads`: the same workload as
+//!   `log_sync_4k_16threads`, run by a bare group commit written for it alone, without the
+//!   log: 16 threads each copy a 4,136-byte record (a log record's size) into one buffer under
+//!   a lock and sleep on a futex word; the 16th to arrive writes the batch to a preallocated
+//!   file and syncs it (the lock released meanwhile), then wakes them all. It has none of the
+//!   log's work (no CRC, LSNs, segments, failure latch, nor waiting for appenders that may not
+//!   come back: it knows all 16 will), so it shows what any group commit can reach for this
+//!   workload on the machine, measured right before the log in the same run
+//!   (`bench_report.py --goals` prints it as `bare16`, a ratio to `log_sync_4k` like the goal).
 //!
 //! Before each function the disk is settled (`support::settle`), and every function's files
 //! stay until the end of the run, so that no function pays for another's write-back or
@@ -193,12 +202,129 @@ fn raw_wake(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTi
     }
 }
 
+/// A bare group commit's state (see the module doc): the batch being gathered and where the
+/// next one goes in the file.
+struct Bare {
+    buf: Vec<u8>,
+    /// Records in `buf`.
+    n: usize,
+    offset: u64,
+    /// Batches still to take in this sample.
+    batches: u64,
+}
+
+const BARE_THREADS: usize = 16;
+
+fn bare_group_commit(
+    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+) -> TempDir {
+    let dir = bench_dir();
+    let path = dir.path().join("bare");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .expect("open bare file");
+    let chunk = vec![0u8; 1 << 20];
+    for i in 0..(FILE_SIZE >> 20) {
+        file.write_all_at(&chunk, i << 20).expect("prefill");
+    }
+    file.sync_all().expect("sync");
+    let file = Arc::new(file);
+    let state = Arc::new(Mutex::new(Bare {
+        buf: Vec::with_capacity(BARE_THREADS * 4136),
+        n: 0,
+        offset: 0,
+        batches: 0,
+    }));
+    let epoch = Arc::new(AtomicU32::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start_gate = Arc::new(Barrier::new(BARE_THREADS + 1));
+    let end_gate = Arc::new(Barrier::new(BARE_THREADS + 1));
+    let workers: Vec<_> = (0..BARE_THREADS)
+        .map(|_| {
+            let (file, state, epoch, stop) =
+                (file.clone(), state.clone(), epoch.clone(), stop.clone());
+            let (start_gate, end_gate) = (start_gate.clone(), end_gate.clone());
+            std::thread::spawn(move || {
+                let record = vec![0x5au8; 4136];
+                loop {
+                    start_gate.wait();
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    loop {
+                        let mut st = state.lock().expect("bare lock");
+                        if st.batches == 0 {
+                            break;
+                        }
+                        st.buf.extend_from_slice(&record);
+                        st.n += 1;
+                        if st.n < BARE_THREADS {
+                            let seen = epoch.load(Ordering::Acquire);
+                            drop(st);
+                            while epoch.load(Ordering::Acquire) == seen {
+                                atomic_wait::wait(&epoch, seen);
+                            }
+                            continue;
+                        }
+                        // The 16th: write and sync the batch, the lock released meanwhile
+                        // (nobody appends: the other 15 wait for this batch).
+                        let batch = std::mem::take(&mut st.buf);
+                        let offset = st.offset;
+                        st.offset = if offset + 2 * batch.len() as u64 > FILE_SIZE {
+                            0
+                        } else {
+                            offset + batch.len() as u64
+                        };
+                        drop(st);
+                        file.write_all_at(&batch, offset).expect("write");
+                        file.sync_data().expect("fdatasync");
+                        let mut st = state.lock().expect("bare lock");
+                        st.buf = batch;
+                        st.buf.clear();
+                        st.n = 0;
+                        st.batches -= 1;
+                        epoch.fetch_add(1, Ordering::Release);
+                        drop(st);
+                        atomic_wait::wake_all(&*epoch);
+                    }
+                    end_gate.wait();
+                }
+            })
+        })
+        .collect();
+    settle();
+    c.bench_function("bare_group_commit_4k_16threads", |b| {
+        b.iter_custom(|iters| {
+            // Whole batches: one more than `iters` / 16 records' worth when it does not divide.
+            let batches = iters.div_ceil(BARE_THREADS as u64);
+            state.lock().expect("bare lock").batches = batches;
+            let start = Instant::now();
+            start_gate.wait();
+            end_gate.wait();
+            let elapsed = start.elapsed();
+            // Reported per record, as the log's function is.
+            elapsed.mul_f64(iters as f64 / (batches * BARE_THREADS as u64) as f64)
+        })
+    });
+    stop.store(true, Ordering::Release);
+    start_gate.wait();
+    for w in workers {
+        w.join().expect("bare appender thread");
+    }
+    dir
+}
+
 fn group_commit(c: &mut Criterion) {
     let mut g = c.benchmark_group("group_commit");
     g.measurement_time(Duration::from_secs(8));
     let raw_64k = raw_write_fdatasync(&mut g, "raw_write_fdatasync_64k", 64 << 10);
     raw_wake(&mut g);
     g.sampling_mode(criterion::SamplingMode::Flat);
+    let bare = bare_group_commit(&mut g);
     let dir = bench_dir();
     let log =
         Arc::new(Log::open(StdFs::shared(), dir.path(), LogOptions::default()).expect("open log"));
@@ -258,7 +384,7 @@ fn group_commit(c: &mut Criterion) {
         w.join().expect("appender thread");
     }
     g.finish();
-    drop(raw_64k);
+    drop((raw_64k, bare));
 }
 
 criterion_group!(benches, log_append, group_commit);
