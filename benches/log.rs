@@ -24,7 +24,7 @@
 //!   goal as `floor16`).
 //! - `group_commit/bare_group_commit_4k_16threads`: the same workload as
 //!   `log_sync_4k_16threads`, run by a bare group commit written for it alone, without the
-//!   log: 16 threads each copy a 4,136-byte record (a log record's size) into one buffer under
+//!   log: 16 threads each copy a 4,136-byte record (a 4 KiB log record with its header) into one buffer under
 //!   a lock and sleep on a futex word; the 16th to arrive writes the batch to a preallocated
 //!   file and syncs it (the lock released meanwhile), then wakes them all. It has none of the
 //!   log's work (no CRC, LSNs, segments, failure latch, nor waiting for appenders that may not
@@ -43,6 +43,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use pagelog_log::format::RECORD_HEADER_LEN;
 use pagelog_log::fs::StdFs;
 use pagelog_log::{Log, LogOptions};
 use tempfile::TempDir;
@@ -214,6 +215,8 @@ struct Bare {
 }
 
 const BARE_THREADS: usize = 16;
+/// A 4 KiB log record's size on disk, header included.
+const BARE_RECORD: usize = 4096 + RECORD_HEADER_LEN;
 
 fn bare_group_commit(
     c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
@@ -234,7 +237,7 @@ fn bare_group_commit(
     file.sync_all().expect("sync");
     let file = Arc::new(file);
     let state = Arc::new(Mutex::new(Bare {
-        buf: Vec::with_capacity(BARE_THREADS * 4136),
+        buf: Vec::with_capacity(BARE_THREADS * BARE_RECORD),
         n: 0,
         offset: 0,
         batches: 0,
@@ -249,7 +252,7 @@ fn bare_group_commit(
                 (file.clone(), state.clone(), epoch.clone(), stop.clone());
             let (start_gate, end_gate) = (start_gate.clone(), end_gate.clone());
             std::thread::spawn(move || {
-                let record = vec![0x5au8; 4136];
+                let record = vec![0x5au8; BARE_RECORD];
                 loop {
                     start_gate.wait();
                     if stop.load(Ordering::Acquire) {
