@@ -24,12 +24,12 @@
 //!   goal as `floor16`).
 //! - `group_commit/bare_group_commit_4k_16threads`: the same workload as
 //!   `log_sync_4k_16threads`, run by a bare group commit written for it alone, without the
-//!   log: 16 threads each copy a 4,136-byte record (a 4 KiB log record with its header) into one buffer under
-//!   a lock and sleep on a futex word; the 16th to arrive writes the batch to a preallocated
-//!   file and syncs it (the lock released meanwhile), then wakes them all. It has none of the
-//!   log's work (no CRC, LSNs, segments, failure latch, nor waiting for appenders that may not
-//!   come back: it knows all 16 will), so it shows what any group commit can reach for this
-//!   workload on the machine, measured right before the log in the same run
+//!   log: 16 threads each copy a 4,136-byte record (a 4 KiB log record with its header) into
+//!   one buffer under a lock and sleep on a futex word; the 16th to arrive writes the batch to a
+//!   preallocated file and syncs it (the lock released meanwhile), then wakes them all. It has
+//!   none of the log's work (no CRC, LSNs, segments, failure latch, nor waiting for appenders
+//!   that may not come back: it knows all 16 will), so it shows what any group commit can reach
+//!   for this workload on the machine, measured right before the log in the same run
 //!   (`bench_report.py --goals` prints it as `bare16`, a ratio to `log_sync_4k` like the goal).
 //!
 //! Before each function the disk is settled (`support::settle`), and every function's files
