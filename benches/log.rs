@@ -53,25 +53,30 @@ use support::{bench_dir, settle};
 
 const FILE_SIZE: u64 = 64 << 20;
 
+/// A file of `FILE_SIZE` bytes in `dir`, written and synced: overwriting it allocates nothing.
+fn prefilled_file(dir: &TempDir, name: &str) -> std::fs::File {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.path().join(name))
+        .expect("open file");
+    let chunk = vec![0u8; 1 << 20];
+    for i in 0..(FILE_SIZE >> 20) {
+        file.write_all_at(&chunk, i << 20).expect("prefill");
+    }
+    file.sync_all().expect("sync");
+    file
+}
+
 fn raw_write_fdatasync(
     c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
     size: usize,
 ) -> TempDir {
     let dir = bench_dir();
-    let path = dir.path().join("raw");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .expect("open raw file");
-    let chunk = vec![0u8; 1 << 20];
-    for i in 0..(FILE_SIZE >> 20) {
-        file.write_all_at(&chunk, i << 20).expect("prefill");
-    }
-    file.sync_all().expect("sync");
+    let file = prefilled_file(&dir, "raw");
     let buf = vec![0x5au8; size];
     let mut offset = 0u64;
     settle();
@@ -222,20 +227,7 @@ fn bare_group_commit(
     c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
 ) -> TempDir {
     let dir = bench_dir();
-    let path = dir.path().join("bare");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .expect("open bare file");
-    let chunk = vec![0u8; 1 << 20];
-    for i in 0..(FILE_SIZE >> 20) {
-        file.write_all_at(&chunk, i << 20).expect("prefill");
-    }
-    file.sync_all().expect("sync");
-    let file = Arc::new(file);
+    let file = Arc::new(prefilled_file(&dir, "bare"));
     let state = Arc::new(Mutex::new(Bare {
         buf: Vec::with_capacity(BARE_THREADS * BARE_RECORD),
         n: 0,
