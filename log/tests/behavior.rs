@@ -55,6 +55,26 @@ fn spawn_waiters(
         .collect()
 }
 
+/// `written` (LSN, payload), sorted by LSN, holds LSNs 1, 2, ... with no gap, and the log reads
+/// back exactly those records from LSN 1.
+fn assert_dense_and_read_back<'a>(log: &Log, written: impl Iterator<Item = (u64, &'a [u8])>) {
+    let read: Vec<_> = log.reader(1).unwrap().map(|r| r.unwrap()).collect();
+    let mut n = 0;
+    for (i, (lsn, p)) in written.enumerate() {
+        assert_eq!(lsn, i as u64 + 1, "LSNs are dense");
+        let r = read
+            .get(i)
+            .unwrap_or_else(|| panic!("record {lsn} was not read back"));
+        assert_eq!((r.lsn, r.payload.as_slice()), (lsn, p));
+        n += 1;
+    }
+    assert_eq!(
+        read.len(),
+        n,
+        "the log reads back more records than were written"
+    );
+}
+
 fn payload(i: u64, len: usize) -> Vec<u8> {
     (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
 }
@@ -165,20 +185,13 @@ fn sixteen_threads_append_concurrently_with_group_commit() {
         .collect();
     let all = join_sorted(handles);
     assert_eq!(all.len(), 1600);
-    for (i, (lsn, _)) in all.iter().enumerate() {
-        assert_eq!(*lsn, i as u64 + 1, "LSNs are dense");
-    }
     let stats = log.stats();
     assert!(stats.segments > 1, "rolled over: {stats:?}");
     assert!(
         stats.syncs < 1600,
         "group commit shares syncs between appenders: {stats:?}"
     );
-    let read: Vec<_> = log.reader(1).unwrap().map(|r| r.unwrap()).collect();
-    assert_eq!(read.len(), 1600);
-    for (r, (lsn, p)) in read.iter().zip(&all) {
-        assert_eq!((r.lsn, &r.payload), (*lsn, p));
-    }
+    assert_dense_and_read_back(&log, all.iter().map(|(lsn, p)| (*lsn, p.as_slice())));
     // And after reopening from disk.
     let log = Arc::into_inner(log).unwrap();
     log.close().unwrap();
@@ -1445,14 +1458,7 @@ fn more_waiters_than_the_log_tracks_all_return_with_their_batch() {
     });
     let records = THREADS * PER_THREAD;
     assert_eq!(all.len() as u64, records);
-    for (i, (lsn, _, _)) in all.iter().enumerate() {
-        assert_eq!(*lsn, i as u64 + 1, "LSNs are dense");
-    }
-    let read: Vec<_> = log.reader(1).unwrap().map(|r| r.unwrap()).collect();
-    assert_eq!(read.len() as u64, records);
-    for (r, (lsn, p, _)) in read.iter().zip(&all) {
-        assert_eq!((r.lsn, &r.payload), (*lsn, p));
-    }
+    assert_dense_and_read_back(&log, all.iter().map(|(lsn, p, _)| (*lsn, p.as_slice())));
     let late: Vec<_> = all
         .iter()
         .filter(|(_, _, waited)| *waited > 3)
