@@ -212,8 +212,6 @@ fn raw_wake(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTi
 /// next one goes in the file.
 struct Bare {
     buf: Vec<u8>,
-    /// Records in `buf`.
-    n: usize,
     offset: u64,
     /// Batches still to take in this sample.
     batches: u64,
@@ -230,7 +228,6 @@ fn bare_group_commit(
     let file = Arc::new(prefilled_file(&dir, "bare"));
     let state = Arc::new(Mutex::new(Bare {
         buf: Vec::with_capacity(BARE_THREADS * BARE_RECORD),
-        n: 0,
         offset: 0,
         batches: 0,
     }));
@@ -256,8 +253,7 @@ fn bare_group_commit(
                             break;
                         }
                         st.buf.extend_from_slice(&record);
-                        st.n += 1;
-                        if st.n < BARE_THREADS {
+                        if st.buf.len() < BARE_THREADS * BARE_RECORD {
                             let seen = epoch.load(Ordering::Acquire);
                             drop(st);
                             while epoch.load(Ordering::Acquire) == seen {
@@ -280,7 +276,6 @@ fn bare_group_commit(
                         let mut st = state.lock().expect("bare lock");
                         st.buf = batch;
                         st.buf.clear();
-                        st.n = 0;
                         st.batches -= 1;
                         epoch.fetch_add(1, Ordering::Release);
                         drop(st);
