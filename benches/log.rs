@@ -208,6 +208,70 @@ fn raw_wake(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTi
     }
 }
 
+/// Threads that live for a whole benchmarked function (spawning them per sample would add
+/// thread start-up to the measured time) and run `work` once per sample, all together.
+struct Gang {
+    stop: Arc<AtomicBool>,
+    start_gate: Arc<Barrier>,
+    end_gate: Arc<Barrier>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Gang {
+    /// `threads` threads, each calling `work(thread_state)` once per [`Gang::sample`];
+    /// `thread_state` is made once per thread by `init`.
+    fn spawn<S: 'static>(
+        threads: usize,
+        init: impl Fn() -> S + Send + Sync + 'static,
+        work: impl Fn(&S) + Send + Sync + 'static,
+    ) -> Gang {
+        let stop = Arc::new(AtomicBool::new(false));
+        let start_gate = Arc::new(Barrier::new(threads + 1));
+        let end_gate = Arc::new(Barrier::new(threads + 1));
+        let (init, work) = (Arc::new(init), Arc::new(work));
+        let workers = (0..threads)
+            .map(|_| {
+                let (stop, start_gate, end_gate) =
+                    (stop.clone(), start_gate.clone(), end_gate.clone());
+                let (init, work) = (init.clone(), work.clone());
+                std::thread::spawn(move || {
+                    let state = init();
+                    loop {
+                        start_gate.wait();
+                        if stop.load(Ordering::Acquire) {
+                            return;
+                        }
+                        work(&state);
+                        end_gate.wait();
+                    }
+                })
+            })
+            .collect();
+        Gang {
+            stop,
+            start_gate,
+            end_gate,
+            workers,
+        }
+    }
+
+    /// Run one sample: release every thread, and return when the last is done.
+    fn sample(&self) -> Duration {
+        let start = Instant::now();
+        self.start_gate.wait();
+        self.end_gate.wait();
+        start.elapsed()
+    }
+
+    fn finish(self) {
+        self.stop.store(true, Ordering::Release);
+        self.start_gate.wait();
+        for w in self.workers {
+            w.join().expect("benchmark thread");
+        }
+    }
+}
+
 /// A bare group commit's state (see the module doc): the batch being gathered and where the
 /// next one goes in the file.
 struct Bare {
@@ -225,86 +289,62 @@ fn bare_group_commit(
     c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
 ) -> TempDir {
     let dir = bench_dir();
-    let file = Arc::new(prefilled_file(&dir, "bare"));
+    let file = prefilled_file(&dir, "bare");
     let state = Arc::new(Mutex::new(Bare {
         buf: Vec::with_capacity(BARE_THREADS * BARE_RECORD),
         offset: 0,
         batches: 0,
     }));
     let epoch = Arc::new(AtomicU32::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let start_gate = Arc::new(Barrier::new(BARE_THREADS + 1));
-    let end_gate = Arc::new(Barrier::new(BARE_THREADS + 1));
-    let workers: Vec<_> = (0..BARE_THREADS)
-        .map(|_| {
-            let (file, state, epoch, stop) =
-                (file.clone(), state.clone(), epoch.clone(), stop.clone());
-            let (start_gate, end_gate) = (start_gate.clone(), end_gate.clone());
-            std::thread::spawn(move || {
-                let record = vec![0x5au8; BARE_RECORD];
-                loop {
-                    start_gate.wait();
-                    if stop.load(Ordering::Acquire) {
-                        return;
-                    }
-                    loop {
-                        let mut st = state.lock().expect("bare lock");
-                        if st.batches == 0 {
-                            break;
-                        }
-                        st.buf.extend_from_slice(&record);
-                        if st.buf.len() < BARE_THREADS * BARE_RECORD {
-                            let seen = epoch.load(Ordering::Acquire);
-                            drop(st);
-                            while epoch.load(Ordering::Acquire) == seen {
-                                atomic_wait::wait(&epoch, seen);
-                            }
-                            continue;
-                        }
-                        // The 16th: write and sync the batch, the lock released meanwhile
-                        // (nobody appends: the other 15 wait for this batch).
-                        let batch = std::mem::take(&mut st.buf);
-                        let offset = st.offset;
-                        st.offset = if offset + 2 * batch.len() as u64 > FILE_SIZE {
-                            0
-                        } else {
-                            offset + batch.len() as u64
-                        };
-                        drop(st);
-                        file.write_all_at(&batch, offset).expect("write");
-                        file.sync_data().expect("fdatasync");
-                        let mut st = state.lock().expect("bare lock");
-                        st.buf = batch;
-                        st.buf.clear();
-                        st.batches -= 1;
-                        epoch.fetch_add(1, Ordering::Release);
-                        drop(st);
-                        atomic_wait::wake_all(&*epoch);
-                    }
-                    end_gate.wait();
+    let gang = Gang::spawn(BARE_THREADS, || vec![0x5au8; BARE_RECORD], {
+        let (state, epoch) = (state.clone(), epoch.clone());
+        move |record: &Vec<u8>| loop {
+            let mut st = state.lock().expect("bare lock");
+            if st.batches == 0 {
+                return;
+            }
+            st.buf.extend_from_slice(record);
+            if st.buf.len() < BARE_THREADS * BARE_RECORD {
+                let seen = epoch.load(Ordering::Acquire);
+                drop(st);
+                while epoch.load(Ordering::Acquire) == seen {
+                    atomic_wait::wait(&epoch, seen);
                 }
-            })
-        })
-        .collect();
+                continue;
+            }
+            // The 16th: write and sync the batch, the lock released meanwhile (nobody
+            // appends: the other 15 wait for this batch).
+            let batch = std::mem::take(&mut st.buf);
+            let offset = st.offset;
+            st.offset = if offset + 2 * batch.len() as u64 > FILE_SIZE {
+                0
+            } else {
+                offset + batch.len() as u64
+            };
+            drop(st);
+            file.write_all_at(&batch, offset).expect("write");
+            file.sync_data().expect("fdatasync");
+            let mut st = state.lock().expect("bare lock");
+            st.buf = batch;
+            st.buf.clear();
+            st.batches -= 1;
+            epoch.fetch_add(1, Ordering::Release);
+            drop(st);
+            atomic_wait::wake_all(&*epoch);
+        }
+    });
     settle();
     c.bench_function("bare_group_commit_4k_16threads", |b| {
         b.iter_custom(|iters| {
             // Whole batches: one more than `iters` / 16 records' worth when it does not divide.
             let batches = iters.div_ceil(BARE_THREADS as u64);
             state.lock().expect("bare lock").batches = batches;
-            let start = Instant::now();
-            start_gate.wait();
-            end_gate.wait();
-            let elapsed = start.elapsed();
+            let elapsed = gang.sample();
             // Reported per record, as the log's function is.
             elapsed.mul_f64(iters as f64 / (batches * BARE_THREADS as u64) as f64)
         })
     });
-    stop.store(true, Ordering::Release);
-    start_gate.wait();
-    for w in workers {
-        w.join().expect("bare appender thread");
-    }
+    gang.finish();
     dir
 }
 
@@ -318,43 +358,25 @@ fn group_commit(c: &mut Criterion) {
     let dir = bench_dir();
     let log =
         Arc::new(Log::open(StdFs::shared(), dir.path(), LogOptions::default()).expect("open log"));
-    // 16 appender threads live for the whole benchmark (spawning them per sample would add
-    // thread start-up to the measured time); each sample hands them `iters` records to append.
+    // Each sample hands the 16 appenders `iters` records to append.
     let remaining = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let start_gate = Arc::new(Barrier::new(17));
-    let end_gate = Arc::new(Barrier::new(17));
-    let workers: Vec<_> = (0..16)
-        .map(|_| {
-            let (log, remaining, stop) = (log.clone(), remaining.clone(), stop.clone());
-            let (start_gate, end_gate) = (start_gate.clone(), end_gate.clone());
-            std::thread::spawn(move || {
-                let payload = vec![0x5au8; 4096];
-                loop {
-                    start_gate.wait();
-                    if stop.load(Ordering::Acquire) {
-                        return;
-                    }
-                    while remaining
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1))
-                        .is_ok()
-                    {
-                        log.append_sync(0, &payload).expect("append");
-                    }
-                    end_gate.wait();
-                }
-            })
-        })
-        .collect();
+    let gang = Gang::spawn(16, || vec![0x5au8; 4096], {
+        let (log, remaining) = (log.clone(), remaining.clone());
+        move |payload: &Vec<u8>| {
+            while remaining
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1))
+                .is_ok()
+            {
+                log.append_sync(0, payload).expect("append");
+            }
+        }
+    });
     settle();
     let before = log.stats();
     g.bench_function("log_sync_4k_16threads", |b| {
         b.iter_custom(|iters| {
             remaining.store(iters, Ordering::Release);
-            let start = Instant::now();
-            start_gate.wait();
-            end_gate.wait();
-            let elapsed = start.elapsed();
+            let elapsed = gang.sample();
             let lsn = log.durable_lsn();
             log.truncate_prefix(lsn.saturating_sub(64))
                 .expect("truncate");
@@ -368,11 +390,7 @@ fn group_commit(c: &mut Criterion) {
         "log_sync_4k_16threads: {records} records in {syncs} fsyncs ({:.2} per fsync)",
         records as f64 / syncs.max(1) as f64
     );
-    stop.store(true, Ordering::Release);
-    start_gate.wait();
-    for w in workers {
-        w.join().expect("appender thread");
-    }
+    gang.finish();
     g.finish();
     drop((raw_64k, bare));
 }
