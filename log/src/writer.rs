@@ -21,7 +21,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -223,6 +223,10 @@ pub(crate) struct Shared {
     /// Wakes the guard (see [`Shared::guard`]) once every returning appender has appended.
     gather: Condvar,
     pub durable: AtomicU64,
+    /// Whether `State::returning` may be non-empty: a waiter whose record is already durable
+    /// takes the lock to count itself back only then (see [`Shared::sync_up_to`]). Set under
+    /// the lock whenever `returning` changes.
+    gathering: AtomicBool,
     io: Mutex<Io>,
     /// Every segment holding records, oldest first; the last is the active one. Held only
     /// briefly: a roll (on the commit path) and every reader's step take it.
@@ -366,6 +370,7 @@ impl Log {
             flush_cond: Condvar::new(),
             gather: Condvar::new(),
             durable: AtomicU64::new(next_lsn - 1),
+            gathering: AtomicBool::new(false),
             io: Mutex::new(Io { active, offset }),
             spare_seq: AtomicU64::new(spare_seq),
             segments: Mutex::new(segments),
@@ -665,13 +670,22 @@ impl Shared {
     /// for by the next batch as the waiters it releases are (see [`Shared::guard`]).
     fn sync_up_to(&self, lsn: Lsn, who: Waiter) -> Result<()> {
         if self.durable.load(Ordering::Acquire) >= lsn {
+            if who == Waiter::Appender && self.gathering.load(Ordering::Relaxed) {
+                // A thread the last batch released that waits again, for a record already
+                // durable, without appending, is back with nothing for the next batch (a gated
+                // reader waiting for the commit it read, say): the batch must not wait for it.
+                let mut st = self.state.lock();
+                self.returned(&mut st, false);
+            }
             return Ok(());
         }
         let mut st = self.state.lock();
         if who == Waiter::Appender {
             // A thread the last batch released that now waits without appending is back: it
-            // has nothing more for the next batch (nor must it guard a wait for itself).
-            self.returned(&mut st, true);
+            // has nothing more for the next batch (nor must it guard a wait for itself). It
+            // waits, and may lead, unless its record became durable meanwhile.
+            let will_wait = st.durable_lsn < lsn;
+            self.returned(&mut st, will_wait);
         }
         loop {
             if st.durable_lsn >= lsn {
@@ -790,10 +804,8 @@ impl Shared {
             st.spare = (batch, lens);
         }
         match res {
-            Ok(()) => {
-                st.durable_lsn = last;
-                self.durable.store(last, Ordering::Release);
-            }
+            // The watermark is published below, once the threads expected back are known.
+            Ok(()) => st.durable_lsn = last,
             Err(e) => {
                 tracing::error!(error = %e, durable_lsn = st.durable_lsn, "log write failed; latching");
                 st.failed = Some(e.to_string());
@@ -831,6 +843,10 @@ impl Shared {
         let now = std::time::Instant::now();
         st.gather_deadline = now + std::time::Duration::from_micros(st.last_sync_us);
         st.last_return = now;
+        // Stored before the watermark: a thread that sees its record durable sees whether it
+        // may be expected back (see `Shared::sync_up_to`).
+        self.note_gathering(st);
+        self.durable.store(last, Ordering::Release);
         self.batch_done[i].bump();
         self.batch_done[next].bump();
         // A list holds every sleeper of its slot, or is full: an empty one means nobody to wake.
@@ -895,6 +911,7 @@ impl Shared {
             // Nobody waits for the stragglers now (callers fail, or flush the rest).
             st.returning.clear();
         }
+        self.note_gathering(st);
         if st.guard_of == Some(of) {
             st.guard_of = None;
         }
@@ -912,11 +929,18 @@ impl Shared {
         if let Some(pos) = st.returning.iter().position(|t| *t == me) {
             st.returning.swap_remove(pos);
             st.last_return = std::time::Instant::now();
+            self.note_gathering(st);
             if st.returning.is_empty() && st.guard_of == Some(st.returning_from) && !will_wait {
                 // A guard of an earlier batch may still be waiting beside this one.
                 self.gather.notify_all();
             }
         }
+    }
+
+    /// Record in [`Shared::gathering`] whether any thread is expected back (under the lock).
+    fn note_gathering(&self, st: &State) {
+        self.gathering
+            .store(!st.returning.is_empty(), Ordering::Relaxed);
     }
 
     /// Write a batch of encoded records, `batch` followed by `direct` (one write per segment

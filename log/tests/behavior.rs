@@ -1333,6 +1333,56 @@ fn a_leader_that_woke_nobody_does_not_delay_the_next_sync() {
 }
 
 #[test]
+fn a_released_waiter_whose_next_wait_finds_its_record_durable_does_not_delay_the_next_sync() {
+    // A and B wait in one batch (400 ms). Released, A waits again for an LSN that is already
+    // durable (as a gated reader does for the commit it read) and appends nothing more; B
+    // appends 30 ms later and waits. B leads at once: A is back, with nothing to add. (When
+    // A's wait returned without counting it back, B waited up to a quarter of a sync more,
+    // for A.)
+    let fs = slow_sim(13, Duration::from_millis(400));
+    let log = Arc::new(Log::open(fs, Path::new(DIR), sim_opts()).unwrap());
+    let first = {
+        let log = log.clone();
+        std::thread::spawn(move || log.append_sync(0, b"first").unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    // Appended while the first sync runs, both wait for the second batch.
+    let waiter = |name: &'static [u8], then: fn(&Log, u64) -> Duration| {
+        let log = log.clone();
+        let lsn = log.append(0, name).unwrap();
+        std::thread::spawn(move || {
+            log.wait_durable(lsn).unwrap();
+            then(&log, lsn)
+        })
+    };
+    let a = waiter(b"a", |log, lsn| {
+        let started = std::time::Instant::now();
+        log.wait_durable(lsn).unwrap();
+        started.elapsed()
+    });
+    let b = waiter(b"b", |log, _| {
+        std::thread::sleep(Duration::from_millis(30));
+        let started = std::time::Instant::now();
+        log.append_sync(0, b"b again").unwrap();
+        started.elapsed()
+    });
+    first.join().unwrap();
+    let a_waited = a.join().unwrap();
+    let b_waited = b.join().unwrap();
+    assert!(
+        a_waited < Duration::from_millis(50),
+        "A's second wait took {a_waited:?}"
+    );
+    assert_eq!((log.last_lsn(), log.durable_lsn()), (4, 4));
+    assert_eq!(log.stats().syncs, 3);
+    // 400 ms for its own sync; 70 ms more if it waited a quarter of a sync for A.
+    assert!(
+        b_waited < Duration::from_millis(450),
+        "B's append took {b_waited:?}"
+    );
+}
+
+#[test]
 fn a_batch_does_not_wait_for_the_flusher_to_append() {
     // One thread appends (waking the background flusher) and then waits for each record, on a
     // disk whose syncs take 30 ms: the flusher's 1 ms delay ends during the sync, so it waits
