@@ -12,6 +12,9 @@
 //! - a last segment whose header is invalid and that holds no valid record is a roll that
 //!   crashed before it was durable: it is removed.
 //!
+//! - what it found is synced (the last segment's data, then the directory) before the log
+//!   calls it durable: a killed process may have left records in the page cache unsynced.
+//!
 //! Every step is idempotent, so a crash during recovery is recovered by recovering again.
 
 use std::path::Path;
@@ -89,9 +92,10 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
         let header = match header {
             Ok(h) if h.first_lsn == *first => h,
             Ok(_) | Err(_) => {
-                let problem = header
-                    .err()
-                    .unwrap_or(crate::format::HeaderProblem::BadChecksum);
+                let problem = match header {
+                    Ok(h) => crate::format::HeaderProblem::NameMismatch(h.first_lsn),
+                    Err(p) => p,
+                };
                 let is_last = i + 1 == firsts.len();
                 // A roll that crashed before its header and directory entry were durable.
                 // Never acknowledged anything, unless records in it check out.
@@ -197,6 +201,18 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
         end = scan.end;
         report.last_lsn = scan.last_lsn;
     }
+    // What recovery found may never have been synced: a process killed between a write and
+    // its sync leaves records (and a rolled segment's directory entry) in the page cache,
+    // readable but not durable. The log is about to call them durable (its durable LSN starts
+    // at the last of them), so make them so: the last segment's data (a segment followed by
+    // another was synced before that one was created) and then the directory's entries.
+    if let Some(last) = segments.last() {
+        last.file
+            .sync_data()
+            .map_err(|e| LogError::io(format!("syncing {}", last.path.display()), e))?;
+    }
+    fs.sync_dir(dir)
+        .map_err(|e| LogError::io(format!("syncing {}", dir.display()), e))?;
     report.segments = segments.len();
     report.first_lsn = segments
         .first()

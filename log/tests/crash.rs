@@ -18,7 +18,11 @@
 //! (`PAGELOG_CONCURRENT_CRASH_CASES`, default 300; the same `PAGELOG_SEED` +
 //! `PAGELOG_CRASH_POINT` rerun one case's workload and fault, though not its interleaving):
 //! every record a thread saw acknowledged must survive the crash.
-//! Both tests start at seed `PAGELOG_SEED_BASE` (default 0).
+//! A third test kills the workload's process at a crash point without cutting the power (its
+//! unsynced writes stay in the page cache), lets a second process recover, append and wait, then
+//! cuts the power: what the second process's recovery read, and every acknowledged record, must
+//! survive (`PAGELOG_KILL_CRASH_CASES`, default 1,200).
+//! All three tests start at seed `PAGELOG_SEED_BASE` (default 0).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -428,4 +432,118 @@ fn concurrent_appenders_lose_no_acknowledged_record_across_power_cuts() {
         threads * per_thread * 3
     };
     run_crash_cases(plan, ops, check_concurrent_case);
+}
+
+/// One kill case: the workload's process stops at disk operation `point` and is killed
+/// (SIGKILL: the machine stays up, so what it wrote and never synced is still in the page
+/// cache); a second process opens the log, reads it, appends and waits for some records; the
+/// power fails at a random point of the second process's life; the log recovers.
+///
+/// Everything the second process's recovery found counts as durable to it (`durable_lsn`
+/// says so, and a wait for it returns at once), so it must survive the power cut, as must
+/// every record either process saw acknowledged. (Before recovery synced what it found,
+/// records the killed process had written but not synced were lost after being reported
+/// durable, and a later record's synced hint could make the log refuse to open.)
+fn check_kill_case(seed: u64, point: u64) -> Result<(), String> {
+    let w = workload(seed);
+    let fs = SimFs::new(SimFsConfig {
+        seed,
+        power_cut_after_ops: Some(point),
+        ..Default::default()
+    });
+    let first = run(&fs, &w);
+    fs.kill_process();
+
+    let mut rng = SmallRng::seed_from_u64(seed ^ point.rotate_left(32) ^ 0x4b11);
+    fs.set_power_cut_after(Some(rng.random_range(0..80)));
+    // What the second process read at open, and what it appended: LSN -> (kind, payload).
+    let mut seen: Option<Vec<(Lsn, u16, Vec<u8>)>> = None;
+    let mut second: BTreeMap<Lsn, (u16, Vec<u8>)> = BTreeMap::new();
+    let mut acked = first.acked;
+    if let Ok(log) = Log::open(fs.shared(), Path::new(DIR), w.opts.clone()) {
+        let recs = read_all(&log)?;
+        let last = recs.last().map(|r| r.0).unwrap_or(log.first_lsn() - 1);
+        if log.durable_lsn() != last || log.last_lsn() != last {
+            return Err(format!(
+                "after the kill, recovery read up to {last} but says durable {} last {}",
+                log.durable_lsn(),
+                log.last_lsn()
+            ));
+        }
+        acked = acked.max(last);
+        seen = Some(recs);
+        for i in 0..6u8 {
+            let mut p = vec![0u8; rng.random_range(0..2000)];
+            rng.fill_bytes(&mut p);
+            let expect = log.last_lsn() + 1;
+            second.insert(expect, (7, p.clone()));
+            let res = if i % 2 == 0 {
+                log.append_sync(7, &p).map(|lsn| acked = acked.max(lsn))
+            } else {
+                log.append(7, &p).map(|_| ())
+            };
+            if res.is_err() {
+                break;
+            }
+        }
+        std::mem::forget(log);
+    }
+    fs.crash();
+
+    let recs = recover(&fs, &w)?;
+    for pair in recs.windows(2) {
+        if pair[1].0 != pair[0].0 + 1 {
+            return Err(format!("gap between LSN {} and {}", pair[0].0, pair[1].0));
+        }
+    }
+    let seen_last = seen.as_ref().map(|s| s.last().map(|r| r.0).unwrap_or(0));
+    for (lsn, kind, payload) in &recs {
+        let expected = match (&seen, seen_last) {
+            (Some(s), Some(sl)) if *lsn <= sl => s
+                .iter()
+                .find(|r| r.0 == *lsn)
+                .map(|r| (&r.1, &r.2))
+                .or_else(|| first.attempted.get(lsn).map(|(k, p)| (k, p))),
+            (Some(_), Some(_)) => second.get(lsn).map(|(k, p)| (k, p)),
+            _ => first.attempted.get(lsn).map(|(k, p)| (k, p)),
+        };
+        if expected != Some((kind, payload)) {
+            return Err(format!(
+                "record {lsn} is not the one appended at that LSN (seen by the second process up to {seen_last:?})"
+            ));
+        }
+    }
+    let last = recs.last().map(|r| r.0).unwrap_or(0);
+    if last < acked {
+        return Err(format!(
+            "LSN {acked} was durable to a process and is lost after the power cut: recovered up to {last} (the second process had read up to {seen_last:?})"
+        ));
+    }
+    if let Some(f) = recs.first().map(|r| r.0)
+        && f > first.truncated_upto + 1
+    {
+        return Err(format!(
+            "records before {f} are gone but truncation only asked for {}",
+            first.truncated_upto
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_killed_process_then_a_power_cut_loses_nothing_recovery_called_durable() {
+    let plan = CrashPlan {
+        cases_env: "PAGELOG_KILL_CRASH_CASES",
+        cases: 1200,
+        points_per_seed: 20,
+    };
+    let ops = |seed| {
+        let probe = SimFs::new(SimFsConfig {
+            seed,
+            ..Default::default()
+        });
+        run(&probe, &workload(seed));
+        probe.op_count()
+    };
+    run_crash_cases(plan, ops, check_kill_case);
 }

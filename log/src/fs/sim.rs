@@ -12,6 +12,9 @@
 //! each directory keeps a random prefix of its pending entry operations. Open handles from before
 //! the crash become stale and fail.
 //!
+//! [`SimFs::kill_process`] ends the process without a power cut: handles go stale, unsynced
+//! writes stay readable (the page cache) and pending, so a later crash can still lose them.
+//!
 //! Fault injection: the N-th sync fails with `EIO` (and, as on Linux, the data it was meant to
 //! flush is silently dropped from the pending set: a later successful sync does not make it
 //! durable); writes fail with `ENOSPC` once a capacity is exceeded. Sync calls are counted per
@@ -372,6 +375,21 @@ impl SimFs {
         self.state.lock().crash()
     }
 
+    /// Simulate the process using this disk being killed (SIGKILL), the machine staying up:
+    /// its open handles become stale and its locks are released, but nothing is lost. What it
+    /// wrote stays readable, and what it had not synced stays pending, so a later
+    /// [`SimFs::crash`] may still drop or tear it. A power cut scheduled with
+    /// [`SimFsConfig::power_cut_after_ops`] and followed by this call stops the process at
+    /// that operation: the operations it then attempted failed and changed nothing.
+    pub fn kill_process(&self) {
+        let mut s = self.state.lock();
+        s.generation += 1;
+        s.powered_off = false;
+        s.config.power_cut_after_ops = None;
+        s.config.fail_sync_at = None;
+        s.locks.clear();
+    }
+
     /// Mutating operations so far (the unit of [`SimFsConfig::power_cut_after_ops`]).
     pub fn op_count(&self) -> u64 {
         self.state.lock().ops
@@ -453,7 +471,9 @@ impl SimFile {
     ) -> io::Result<T> {
         let mut s = self.state.lock();
         if s.generation != self.generation {
-            return Err(eio("stale handle: the simulated machine crashed"));
+            return Err(eio(
+                "stale handle: the simulated machine crashed or its process was killed",
+            ));
         }
         if mutate {
             if self.read_only {
