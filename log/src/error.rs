@@ -82,6 +82,13 @@ pub enum LogError {
         /// Last LSN appended.
         last: Lsn,
     },
+    /// Every LSN the format allows has been used: a segment cannot start above
+    /// [`crate::format::MAX_FIRST_LSN`] (2^63), so neither can a record.
+    #[error("the log has used every LSN its format allows: the next would be {next}, above 2^63")]
+    LsnExhausted {
+        /// The LSN the refused record would have had.
+        next: Lsn,
+    },
     /// The log was closed.
     #[error("the log is closed")]
     Closed,

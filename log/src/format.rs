@@ -47,6 +47,8 @@ pub enum HeaderProblem {
     UnsupportedVersion(u32),
     /// A first LSN of 0 or above [`MAX_FIRST_LSN`].
     BadFirstLsn(Lsn),
+    /// A valid header whose first LSN (given) is not the one the file's name says.
+    NameMismatch(Lsn),
 }
 
 /// Little-endian u16 at `at` (the caller checked the length).

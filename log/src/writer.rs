@@ -315,6 +315,19 @@ impl Log {
         let (active, offset) = match segments.last() {
             Some(s) => (s.clone(), rec.end),
             None => {
+                // Spare files without a segment beside them belong to no log (its segments
+                // were removed by hand): their stale records could carry any LSN, and in the
+                // first segment those above the new records would look like evidence that a
+                // torn tail had been synced. Start from fresh files.
+                if !recycled.is_empty() {
+                    for p in recycled.drain(..) {
+                        tracing::warn!(file = %p.display(), "removing a spare segment left without a log");
+                        fs.remove(&p)
+                            .map_err(|e| LogError::io(format!("removing {}", p.display()), e))?;
+                    }
+                    fs.sync_dir(dir)
+                        .map_err(|e| LogError::io(format!("syncing {}", dir.display()), e))?;
+                }
                 // Opening is not on the commit path: preallocate the first segment here.
                 let seg = create_segment(
                     &fs,
@@ -460,6 +473,7 @@ impl Log {
             st = s.state.lock();
             forget_sleeper(&mut st.sleeping[i], me);
         }
+        check_lsn_space(&st)?;
         // This is an append: if this thread is one the last batch released, it is back (and
         // leads at once).
         s.returned(&mut st, true);
@@ -489,6 +503,7 @@ impl Log {
             s.sync_up_to(last, Waiter::Appender)?;
             st = s.state.lock();
         }
+        check_lsn_space(&st)?;
         let lsn = st.next_lsn;
         st.next_lsn += 1;
         let header = match &crc {
@@ -548,12 +563,7 @@ impl Log {
 
     /// First LSN the log still holds.
     pub fn first_lsn(&self) -> Lsn {
-        self.shared
-            .segments
-            .lock()
-            .first()
-            .map(|s| s.header.first_lsn)
-            .unwrap_or(1)
+        self.shared.first_lsn()
     }
 
     /// The database id written in every segment.
@@ -597,6 +607,9 @@ impl Log {
 
     /// Read durable records from `from` on. The reader stops at the durable LSN as it is when
     /// each record is requested (so it follows the log as it grows).
+    ///
+    /// A reader shares the log's state, the directory's lock included: it can read on after
+    /// [`Log::close`], and the directory cannot be opened again until it is dropped too.
     pub fn reader(&self, from: Lsn) -> Result<LogReader> {
         LogReader::new(self.shared.clone(), from)
     }
@@ -616,14 +629,23 @@ impl Log {
         self.shared.truncate_prefix(upto)
     }
 
-    /// Flush what was appended, stop the flusher, and close.
+    /// Flush what was appended, stop the flusher, and close. Fails if anything appended could
+    /// not be made durable: with the flush's error, or, once the log has latched a failure
+    /// with records appended after its durable LSN, with [`LogError::Latched`].
     pub fn close(mut self) -> Result<()> {
         self.shutdown()
     }
 
     fn shutdown(&mut self) -> Result<()> {
-        let failed = self.shared.state.lock().failed.is_some();
-        let res = if failed { Ok(()) } else { self.flush() };
+        let latched_with_pending = {
+            let st = self.shared.state.lock();
+            latched(&st).map(|e| (e, st.next_lsn - 1 > st.durable_lsn))
+        };
+        let res = match latched_with_pending {
+            Some((e, true)) => Err(e),
+            Some((_, false)) => Ok(()),
+            None => self.flush(),
+        };
         {
             let mut st = self.shared.state.lock();
             st.closed = true;
@@ -647,6 +669,15 @@ impl Drop for Log {
 }
 
 impl Shared {
+    /// The first LSN the log holds (takes the segments lock).
+    fn first_lsn(&self) -> Lsn {
+        self.segments
+            .lock()
+            .first()
+            .map(|s| s.header.first_lsn)
+            .unwrap_or(1)
+    }
+
     fn wake_all(&self) {
         for slot in &self.batch_done {
             slot.bump();
@@ -695,10 +726,11 @@ impl Shared {
                 return Err(e);
             }
             if lsn >= st.next_lsn {
+                drop(st);
                 return Err(LogError::LsnOutOfRange {
                     lsn,
-                    first: 1,
-                    last: st.next_lsn - 1,
+                    first: self.first_lsn(),
+                    last: self.state.lock().next_lsn - 1,
                 });
             }
             if !st.leading && !st.returning.is_empty() && st.guard_of != Some(st.returning_from) {
@@ -1318,6 +1350,14 @@ struct Direct<'a> {
     kind: u16,
     crc: PayloadCrc,
     payload: &'a [u8],
+}
+
+/// Refuse a record whose LSN no segment could start at (see [`LogError::LsnExhausted`]).
+fn check_lsn_space(st: &State) -> Result<()> {
+    if st.next_lsn > crate::format::MAX_FIRST_LSN {
+        return Err(LogError::LsnExhausted { next: st.next_lsn });
+    }
+    Ok(())
 }
 
 /// The error every caller gets once the log has latched a failure.

@@ -114,8 +114,13 @@ fn failed_fsync_latches_wakes_waiters_and_acknowledges_nothing_more() {
         log.wait_durable(a).is_ok(),
         "what was durable stays durable"
     );
+    // Closing says that what was appended is not durable.
     let log = Arc::into_inner(log).unwrap();
-    drop(log);
+    let err = log.close().unwrap_err();
+    assert!(
+        matches!(err, LogError::Latched { durable_lsn, .. } if durable_lsn == a),
+        "{err}"
+    );
     // After a crash and reopen, the log holds `a` and continues; the unsynced records may or
     // may not be there, but the next LSN follows whatever is.
     fs.crash();
@@ -533,7 +538,16 @@ fn a_second_owner_and_a_foreign_log_are_refused() {
     assert!(err.to_string().contains("locked by pid"), "{err}");
     let id = log.database_id();
     log.append_sync(0, b"x").unwrap();
-    drop(log);
+    // A reader keeps the directory locked after close, and the refusal says it is this
+    // process's own handle.
+    let reader = log.reader(1).unwrap();
+    log.close().unwrap();
+    let err = Log::open(StdFs::shared(), dir.path(), LogOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("(this process:"), "{err}");
+    assert_eq!(
+        reader.map(|r| r.unwrap().payload).collect::<Vec<_>>(),
+        [b"x"]
+    );
     let err = Log::open(
         StdFs::shared(),
         dir.path(),
@@ -567,6 +581,33 @@ fn bad_segment_header_with_records_is_an_error_but_an_empty_torn_roll_is_removed
     fs.corrupt(&seg, 20, b"\x00\x01").unwrap();
     let err = Log::open(fs.shared(), Path::new(DIR), sim_opts()).unwrap_err();
     assert!(matches!(err, LogError::BadSegmentHeader { .. }), "{err}");
+}
+
+#[test]
+fn a_segment_renamed_to_another_lsn_is_named_as_such() {
+    let fs = SimFs::default();
+    let dir = Path::new(DIR);
+    let log = Log::open(fs.shared(), dir, sim_opts()).unwrap();
+    for i in 0..10 {
+        log.append_sync(0, &payload(i, 50)).unwrap();
+    }
+    log.close().unwrap();
+    fs.rename(
+        &dir.join("00000000000000000001.seg"),
+        &dir.join("00000000000000000003.seg"),
+    )
+    .unwrap();
+    let err = Log::open(fs.shared(), dir, sim_opts()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LogError::BadSegmentHeader {
+                problem: pagelog_log::format::HeaderProblem::NameMismatch(1),
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 /// Found by the `log_segment` fuzz target: a checksum-valid segment header with first LSN 0
@@ -869,6 +910,29 @@ fn oversized_records_and_bad_lsns_are_refused() {
         matches!(err, LogError::LsnOutOfRange { lsn: 5, .. }),
         "{err}"
     );
+    // The range it names starts where the log does.
+    let other = Log::open(
+        fs.shared(),
+        Path::new("/from100"),
+        LogOptions {
+            first_lsn: 100,
+            ..sim_opts()
+        },
+    )
+    .unwrap();
+    other.append_sync(0, b"x").unwrap();
+    let err = other.wait_durable(200).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LogError::LsnOutOfRange {
+                lsn: 200,
+                first: 100,
+                last: 100
+            }
+        ),
+        "{err}"
+    );
     assert!(matches!(log.reader(7), Err(LogError::LsnOutOfRange { .. })));
     assert!(matches!(
         Log::open(
@@ -881,6 +945,88 @@ fn oversized_records_and_bad_lsns_are_refused() {
         ),
         Err(LogError::LsnOutOfRange { .. })
     ));
+}
+
+#[test]
+fn lsns_end_at_two_to_the_63_with_a_typed_error_and_the_log_still_opens() {
+    // No segment can start above 2^63 (the format's limit), so no record may have a higher
+    // LSN. (A roll to a segment above it used to write a file that opening then refused.)
+    let fs = SimFs::default();
+    let max = pagelog_log::format::MAX_FIRST_LSN;
+    let opts = LogOptions {
+        first_lsn: max - 1,
+        ..sim_opts()
+    };
+    let log = Log::open(fs.shared(), Path::new(DIR), opts.clone()).unwrap();
+    assert_eq!(log.append_sync(0, &[1u8; 3000]).unwrap(), max - 1);
+    // 3,000 bytes more do not fit in the 4 KiB segment: this record starts the segment 2^63.
+    assert_eq!(log.append_sync(0, &[2u8; 3000]).unwrap(), max);
+    assert_eq!(log.stats().segments, 2);
+    for err in [
+        log.append_sync(0, b"too far").unwrap_err(),
+        log.append(0, b"too far").unwrap_err(),
+        log.append_sync(0, &vec![3u8; 300 << 10]).unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, LogError::LsnExhausted { next } if next == max + 1),
+            "{err}"
+        );
+    }
+    log.close().unwrap();
+    let log = Log::open(fs.shared(), Path::new(DIR), opts).unwrap();
+    assert_eq!(log.last_lsn(), max);
+    let recs: Vec<_> = log.reader(max - 1).unwrap().map(|r| r.unwrap()).collect();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[1].payload, [2u8; 3000]);
+}
+
+#[test]
+fn spare_files_left_without_segments_are_not_reused_by_a_new_log() {
+    // A log with spare (recycled) segments whose segments were removed by hand: the spares
+    // hold old records with higher LSNs than a new log's first ones. Reused as the new first
+    // segment, they made the new log refuse to reopen ("shows record 4 had been synced").
+    let fs = SimFs::default();
+    let opts = LogOptions {
+        segment_size: 512,
+        recycle: 4,
+        ..sim_opts()
+    };
+    let dir = Path::new(DIR);
+    let log = Log::open(fs.shared(), dir, opts.clone()).unwrap();
+    for i in 0..30 {
+        log.append_sync(0, &payload(i, 100)).unwrap();
+    }
+    log.truncate_prefix(25).unwrap();
+    let spares = log.stats().spare_segments;
+    assert!(spares >= 2, "{spares} spares");
+    log.close().unwrap();
+    let names = fs.list(dir).unwrap();
+    for n in names
+        .iter()
+        .filter(|n| !n.starts_with("recycle-") && n.ends_with(".seg"))
+    {
+        fs.remove(&dir.join(n)).unwrap();
+    }
+    fs.sync_dir(dir).unwrap();
+
+    let log = Log::open(fs.shared(), dir, opts.clone()).unwrap();
+    assert_eq!(log.stats().spare_segments, 0);
+    for i in 0..3 {
+        log.append_sync(0, &payload(100 + i, 100)).unwrap();
+    }
+    log.close().unwrap();
+    let log = Log::open(fs.shared(), dir, opts).unwrap();
+    let recs: Vec<_> = log.reader(1).unwrap().map(|r| r.unwrap().payload).collect();
+    assert_eq!(
+        recs,
+        (0..3).map(|i| payload(100 + i, 100)).collect::<Vec<_>>()
+    );
+    assert!(
+        !fs.list(dir)
+            .unwrap()
+            .iter()
+            .any(|n| n.starts_with("recycle-"))
+    );
 }
 
 #[test]

@@ -190,6 +190,11 @@ impl Fs for StdFs {
                 let owner = owner.trim();
                 let who = if owner.is_empty() {
                     "another process".to_string()
+                } else if owner == lock_owner() {
+                    format!(
+                        "{owner} (this process: an earlier handle on the same directory, such \
+                         as a log or a reader of it, has not been dropped yet)"
+                    )
                 } else {
                     owner.to_string()
                 };
@@ -202,13 +207,7 @@ impl Fs for StdFs {
         }
         // Record who holds the lock so that a refused opener can name the owner.
         file.set_len(0)?;
-        let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        write!(
-            file,
-            "pid {} on host {}",
-            std::process::id(),
-            host.trim().trim_end_matches('\n')
-        )?;
+        write!(file, "{}", lock_owner())?;
         Ok(Box::new(StdLock {
             _file: file,
             path: path.to_path_buf(),
@@ -234,6 +233,12 @@ impl Fs for StdFs {
             Ok(None)
         }
     }
+}
+
+/// How a lock file names its owner: `pid P on host H`.
+fn lock_owner() -> String {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("pid {} on host {}", std::process::id(), host.trim())
 }
 
 #[cfg(target_os = "linux")]
