@@ -146,6 +146,17 @@ const PRECOMPUTED_CRC_BYTES: usize = 64 << 10;
 /// appended again (see [`Shared::guard`]); more are not waited for.
 const MAX_TRACKED_WAITERS: usize = 64;
 
+thread_local! {
+    /// The log (see [`Shared::id`]) whose last batch may count this thread among the threads
+    /// it expects back (`State::returning`), set when the thread joins a batch's sleepers or
+    /// leads one, cleared when it counts itself back; 0 for none. A wait that finds its record
+    /// already durable takes the lock to count itself back only when this names its log, so
+    /// that readers waiting for durable LSNs (a gated reader's output gate) do not contend
+    /// for the lock. A stale value costs one needless lock, a missing one at most a quarter of
+    /// a sync of waiting (see [`Shared::guard`]).
+    static MAYBE_BACK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Largest batch buffer kept for reuse (bigger ones, from huge records, are freed).
 const MAX_SPARE_BYTES: usize = 8 << 20;
 
@@ -669,6 +680,11 @@ impl Drop for Log {
 }
 
 impl Shared {
+    /// This log's identity for [`MAYBE_BACK`]: its address, never 0, unique while it lives.
+    fn id(&self) -> usize {
+        self as *const Shared as usize
+    }
+
     /// The first LSN the log holds (takes the segments lock).
     fn first_lsn(&self) -> Lsn {
         self.segments
@@ -701,7 +717,10 @@ impl Shared {
     /// for by the next batch as the waiters it releases are (see [`Shared::guard`]).
     fn sync_up_to(&self, lsn: Lsn, who: Waiter) -> Result<()> {
         if self.durable.load(Ordering::Acquire) >= lsn {
-            if who == Waiter::Appender && self.gathering.load(Ordering::Relaxed) {
+            if who == Waiter::Appender
+                && self.gathering.load(Ordering::Relaxed)
+                && MAYBE_BACK.get() == self.id()
+            {
                 // A thread the last batch released that waits again, for a record already
                 // durable, without appending, is back with nothing for the next batch (a gated
                 // reader waiting for the commit it read, say): the batch must not wait for it.
@@ -715,7 +734,7 @@ impl Shared {
             // A thread the last batch released that now waits without appending is back: it
             // has nothing more for the next batch (nor must it guard a wait for itself). It
             // waits, and may lead, unless its record became durable meanwhile.
-            let will_wait = st.durable_lsn < lsn;
+            let will_wait = st.durable_lsn < lsn && lsn < st.next_lsn && latched(&st).is_none();
             self.returned(&mut st, will_wait);
         }
         loop {
@@ -726,11 +745,13 @@ impl Shared {
                 return Err(e);
             }
             if lsn >= st.next_lsn {
+                let last = st.next_lsn - 1;
+                // The segments lock is never taken inside the state lock.
                 drop(st);
                 return Err(LogError::LsnOutOfRange {
                     lsn,
                     first: self.first_lsn(),
-                    last: self.state.lock().next_lsn - 1,
+                    last,
                 });
             }
             if !st.leading && !st.returning.is_empty() && st.guard_of != Some(st.returning_from) {
@@ -777,6 +798,8 @@ impl Shared {
         let sleeping = &mut st.sleeping[i];
         if sleeping.len() < MAX_TRACKED_WAITERS && !sleeping.contains(&me) {
             sleeping.push(me);
+            // Its batch will count it among the threads expected back.
+            MAYBE_BACK.set(self.id());
         }
         let slot = &self.batch_done[i];
         let epoch = slot.epoch();
@@ -868,6 +891,7 @@ impl Shared {
             let me = std::thread::current().id();
             if !state.returning.contains(&me) {
                 state.returning.push(me);
+                MAYBE_BACK.set(self.id());
             }
         }
         // They are waited for while they keep coming back, up to one sync's time in all, and
@@ -954,6 +978,9 @@ impl Shared {
     /// its record, so it leads), the guard is left asleep until its deadline, off the path of
     /// the next batch; otherwise the guard is woken to lead.
     fn returned(&self, st: &mut State, will_wait: bool) {
+        if MAYBE_BACK.get() == self.id() {
+            MAYBE_BACK.set(0);
+        }
         if st.returning.is_empty() {
             return;
         }

@@ -239,6 +239,8 @@ impl Fs for StdFs {
 fn lock_owner() -> String {
     let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     format!("pid {} on host {}", std::process::id(), host.trim())
+        .trim_end()
+        .to_string()
 }
 
 #[cfg(target_os = "linux")]
