@@ -178,36 +178,13 @@ fn check_case(seed: u64, crash_point: u64) -> Result<(), String> {
     fs.crash();
 
     let recs = recover(&fs, &w)?;
-    // Gap-free, byte-identical, within T.
-    for pair in recs.windows(2) {
-        if pair[1].0 != pair[0].0 + 1 {
-            return Err(format!("gap between LSN {} and {}", pair[0].0, pair[1].0));
-        }
-    }
-    for (lsn, kind, payload) in &recs {
-        match out.attempted.get(lsn) {
-            Some((k, p)) if k == kind && p == payload => {}
-            Some(_) => return Err(format!("record {lsn} differs from what was appended")),
-            None => return Err(format!("record {lsn} was never appended")),
-        }
-    }
-    // A ⊆ R (except what truncation may have dropped).
-    let first = recs.first().map(|r| r.0);
-    let last = recs.last().map(|r| r.0).unwrap_or(0);
-    if last < out.acked {
-        return Err(format!(
-            "acknowledged LSN {} lost: recovered up to {last}",
-            out.acked
-        ));
-    }
-    if let Some(first) = first
-        && first > out.truncated_upto + 1
-    {
-        return Err(format!(
-            "records before {first} are gone but truncation only asked for {}",
-            out.truncated_upto
-        ));
-    }
+    // Gap-free, byte-identical, within T; A ⊆ R.
+    check_recovered(
+        &recs,
+        |lsn| out.attempted.get(&lsn).map(|(k, p)| (*k, p.as_slice())),
+        out.acked,
+        out.truncated_upto,
+    )?;
 
     // A crash during recovery, then recovery again, gives the same records.
     let before = fs.op_count();
@@ -291,6 +268,16 @@ fn check_case(seed: u64, crash_point: u64) -> Result<(), String> {
     }
 }
 
+/// The mutating disk operations of the seed's workload run without faults.
+fn workload_ops(seed: u64) -> u64 {
+    let probe = SimFs::new(SimFsConfig {
+        seed,
+        ..Default::default()
+    });
+    run(&probe, &workload(seed));
+    probe.op_count()
+}
+
 #[test]
 fn crash_at_every_point_recovers_acknowledged_prefix() {
     let plan = CrashPlan {
@@ -298,15 +285,7 @@ fn crash_at_every_point_recovers_acknowledged_prefix() {
         cases: 2400,
         points_per_seed: 40,
     };
-    let ops = |seed| {
-        let probe = SimFs::new(SimFsConfig {
-            seed,
-            ..Default::default()
-        });
-        run(&probe, &workload(seed));
-        probe.op_count()
-    };
-    run_crash_cases(plan, ops, check_case);
+    run_crash_cases(plan, workload_ops, check_case);
 }
 
 /// The concurrent workload of a seed: threads, records per thread, options, and whether the
@@ -491,40 +470,53 @@ fn check_kill_case(seed: u64, point: u64) -> Result<(), String> {
     fs.crash();
 
     let recs = recover(&fs, &w)?;
+    let seen_last = seen.as_ref().map(|s| s.last().map(|r| r.0).unwrap_or(0));
+    // Up to what the second process read: what it read; after it: what it appended. Without
+    // a second process: what the first appended.
+    let expected = |lsn: Lsn| match (&seen, seen_last) {
+        (Some(s), Some(sl)) if lsn <= sl => {
+            s.iter().find(|r| r.0 == lsn).map(|r| (r.1, r.2.as_slice()))
+        }
+        (Some(_), Some(_)) => second.get(&lsn).map(|(k, p)| (*k, p.as_slice())),
+        _ => first.attempted.get(&lsn).map(|(k, p)| (*k, p.as_slice())),
+    };
+    check_recovered(&recs, expected, acked, first.truncated_upto).map_err(|e| {
+        format!("after the power cut: {e} (the second process had read up to {seen_last:?})")
+    })
+}
+
+/// The records recovered after a crash: a gap-free LSN range, each record the one `expected`
+/// gives for its LSN, holding every LSN up to `durable`, and starting no later than
+/// `truncated_upto + 1`.
+fn check_recovered<'a>(
+    recs: &[(Lsn, u16, Vec<u8>)],
+    expected: impl Fn(Lsn) -> Option<(u16, &'a [u8])>,
+    durable: Lsn,
+    truncated_upto: Lsn,
+) -> Result<(), String> {
     for pair in recs.windows(2) {
         if pair[1].0 != pair[0].0 + 1 {
             return Err(format!("gap between LSN {} and {}", pair[0].0, pair[1].0));
         }
     }
-    let seen_last = seen.as_ref().map(|s| s.last().map(|r| r.0).unwrap_or(0));
-    for (lsn, kind, payload) in &recs {
-        let expected = match (&seen, seen_last) {
-            (Some(s), Some(sl)) if *lsn <= sl => s
-                .iter()
-                .find(|r| r.0 == *lsn)
-                .map(|r| (&r.1, &r.2))
-                .or_else(|| first.attempted.get(lsn).map(|(k, p)| (k, p))),
-            (Some(_), Some(_)) => second.get(lsn).map(|(k, p)| (k, p)),
-            _ => first.attempted.get(lsn).map(|(k, p)| (k, p)),
-        };
-        if expected != Some((kind, payload)) {
-            return Err(format!(
-                "record {lsn} is not the one appended at that LSN (seen by the second process up to {seen_last:?})"
-            ));
+    for (lsn, kind, payload) in recs {
+        match expected(*lsn) {
+            Some((k, p)) if k == *kind && p == payload.as_slice() => {}
+            Some(_) => return Err(format!("record {lsn} differs from what was appended")),
+            None => return Err(format!("record {lsn} was never appended")),
         }
     }
     let last = recs.last().map(|r| r.0).unwrap_or(0);
-    if last < acked {
+    if last < durable {
         return Err(format!(
-            "LSN {acked} was durable to a process and is lost after the power cut: recovered up to {last} (the second process had read up to {seen_last:?})"
+            "acknowledged LSN {durable} lost: recovered up to {last}"
         ));
     }
-    if let Some(f) = recs.first().map(|r| r.0)
-        && f > first.truncated_upto + 1
+    if let Some(first) = recs.first().map(|r| r.0)
+        && first > truncated_upto + 1
     {
         return Err(format!(
-            "records before {f} are gone but truncation only asked for {}",
-            first.truncated_upto
+            "records before {first} are gone but truncation only asked for {truncated_upto}"
         ));
     }
     Ok(())
@@ -537,13 +529,5 @@ fn a_killed_process_then_a_power_cut_loses_nothing_recovery_called_durable() {
         cases: 1200,
         points_per_seed: 20,
     };
-    let ops = |seed| {
-        let probe = SimFs::new(SimFsConfig {
-            seed,
-            ..Default::default()
-        });
-        run(&probe, &workload(seed));
-        probe.op_count()
-    };
-    run_crash_cases(plan, ops, check_kill_case);
+    run_crash_cases(plan, workload_ops, check_kill_case);
 }

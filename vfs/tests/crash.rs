@@ -308,6 +308,51 @@ fn recover(vfs: &PagelogVfs) -> Result<(u64, BTreeMap<i64, usize>), String> {
     Ok((n as u64, rows))
 }
 
+/// A recovered state `(counter, rows)` holds every transaction up to `durable`, none beyond
+/// `attempted`, and no half transaction.
+fn check_state(
+    states: &[BTreeMap<i64, usize>],
+    (n, rows): (u64, &BTreeMap<i64, usize>),
+    durable: u64,
+    attempted: u64,
+) -> Result<(), String> {
+    if n < durable {
+        return Err(format!(
+            "transaction {durable} was durable and is lost: database is at {n}"
+        ));
+    }
+    if n > attempted {
+        return Err(format!(
+            "database is at {n}, beyond the {attempted} attempted"
+        ));
+    }
+    if *rows != states[n as usize] {
+        return Err(format!(
+            "database at counter {n} does not match the model (half transaction?)"
+        ));
+    }
+    Ok(())
+}
+
+/// The mutating disk operations of the seed's workload run without faults (each of which
+/// must be acknowledged).
+fn workload_ops(seed: u64) -> u64 {
+    let w = workload(seed);
+    let probe = SimFs::new(SimFsConfig {
+        seed,
+        ..Default::default()
+    });
+    probe.create_dir_all(Path::new("/db")).expect("mkdir");
+    let vfs = register(&probe, &w);
+    let out = run(&vfs, &w, 0);
+    assert_eq!(
+        out.acked as usize,
+        model(&w).len() - 1,
+        "seed {seed}: a run without faults must acknowledge every transaction"
+    );
+    probe.op_count()
+}
+
 fn check_case(seed: u64, crash_point: u64) -> Result<(), String> {
     let w = workload(seed);
     let states = model(&w);
@@ -323,23 +368,8 @@ fn check_case(seed: u64, crash_point: u64) -> Result<(), String> {
     fs.crash();
 
     let (n, rows) = recover(&vfs)?;
-    if n < out.acked {
-        return Err(format!(
-            "acknowledged transaction {} lost: database is at {n}",
-            out.acked
-        ));
-    }
-    if n > out.attempted {
-        return Err(format!(
-            "database is at {n}, beyond the {} attempted",
-            out.attempted
-        ));
-    }
-    if rows != states[n as usize] {
-        return Err(format!(
-            "database at counter {n} does not match the model (half transaction?)"
-        ));
-    }
+    check_state(&states, (n, &rows), out.acked, out.attempted)
+        .map_err(|e| format!("{e} (acknowledged {})", out.acked))?;
 
     // Crash during recovery, then recover again: the same state.
     let before = fs.op_count();
@@ -394,23 +424,7 @@ fn crash_points_through_the_vfs() {
         cases: 1200,
         points_per_seed: 30,
     };
-    let ops = |seed| {
-        let w = workload(seed);
-        let probe = SimFs::new(SimFsConfig {
-            seed,
-            ..Default::default()
-        });
-        probe.create_dir_all(Path::new("/db")).expect("mkdir");
-        let vfs = register(&probe, &w);
-        let out = run(&vfs, &w, 0);
-        assert_eq!(
-            out.acked as usize,
-            model(&w).len() - 1,
-            "seed {seed}: a run without faults must acknowledge every transaction"
-        );
-        probe.op_count()
-    };
-    run_crash_cases(plan, ops, check_case);
+    run_crash_cases(plan, workload_ops, check_case);
 }
 
 /// Found by the whole-system simulation (snapshot/tests/system_sim.rs, seed 3776 crash point
@@ -526,23 +540,12 @@ fn check_kill_case(seed: u64, crash_point: u64) -> Result<(), String> {
     fs.crash();
 
     let (n, rows) = recover(&vfs)?;
-    if n < durable {
-        return Err(format!(
-            "transaction {durable} was durable to a process and is lost after the power cut: database is at {n} (the second process read {:?})",
+    check_state(&states, (n, &rows), durable, attempted).map_err(|e| {
+        format!(
+            "after the power cut: {e} (the second process read {:?})",
             seen.map(|s| s.0)
-        ));
-    }
-    if n > attempted {
-        return Err(format!(
-            "database is at {n}, beyond the {attempted} attempted"
-        ));
-    }
-    if rows != states[n as usize] {
-        return Err(format!(
-            "database at counter {n} does not match the model (half transaction?)"
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 #[test]
@@ -552,16 +555,5 @@ fn a_killed_process_then_a_power_cut_through_the_vfs() {
         cases: 400,
         points_per_seed: 20,
     };
-    let ops = |seed| {
-        let w = workload(seed);
-        let probe = SimFs::new(SimFsConfig {
-            seed,
-            ..Default::default()
-        });
-        probe.create_dir_all(Path::new("/db")).expect("mkdir");
-        let vfs = register(&probe, &w);
-        run(&vfs, &w, 0);
-        probe.op_count()
-    };
-    run_crash_cases(plan, ops, check_kill_case);
+    run_crash_cases(plan, workload_ops, check_kill_case);
 }
