@@ -353,7 +353,18 @@ fn workload_ops(seed: u64) -> u64 {
     probe.op_count()
 }
 
-fn check_case(seed: u64, crash_point: u64) -> Result<(), String> {
+/// A workload run on a disk whose power was cut after `crash_point` operations.
+struct Ran {
+    w: Workload,
+    /// The model state after each transaction count.
+    states: Vec<BTreeMap<i64, usize>>,
+    fs: SimFs,
+    vfs: PagelogVfs,
+    out: Outcome,
+}
+
+/// Run the seed's workload on a disk whose power is cut after `crash_point` operations.
+fn run_until(seed: u64, crash_point: u64) -> Result<Ran, String> {
     let w = workload(seed);
     let states = model(&w);
     let fs = SimFs::new(SimFsConfig {
@@ -365,6 +376,23 @@ fn check_case(seed: u64, crash_point: u64) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let vfs = register(&fs, &w);
     let out = run(&vfs, &w, 0);
+    Ok(Ran {
+        w,
+        states,
+        fs,
+        vfs,
+        out,
+    })
+}
+
+fn check_case(seed: u64, crash_point: u64) -> Result<(), String> {
+    let Ran {
+        states,
+        fs,
+        vfs,
+        out,
+        ..
+    } = run_until(seed, crash_point)?;
     fs.crash();
 
     let (n, rows) = recover(&vfs)?;
@@ -505,17 +533,13 @@ fn a_failed_sync_of_the_main_file_is_never_trusted_by_a_later_checkpoint() {
 /// LSN that returns at once) and every transaction either process saw acknowledged must
 /// survive the power cut, with the usual model check.
 fn check_kill_case(seed: u64, crash_point: u64) -> Result<(), String> {
-    let w = workload(seed);
-    let states = model(&w);
-    let fs = SimFs::new(SimFsConfig {
-        seed,
-        power_cut_after_ops: Some(crash_point),
-        ..Default::default()
-    });
-    fs.create_dir_all(Path::new("/db"))
-        .map_err(|e| e.to_string())?;
-    let vfs = register(&fs, &w);
-    let first = run(&vfs, &w, 0);
+    let Ran {
+        w,
+        states,
+        fs,
+        vfs,
+        out: first,
+    } = run_until(seed, crash_point)?;
     fs.kill_process();
 
     let mut rng = SmallRng::seed_from_u64(seed ^ crash_point.rotate_left(29) ^ 0x6b11);
