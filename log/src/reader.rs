@@ -48,13 +48,15 @@ impl std::fmt::Debug for LogReader {
 
 impl LogReader {
     pub(crate) fn new(shared: Arc<Shared>, from: Lsn) -> Result<LogReader> {
-        let durable = shared.durable.load(Ordering::Acquire);
         let first = shared
             .segments
             .lock()
             .first()
             .map(|s| s.header.first_lsn)
             .unwrap_or(1);
+        // Read after `first`: both only grow, and a truncation never passes the durable LSN,
+        // so the range an error names is never empty.
+        let durable = shared.durable.load(Ordering::Acquire);
         if from < first || from > durable + 1 {
             return Err(LogError::LsnOutOfRange {
                 lsn: from,

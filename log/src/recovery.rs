@@ -41,7 +41,10 @@ pub struct RecoveryReport {
     pub erased_bytes: u64,
     /// Never-durable segment files removed.
     pub removed_segments: usize,
-    /// Why the tail was cut, when it was.
+    /// Why the scan of the last segment stopped before the segment's end other than at zeros
+    /// (a torn record, or the stale bytes of a recycled segment, which a clean close leaves
+    /// too), and whether never-synced records after that point were erased; None when the
+    /// records end at zeros or at the end of the file and nothing was erased.
     pub tail_reason: Option<String>,
 }
 
@@ -52,6 +55,9 @@ pub(crate) struct Recovered {
     pub end: u64,
     pub report: RecoveryReport,
     pub recycled: Vec<std::path::PathBuf>,
+    /// The latest commit timestamp of the records found (0 if none): new records get none
+    /// earlier.
+    pub last_timestamp_us: u64,
 }
 
 /// Name prefix of segment files kept for reuse.
@@ -143,9 +149,11 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
 
     // Validate every segment; only the last may end in a torn tail.
     let mut end = SEGMENT_HEADER_LEN as u64;
+    let mut last_timestamp_us = 0;
     for i in 0..segments.len() {
         let seg = &segments[i];
         let scan = seg.scan()?;
+        last_timestamp_us = last_timestamp_us.max(scan.last_timestamp_us);
         if let Some(next) = segments.get(i + 1) {
             if next.header.first_lsn != scan.last_lsn + 1 {
                 return Err(LogError::Corrupt {
@@ -195,9 +203,12 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
                 })?;
             report.erased_bytes += n;
         }
-        if scan.stop_reason.is_some() {
-            report.tail_reason = scan.stop_reason.clone();
-        }
+        report.tail_reason = match (&scan.stop_reason, report.erased_bytes > 0) {
+            (Some(why), true) => Some(format!("{why}; never-synced records after it erased")),
+            (Some(why), false) => Some(why.clone()),
+            (None, true) => Some("never-synced records after zeros erased".to_string()),
+            (None, false) => None,
+        };
         end = scan.end;
         report.last_lsn = scan.last_lsn;
     }
@@ -226,5 +237,6 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
         end,
         report,
         recycled,
+        last_timestamp_us,
     })
 }

@@ -31,6 +31,8 @@ pub(crate) struct ScanEnd {
     pub end: u64,
     /// Why the scan stopped at `end` (None: clean end of file).
     pub stop_reason: Option<String>,
+    /// Commit timestamp of the last valid record (0 if none).
+    pub last_timestamp_us: u64,
 }
 
 /// A CRC-valid record found beyond the end of the valid prefix.
@@ -88,6 +90,7 @@ impl Segment {
         let mut offset = SEGMENT_HEADER_LEN as u64;
         let mut expected = self.header.first_lsn;
         let mut payload = Vec::new();
+        let mut last_timestamp_us = 0;
         loop {
             let Some((hb, h)) = self.header_at(offset, len)? else {
                 // End of file, or zeros (preallocated space): a clean end. Anything else
@@ -102,6 +105,7 @@ impl Segment {
                     last_lsn: expected - 1,
                     end: offset,
                     stop_reason: reason,
+                    last_timestamp_us,
                 });
             };
             let stop = |reason: String| {
@@ -109,6 +113,7 @@ impl Segment {
                     last_lsn: expected - 1,
                     end: offset,
                     stop_reason: Some(reason),
+                    last_timestamp_us,
                 })
             };
             if h.lsn != expected {
@@ -129,12 +134,23 @@ impl Segment {
             }
             offset += h.total_len();
             expected += 1;
+            last_timestamp_us = h.timestamp_us;
         }
     }
 
     /// CRC-valid records with LSN >= `min_lsn` that start after `from` (records a torn write
-    /// may have left behind a damaged one).
+    /// may have left behind a damaged one at `from`, whose LSN is `min_lsn`).
+    ///
+    /// Only records that could have been written after that one count: the records from
+    /// `min_lsn` up to a stray's LSN take at least a header's length each, so a stray at LSN
+    /// `l` starts at least `(l - min_lsn)` headers after `from`. A CRC-valid image placed
+    /// closer (a copy of another log's record inside a payload, a recycled segment's stale
+    /// record of a far higher LSN) is not evidence of anything.
     pub fn find_strays(&self, from: u64, min_lsn: Lsn) -> Result<Vec<StrayRecord>> {
+        let could_follow = |off: u64, lsn: Lsn| {
+            let least = (lsn - min_lsn).saturating_mul(RECORD_HEADER_LEN as u64);
+            off >= from.saturating_add(least)
+        };
         const CHUNK: u64 = 1 << 20;
         let len = self.file.len().map_err(|e| self.io_err("measuring", e))?;
         let mut out = Vec::new();
@@ -153,6 +169,7 @@ impl Segment {
                     let off = base + i as u64;
                     if let Some(h) = RecordHeader::decode(&window[i..i + RECORD_HEADER_LEN])
                         && h.lsn >= min_lsn
+                        && could_follow(off, h.lsn)
                         && off + h.total_len() <= len
                     {
                         payload.resize(h.len as usize, 0);

@@ -170,6 +170,8 @@ pub(crate) fn now_us() -> u64 {
 struct State {
     next_lsn: Lsn,
     durable_lsn: Lsn,
+    /// The latest commit timestamp given to a record (see [`State::stamp`]).
+    last_timestamp_us: u64,
     /// Encoded records not yet taken by a leader.
     buf: Vec<u8>,
     /// Total length of each record in `buf`.
@@ -211,6 +213,18 @@ struct State {
     /// The background flusher thread, if any. It never appends, so a batch it waited in does
     /// not wait for it to come back.
     flusher: Option<ThreadId>,
+}
+
+impl State {
+    /// The commit timestamp of the next record: `explicit` as given, or else the clock, but
+    /// never earlier than the latest timestamp given so far (taken under the lock, so that
+    /// concurrent appenders' timestamps grow with their LSNs, and a clock stepping back does
+    /// not make them go backwards; restore by time relies on it).
+    fn stamp(&mut self, explicit: Option<u64>) -> u64 {
+        let ts = explicit.unwrap_or_else(|| now_us().max(self.last_timestamp_us));
+        self.last_timestamp_us = self.last_timestamp_us.max(ts);
+        ts
+    }
 }
 
 struct Io {
@@ -370,6 +384,7 @@ impl Log {
             state: Mutex::new(State {
                 next_lsn,
                 durable_lsn: next_lsn - 1,
+                last_timestamp_us: rec.last_timestamp_us,
                 buf: Vec::new(),
                 buf_lens: Vec::new(),
                 buf_first: next_lsn,
@@ -431,24 +446,27 @@ impl Log {
     /// Append a record and return its LSN at once; it becomes durable soon (the background
     /// flusher, or any waiter, syncs it). Use [`Log::wait_durable`] before acknowledging it.
     pub fn append(&self, kind: u16, payload: &[u8]) -> Result<Lsn> {
-        self.append_at(kind, payload, now_us(), true)
+        self.append_at(kind, payload, None, true)
     }
 
-    /// Append a record with an explicit commit timestamp (µs since the Unix epoch).
+    /// Append a record with an explicit commit timestamp (µs since the Unix epoch), kept as
+    /// given. (Records appended without one are stamped with the clock, under the log's lock,
+    /// and never earlier than any record before them, so that timestamps grow with LSNs even
+    /// when the clock steps back; an explicit timestamp is the caller's to order.)
     pub fn append_with_timestamp(
         &self,
         kind: u16,
         payload: &[u8],
         timestamp_us: u64,
     ) -> Result<Lsn> {
-        self.append_at(kind, payload, timestamp_us, true)
+        self.append_at(kind, payload, Some(timestamp_us), true)
     }
 
     /// Append a record and return its LSN at once without waking the background flusher: for a
     /// caller that will call [`Log::wait_durable`] itself right after (and so lead the fsync
     /// on its own thread, saving a thread hand-off).
     pub fn append_then_wait(&self, kind: u16, payload: &[u8]) -> Result<Lsn> {
-        self.append_at(kind, payload, now_us(), false)
+        self.append_at(kind, payload, None, false)
     }
 
     /// Append a record and return once it is durable.
@@ -461,7 +479,7 @@ impl Log {
         if payload.len() >= self.shared.opts.direct_write_bytes {
             return self.append_sync_direct(kind, payload);
         }
-        let lsn = self.append_at(kind, payload, now_us(), false)?;
+        let lsn = self.append_at(kind, payload, None, false)?;
         self.shared.sync_up_to(lsn, Waiter::AfterAppend)?;
         Ok(lsn)
     }
@@ -496,7 +514,14 @@ impl Log {
         Ok(lsn)
     }
 
-    fn append_at(&self, kind: u16, payload: &[u8], ts: u64, wake_flusher: bool) -> Result<Lsn> {
+    /// Append a record stamped `ts`, or, for None, by [`State::stamp`].
+    fn append_at(
+        &self,
+        kind: u16,
+        payload: &[u8],
+        ts: Option<u64>,
+        wake_flusher: bool,
+    ) -> Result<Lsn> {
         self.check_len(payload)?;
         // A big payload's CRC is computed before taking the lock (and combined with the
         // header's under it); for a small one, combining would cost more than it saves.
@@ -517,6 +542,7 @@ impl Log {
         check_lsn_space(&st)?;
         let lsn = st.next_lsn;
         st.next_lsn += 1;
+        let ts = st.stamp(ts);
         let header = match &crc {
             Some(crc) => RecordHeader::encode_with(lsn, ts, st.durable_lsn, kind, crc),
             None => RecordHeader::encode(lsn, ts, st.durable_lsn, kind, payload),
@@ -828,8 +854,8 @@ impl Shared {
                 // records appended while it waited to lead (timestamps grow with LSNs).
                 let lsn = st.next_lsn;
                 st.next_lsn += 1;
-                let header =
-                    RecordHeader::encode_with(lsn, now_us(), st.durable_lsn, d.kind, &d.crc);
+                let ts = st.stamp(None);
+                let header = RecordHeader::encode_with(lsn, ts, st.durable_lsn, d.kind, &d.crc);
                 st.buf.extend_from_slice(&header);
                 st.buf_lens
                     .push((RECORD_HEADER_LEN + d.payload.len()) as u64);
@@ -1135,7 +1161,13 @@ impl Shared {
             // file may be overwritten as a recycled segment without changing a reader's map.
             let seg = self.segments.lock().remove(0);
             let unshared = Arc::strong_count(&seg) == 1;
-            let dropped = if unshared && self.recycled.lock().len() < self.opts.recycle {
+            // A segment that grew past the segment size (a record bigger than a segment has
+            // one of its own) is not kept: reused, it would keep its size.
+            let fits = seg
+                .file
+                .len()
+                .is_ok_and(|len| len <= self.opts.segment_size.max(SEGMENT_HEADER_LEN as u64));
+            let dropped = if unshared && fits && self.recycled.lock().len() < self.opts.recycle {
                 let seq = self.spare_seq.fetch_add(1, Ordering::Relaxed);
                 let to = self.dir.join(format!("{RECYCLE_PREFIX}{seq}.seg"));
                 self.fs
