@@ -187,6 +187,10 @@ struct State {
     /// on the commit path).
     spare: (Vec<u8>, Vec<u64>),
     failed: Option<String>,
+    /// When the latched failure was a full disk: the last LSN of the batch it refused, and
+    /// what the leader was told (context, cause). Every waiter for a record of that batch gets
+    /// the same [`LogError::NoSpace`]; records appended later get [`LogError::Latched`].
+    no_space: Option<(Lsn, String, String)>,
     closed: bool,
     flush_requested: bool,
     /// The threads asleep on each `batch_done` slot (at most [`MAX_TRACKED_WAITERS`]).
@@ -393,6 +397,7 @@ impl Log {
                 taken_last: next_lsn - 1,
                 spare: (Vec::new(), Vec::new()),
                 failed: None,
+                no_space: None,
                 closed: false,
                 flush_requested: false,
                 sleeping: [Vec::new(), Vec::new()],
@@ -767,7 +772,7 @@ impl Shared {
             if st.durable_lsn >= lsn {
                 return Ok(());
             }
-            if let Some(e) = latched(&st) {
+            if let Some(e) = latched_for(&st, lsn) {
                 return Err(e);
             }
             if lsn >= st.next_lsn {
@@ -890,6 +895,9 @@ impl Shared {
             Err(e) => {
                 tracing::error!(error = %e, durable_lsn = st.durable_lsn, "log write failed; latching");
                 st.failed = Some(e.to_string());
+                if let LogError::NoSpace { context, source } = &e {
+                    st.no_space = Some((last, context.clone(), source.to_string()));
+                }
                 self.wake_all();
                 return Err(e);
             }
@@ -1417,6 +1425,20 @@ fn check_lsn_space(st: &State) -> Result<()> {
         return Err(LogError::LsnExhausted { next: st.next_lsn });
     }
     Ok(())
+}
+
+/// The error a waiter for `lsn` gets once the log has latched a failure: the full disk's
+/// [`LogError::NoSpace`] if `lsn` was in the batch the disk refused, else [`latched`].
+fn latched_for(st: &State, lsn: Lsn) -> Option<LogError> {
+    match &st.no_space {
+        Some((upto, context, cause)) if lsn <= *upto && lsn > st.durable_lsn => {
+            Some(LogError::NoSpace {
+                context: context.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::StorageFull, cause.clone()),
+            })
+        }
+        _ => latched(st),
+    }
 }
 
 /// The error every caller gets once the log has latched a failure.

@@ -159,6 +159,36 @@ fn disk_full_is_a_clear_error_and_acknowledges_nothing() {
 }
 
 #[test]
+fn every_waiter_of_a_batch_the_full_disk_refused_gets_no_space() {
+    // Eight records in one batch that does not fit: whoever leads it and every other waiter
+    // for those records are told the disk is full, not only the leader (the others were told
+    // only that the log had latched, the cause as text). A later append is refused as latched.
+    let fs = SimFs::new(SimFsConfig {
+        seed: 3,
+        capacity_bytes: Some(6000),
+        ..Default::default()
+    });
+    let opts = LogOptions {
+        segment_size: 1 << 20,
+        ..sim_opts()
+    };
+    let log = Arc::new(Log::open(fs.shared(), Path::new(DIR), opts).unwrap());
+    let first = log.append_sync(0, b"fits").unwrap();
+    let lsns: Vec<_> = (0..8)
+        .map(|i| log.append(0, &payload(i, 1000)).unwrap())
+        .collect();
+    for h in spawn_waiters(&log, &lsns) {
+        let err = h.join().unwrap().unwrap_err();
+        assert!(matches!(err, LogError::NoSpace { .. }), "{err}");
+        assert!(err.to_string().contains("disk full"), "{err}");
+    }
+    assert_eq!(log.durable_lsn(), first);
+    let err = log.append(0, b"more").unwrap_err();
+    assert!(matches!(err, LogError::Latched { .. }), "{err}");
+    assert!(log.wait_durable(first).is_ok());
+}
+
+#[test]
 fn sixteen_threads_append_concurrently_with_group_commit() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(
