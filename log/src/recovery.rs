@@ -12,8 +12,10 @@
 //! - a last segment whose header is invalid and that holds no valid record is a roll that
 //!   crashed before it was durable: it is removed.
 //!
-//! - what it found is synced (the last segment's data, then the directory) before the log
-//!   calls it durable: a killed process may have left records in the page cache unsynced.
+//! - what it finds is durable before the log calls it so: the last segment is synced and its
+//!   cached pages dropped before it is read (a killed process may have left unsynced records
+//!   in the page cache; a failed sync, pages the disk never got), and the directory is synced
+//!   at the end.
 //!
 //! Every step is idempotent, so a crash during recovery is recovered by recovering again.
 
@@ -87,6 +89,16 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
         let file = fs
             .open(&path, OpenOptions::existing())
             .map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
+        if i + 1 == firsts.len() {
+            // What the last segment shows may not be on the disk. A process killed between a
+            // write and its sync left data in the page cache: sync it. A sync that failed
+            // left pages the disk never got, shown as written and no longer waiting to be
+            // (Linux marks them clean): drop them, so that what follows reads what the disk
+            // holds. (A segment followed by another was synced before that one was created.)
+            file.sync_data()
+                .and_then(|()| file.drop_cache())
+                .map_err(|e| LogError::io(format!("syncing {}", path.display()), e))?;
+        }
         let mut hb = [0u8; SEGMENT_HEADER_LEN];
         let header = match file.read_exact_at(&mut hb, 0) {
             Ok(()) => SegmentHeader::decode(&hb),
@@ -212,16 +224,9 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
         end = scan.end;
         report.last_lsn = scan.last_lsn;
     }
-    // What recovery found may never have been synced: a process killed between a write and
-    // its sync leaves records (and a rolled segment's directory entry) in the page cache,
-    // readable but not durable. The log is about to call them durable (its durable LSN starts
-    // at the last of them), so make them so: the last segment's data (a segment followed by
-    // another was synced before that one was created) and then the directory's entries.
-    if let Some(last) = segments.last() {
-        last.file
-            .sync_data()
-            .map_err(|e| LogError::io(format!("syncing {}", last.path.display()), e))?;
-    }
+    // The log is about to call every record found durable: the last segment's data was synced
+    // before it was read; a process killed before a roll's directory sync leaves the new
+    // segment's entry in the page cache only, so sync the directory too.
     fs.sync_dir(dir)
         .map_err(|e| LogError::io(format!("syncing {}", dir.display()), e))?;
     report.segments = segments.len();

@@ -106,6 +106,16 @@ pub trait FsFile: Send + Sync + Debug {
     fn as_std_file(&self) -> Option<&std::fs::File> {
         None
     }
+    /// Drop this file's cached pages that wait for no write, so that the next reads come from
+    /// the disk. Call it after a successful [`FsFile::sync_data`]. After a failed sync Linux
+    /// marks the pages it could not write clean and goes on showing their new contents, which
+    /// the disk does not hold (and a later sync succeeds without writing them): a process that
+    /// opens the file then, the one that saw the error having died, would take them for
+    /// durable. Recovery calls this to read what the disk holds. Best effort (the default does
+    /// nothing).
+    fn drop_cache(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A shared open file.

@@ -102,6 +102,12 @@ impl FsFile for StdFile {
     fn as_std_file(&self) -> Option<&File> {
         Some(&self.file)
     }
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    fn drop_cache(&self) -> io::Result<()> {
+        use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+        posix_fadvise(&self.file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)
+            .map_err(io::Error::from)
+    }
 }
 
 #[derive(Debug)]

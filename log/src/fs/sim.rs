@@ -515,6 +515,22 @@ impl SimFile {
 }
 
 impl FsFile for SimFile {
+    /// What reads see becomes the durable image with the pending operations applied: data a
+    /// failed sync dropped from the pending set (still shown until now, as Linux's page cache
+    /// does) is gone from view.
+    fn drop_cache(&self) -> io::Result<()> {
+        self.with_inode(false, |s, ino| {
+            if let Some(inode) = s.inodes.get_mut(&ino) {
+                let mut image = inode.durable.clone();
+                for op in &inode.pending {
+                    apply_op(&mut image, op);
+                }
+                inode.current = image;
+            }
+            Ok(())
+        })
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.with_inode(false, |s, ino| {
             let img = &s.inodes[&ino].current;
