@@ -96,8 +96,10 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
             // (Linux marks them clean): drop them, so that what follows reads what the disk
             // holds. (A segment followed by another was synced before that one was created.)
             file.sync_data()
-                .and_then(|()| file.drop_cache())
                 .map_err(|e| LogError::io(format!("syncing {}", path.display()), e))?;
+            if let Err(e) = file.drop_cache() {
+                tracing::warn!(segment = %path.display(), error = %e, "could not drop cached pages; reading them");
+            }
         }
         let mut hb = [0u8; SEGMENT_HEADER_LEN];
         let header = match file.read_exact_at(&mut hb, 0) {
