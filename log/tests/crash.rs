@@ -455,13 +455,15 @@ fn concurrent_appenders_lose_no_acknowledged_record_across_power_cuts() {
         cases: 300,
         points_per_seed: 4,
     };
-    // Crash points spread over up to three disk operations per record (no run without faults
-    // is needed to count them: the threads' interleaving changes the count anyway).
-    let ops = |seed| {
-        let (threads, per_thread, _, _) = concurrent_workload(seed);
-        threads * per_thread * 3
-    };
-    run_crash_cases(plan, ops, check_concurrent_case);
+    run_crash_cases(plan, concurrent_ops, check_concurrent_case);
+}
+
+/// Crash points of a concurrent seed: spread over up to three disk operations per record (no
+/// run without faults is needed to count them: the threads' interleaving changes the count
+/// anyway).
+fn concurrent_ops(seed: u64) -> u64 {
+    let (threads, per_thread, _, _) = concurrent_workload(seed);
+    threads * per_thread * 3
 }
 
 #[test]
@@ -471,11 +473,7 @@ fn concurrent_appenders_killed_then_a_power_cut_lose_nothing_recovery_called_dur
         cases: 300,
         points_per_seed: 4,
     };
-    let ops = |seed| {
-        let (threads, per_thread, _, _) = concurrent_workload(seed);
-        threads * per_thread * 3
-    };
-    run_crash_cases(plan, ops, check_concurrent_kill_case);
+    run_crash_cases(plan, concurrent_ops, check_concurrent_kill_case);
 }
 
 /// One kill case: the workload's process stops at disk operation `point` and is killed
