@@ -21,7 +21,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -252,10 +252,6 @@ pub(crate) struct Shared {
     /// Wakes the guard (see [`Shared::guard`]) once every returning appender has appended.
     gather: Condvar,
     pub durable: AtomicU64,
-    /// Whether `State::returning` may be non-empty: a waiter whose record is already durable
-    /// takes the lock to count itself back only then (see [`Shared::sync_up_to`]). Set under
-    /// the lock whenever `returning` changes.
-    gathering: AtomicBool,
     io: Mutex<Io>,
     /// Every segment holding records, oldest first; the last is the active one. Held only
     /// briefly: a roll (on the commit path) and every reader's step take it.
@@ -414,7 +410,6 @@ impl Log {
             flush_cond: Condvar::new(),
             gather: Condvar::new(),
             durable: AtomicU64::new(next_lsn - 1),
-            gathering: AtomicBool::new(false),
             io: Mutex::new(Io { active, offset }),
             spare_seq: AtomicU64::new(spare_seq),
             segments: Mutex::new(segments),
@@ -748,10 +743,7 @@ impl Shared {
     /// for by the next batch as the waiters it releases are (see [`Shared::guard`]).
     fn sync_up_to(&self, lsn: Lsn, who: Waiter) -> Result<()> {
         if self.durable.load(Ordering::Acquire) >= lsn {
-            if who == Waiter::Appender
-                && self.gathering.load(Ordering::Relaxed)
-                && MAYBE_BACK.get() == self.id()
-            {
+            if who == Waiter::Appender && MAYBE_BACK.get() == self.id() {
                 // A thread the last batch released that waits again, for a record already
                 // durable, without appending, is back with nothing for the next batch (a gated
                 // reader waiting for the commit it read, say): the batch must not wait for it.
@@ -890,8 +882,10 @@ impl Shared {
             st.spare = (batch, lens);
         }
         match res {
-            // The watermark is published below, once the threads expected back are known.
-            Ok(()) => st.durable_lsn = last,
+            Ok(()) => {
+                st.durable_lsn = last;
+                self.durable.store(last, Ordering::Release);
+            }
             Err(e) => {
                 tracing::error!(error = %e, durable_lsn = st.durable_lsn, "log write failed; latching");
                 st.failed = Some(e.to_string());
@@ -933,10 +927,6 @@ impl Shared {
         let now = std::time::Instant::now();
         st.gather_deadline = now + std::time::Duration::from_micros(st.last_sync_us);
         st.last_return = now;
-        // Stored before the watermark: a thread that sees its record durable sees whether it
-        // may be expected back (see `Shared::sync_up_to`).
-        self.note_gathering(st);
-        self.durable.store(last, Ordering::Release);
         self.batch_done[i].bump();
         self.batch_done[next].bump();
         // A list holds every sleeper of its slot, or is full: an empty one means nobody to wake.
@@ -1001,7 +991,6 @@ impl Shared {
             // Nobody waits for the stragglers now (callers fail, or flush the rest).
             st.returning.clear();
         }
-        self.note_gathering(st);
         if st.guard_of == Some(of) {
             st.guard_of = None;
         }
@@ -1022,18 +1011,11 @@ impl Shared {
         if let Some(pos) = st.returning.iter().position(|t| *t == me) {
             st.returning.swap_remove(pos);
             st.last_return = std::time::Instant::now();
-            self.note_gathering(st);
             if st.returning.is_empty() && st.guard_of == Some(st.returning_from) && !will_wait {
                 // A guard of an earlier batch may still be waiting beside this one.
                 self.gather.notify_all();
             }
         }
-    }
-
-    /// Record in [`Shared::gathering`] whether any thread is expected back (under the lock).
-    fn note_gathering(&self, st: &State) {
-        self.gathering
-            .store(!st.returning.is_empty(), Ordering::Relaxed);
     }
 
     /// Write a batch of encoded records, `batch` followed by `direct` (one write per segment
