@@ -167,7 +167,8 @@ fn recover(fs: &SimFs, w: &Workload) -> Result<Vec<(Lsn, u16, Vec<u8>)>, String>
     Ok(recs)
 }
 
-fn check_case(seed: u64, crash_point: u64) -> Result<(), String> {
+/// The seed's workload run on a disk whose power is cut after `crash_point` operations.
+fn run_until(seed: u64, crash_point: u64) -> (Workload, SimFs, Outcome) {
     let w = workload(seed);
     let fs = SimFs::new(SimFsConfig {
         seed,
@@ -175,6 +176,11 @@ fn check_case(seed: u64, crash_point: u64) -> Result<(), String> {
         ..Default::default()
     });
     let out = run(&fs, &w);
+    (w, fs, out)
+}
+
+fn check_case(seed: u64, crash_point: u64) -> Result<(), String> {
+    let (w, fs, out) = run_until(seed, crash_point);
     fs.crash();
 
     let recs = recover(&fs, &w)?;
@@ -487,13 +493,7 @@ fn concurrent_appenders_killed_then_a_power_cut_lose_nothing_recovery_called_dur
 /// records the killed process had written but not synced were lost after being reported
 /// durable, and a later record's synced hint could make the log refuse to open.)
 fn check_kill_case(seed: u64, point: u64) -> Result<(), String> {
-    let w = workload(seed);
-    let fs = SimFs::new(SimFsConfig {
-        seed,
-        power_cut_after_ops: Some(point),
-        ..Default::default()
-    });
-    let first = run(&fs, &w);
+    let (w, fs, first) = run_until(seed, point);
     fs.kill_process();
 
     let mut rng = SmallRng::seed_from_u64(seed ^ point.rotate_left(32) ^ 0x4b11);
