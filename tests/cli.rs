@@ -1019,6 +1019,29 @@ fn log_dump_refuses_a_database_that_is_open() {
     assert!(v["summary"]["transactions"].as_u64().unwrap() >= 2);
 }
 
+/// Found by a probe (2026-11-29): on a log whose only segment was torn (an empty file, as a
+/// crash right after creating it leaves), recovery removed it, and the dump, a read-only
+/// command, then started a new log with a random database id and reported that one.
+#[test]
+fn log_dump_creates_no_log_where_recovery_left_no_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("torn.db");
+    let log_dir = dir
+        .path()
+        .join(format!("torn.db{}", pagelog_vfs::LOG_DIR_SUFFIX));
+    std::fs::create_dir(&log_dir).unwrap();
+    std::fs::write(log_dir.join("00000000000000000001.seg"), b"").unwrap();
+    let o = run(&["log", "dump", s(&db)]);
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(stderr(&o).contains("holds no segment"), "{}", stderr(&o));
+    let segs: Vec<_> = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    assert_eq!(segs, Vec::<String>::new());
+}
+
 #[test]
 fn bad_inputs_get_the_documented_exit_codes() {
     let dir = tempfile::tempdir().unwrap();

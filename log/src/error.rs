@@ -89,6 +89,13 @@ pub enum LogError {
         /// The LSN the refused record would have had.
         next: Lsn,
     },
+    /// The directory holds no log (no segment, once recovery has removed any torn one) and
+    /// [`crate::LogOptions::create_if_missing`] is false.
+    #[error("no log in {}: it holds no segment", dir.display())]
+    NoLog {
+        /// Log directory.
+        dir: PathBuf,
+    },
     /// The log was closed.
     #[error("the log is closed")]
     Closed,

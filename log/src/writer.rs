@@ -51,6 +51,10 @@ pub struct LogOptions {
     pub timeline: u64,
     /// LSN of the first record of a new log. Default 1.
     pub first_lsn: Lsn,
+    /// Start a new log when the directory holds no segment (once recovery has removed any
+    /// torn one). When false, opening such a directory fails with [`LogError::NoLog`] and
+    /// creates nothing: for tools that only inspect a log. Default true.
+    pub create_if_missing: bool,
     /// Zero-fill new segments to `segment_size` and sync them before use, so that appends
     /// overwrite allocated blocks and `fdatasync` has no metadata to write. With a background
     /// flusher this happens off the commit path: it keeps a spare segment ready, preparing the
@@ -59,6 +63,12 @@ pub struct LogOptions {
     /// Default true.
     pub preallocate: bool,
     /// Keep up to this many truncated segments to reuse instead of allocating. Default 2.
+    ///
+    /// Spare and recycled segments only hold space for speed, so they give way on a disk
+    /// running out of it: one is prepared or kept only while the file system keeps at least
+    /// 64 MiB, or one segment if larger, free beside it (see [`crate::fs::Fs::free_space`]). A spare being
+    /// prepared is abandoned when free space falls below that, and at open spares are removed
+    /// when it already has.
     pub recycle: usize,
     /// Appends block while this many bytes wait for a flush. Default 64 MiB.
     pub max_buffered_bytes: usize,
@@ -87,6 +97,7 @@ impl Default for LogOptions {
             database_id: None,
             timeline: 1,
             first_lsn: 1,
+            create_if_missing: true,
             preallocate: true,
             recycle: 2,
             max_buffered_bytes: 64 << 20,
@@ -337,8 +348,24 @@ impl Log {
             }
         }
         let mut recycled = rec.recycled;
+        if !recycled.is_empty() && !room_for_spare(&fs, dir, &opts, 0) {
+            // Spares hold space for speed only: on a disk running out of it they go (see
+            // `LogOptions::recycle`), so that the log, the database and its WAL can grow.
+            for p in recycled.drain(..) {
+                tracing::warn!(file = %p.display(), "removing a spare segment: free space is low");
+                fs.remove(&p)
+                    .map_err(|e| LogError::io(format!("removing {}", p.display()), e))?;
+            }
+            fs.sync_dir(dir)
+                .map_err(|e| LogError::io(format!("syncing {}", dir.display()), e))?;
+        }
         let (active, offset) = match segments.last() {
             Some(s) => (s.clone(), rec.end),
+            None if !opts.create_if_missing => {
+                return Err(LogError::NoLog {
+                    dir: dir.to_path_buf(),
+                });
+            }
             None => {
                 // Spare files without a segment beside them belong to no log (its segments
                 // were removed by hand): their stale records could carry any LSN, and in the
@@ -452,7 +479,10 @@ impl Log {
     /// Append a record with an explicit commit timestamp (µs since the Unix epoch), kept as
     /// given. (Records appended without one are stamped with the clock, under the log's lock,
     /// and never earlier than any record before them, so that timestamps grow with LSNs even
-    /// when the clock steps back; an explicit timestamp is the caller's to order.)
+    /// when the clock steps back; an explicit timestamp is the caller's to order.) An explicit
+    /// timestamp ahead of the clock therefore also stamps every later clock-stamped record,
+    /// across reopens too, until the clock passes it: one far in the future (`u64::MAX`, say)
+    /// stamps them all with itself.
     pub fn append_with_timestamp(
         &self,
         kind: u16,
@@ -652,7 +682,9 @@ impl Log {
     }
 
     /// Drop every segment whose records are all `<= upto` (never the active segment); a
-    /// recyclable segment is kept for reuse. Returns how many segments were dropped.
+    /// recyclable segment is kept for reuse. Returns how many segments were dropped. Records
+    /// not yet durable are never dropped: `upto` is taken as at most [`Log::durable_lsn`] (a
+    /// batch in flight may already have rolled to new segments).
     ///
     /// Safe to call beside appends and readers, which never wait for its removals and
     /// directory syncs; two calls at once run one after the other. A segment that a reader
@@ -806,7 +838,13 @@ impl Shared {
             // Become the leader for everything buffered.
             let led = self.lead(&mut st, None, who != Waiter::Flusher);
             drop(st);
-            led?.1.run(self);
+            match led {
+                Ok((_, wakes)) => wakes.run(self),
+                // A failed batch may have made the part before a roll durable: a leader whose
+                // record is in that part has succeeded.
+                Err(e) if self.durable.load(Ordering::Acquire) < lsn => return Err(e),
+                Err(_) => return Ok(()),
+            }
             if self.durable.load(Ordering::Acquire) >= lsn {
                 return Ok(());
             }
@@ -886,7 +924,13 @@ impl Shared {
                 st.durable_lsn = last;
                 self.durable.store(last, Ordering::Release);
             }
-            Err(e) => {
+            Err((e, durable)) => {
+                // The records before a roll whose old segment was synced are durable all the
+                // same: their waiters succeed, the rest fail.
+                if durable > st.durable_lsn {
+                    st.durable_lsn = durable;
+                    self.durable.store(durable, Ordering::Release);
+                }
                 tracing::error!(error = %e, durable_lsn = st.durable_lsn, "log write failed; latching");
                 st.failed = Some(e.to_string());
                 if let LogError::NoSpace { context, source } = &e {
@@ -1020,34 +1064,73 @@ impl Shared {
 
     /// Write a batch of encoded records, `batch` followed by `direct` (one write per segment
     /// touched, two where `direct` is not empty), and sync.
-    fn write_batch(&self, batch: &[u8], direct: &[u8], lens: &[u64], first: Lsn) -> Result<()> {
+    ///
+    /// On failure, returns with the error the last LSN of the batch that is durable all the
+    /// same (`first - 1` if none): a batch that reached a roll synced the old segment before
+    /// starting the next, so the records before the roll are durable even if what follows
+    /// fails (a full disk refusing the new segment, say). A failed write is cut off again
+    /// (see [`Shared::cut_back`]).
+    fn write_batch(
+        &self,
+        batch: &[u8],
+        direct: &[u8],
+        lens: &[u64],
+        first: Lsn,
+    ) -> std::result::Result<(), (LogError, Lsn)> {
         if lens.is_empty() {
             return Ok(());
         }
         let mut io = self.io.lock();
+        let mut durable = first - 1;
         let mut pos = 0usize;
         let mut run_start = 0usize;
         let mut run_offset = io.offset;
         for (lsn, &len) in (first..).zip(lens) {
             let fits = io.offset + len <= self.opts.segment_size;
             if !fits && io.offset > SEGMENT_HEADER_LEN as u64 {
-                self.write_run(&io.active, batch, direct, run_start..pos, run_offset)?;
-                self.roll(&mut io, lsn)?;
+                self.write_run(&io.active, batch, direct, run_start..pos, run_offset)
+                    .map_err(|e| (self.cut_back(&io.active, run_offset, e), durable))?;
+                let old = &io.active;
+                old.file.sync_data().map_err(|e| {
+                    let e = LogError::io(format!("syncing {}", old.path.display()), e);
+                    (e, durable)
+                })?;
+                durable = lsn - 1;
+                self.roll(&mut io, lsn).map_err(|e| (e, durable))?;
                 run_start = pos;
                 run_offset = io.offset;
             }
             io.offset += len;
             pos += len as usize;
         }
-        self.write_run(&io.active, batch, direct, run_start..pos, run_offset)?;
+        self.write_run(&io.active, batch, direct, run_start..pos, run_offset)
+            .map_err(|e| (self.cut_back(&io.active, run_offset, e), durable))?;
         let seg = &io.active;
-        seg.file
-            .sync_data()
-            .map_err(|e| LogError::io(format!("syncing {}", seg.path.display()), e))?;
+        seg.file.sync_data().map_err(|e| {
+            let e = LogError::io(format!("syncing {}", seg.path.display()), e);
+            (e, durable)
+        })?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.bytes_written
             .fetch_add((batch.len() + direct.len()) as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// After a write at `offset` of the active segment `seg` failed: cut the segment back to
+    /// `offset` and sync it, and return `e`. A full disk writes what fits before it refuses the
+    /// rest, so whole records of the refused batch could otherwise be found, and made durable,
+    /// by the next recovery: records whose appends failed. If the cut fails too they may be
+    /// (the log latches either way).
+    fn cut_back(&self, seg: &Segment, offset: u64, e: LogError) -> LogError {
+        if let Err(cut) = seg.file.set_len(offset).and_then(|()| seg.file.sync_data()) {
+            tracing::warn!(
+                segment = %seg.path.display(),
+                offset,
+                error = %cut,
+                "could not cut a failed write off the log; its records may be found after a reopen"
+            );
+        }
+        e
     }
 
     /// Write `range` of the byte stream `batch` followed by `direct` at `offset` of `seg`.
@@ -1078,12 +1161,9 @@ impl Shared {
         )
     }
 
-    /// Seal the active segment (synced) and start a new one whose first record is `first_lsn`.
+    /// Start a new segment whose first record is `first_lsn` after the active one, which the
+    /// caller has synced (sealed).
     fn roll(&self, io: &mut Io, first_lsn: Lsn) -> Result<()> {
-        let old = &io.active;
-        old.file
-            .sync_data()
-            .map_err(|e| LogError::io(format!("syncing {}", old.path.display()), e))?;
         let mut pool: Vec<PathBuf> = self.recycled.lock().pop().into_iter().collect();
         // With a background flusher a spare is normally ready; never zero-fill on the
         // commit path then (a missing spare means the new segment grows instead).
@@ -1118,6 +1198,9 @@ impl Shared {
 
     fn truncate_prefix(&self, upto: Lsn) -> Result<usize> {
         let _one_at_a_time = self.truncating.lock();
+        // A batch being written may have rolled to segments whose records are not durable yet:
+        // they stay (readers and `first_lsn` must never pass the durable LSN).
+        let upto = upto.min(self.durable.load(Ordering::Acquire));
         // Only truncations take segments off the front of the list, and they run one at a
         // time; a roll only adds at the back. So the first `n` segments counted here are the
         // ones removed below, and the list's lock is needed only for moments: the renames,
@@ -1135,6 +1218,8 @@ impl Shared {
         if n == 0 {
             return Ok(0);
         }
+        // On a disk running out of space the segments are removed, not kept for reuse.
+        let keep_spares = self.room_for_spare(0);
         // Oldest first, one segment at a time, each removal made durable (directory sync)
         // before the next: a crash then leaves a contiguous run of segments, never an old
         // segment whose removal was lost beside newer ones that are gone (recovery would see
@@ -1157,7 +1242,11 @@ impl Shared {
                 .file
                 .len()
                 .is_ok_and(|len| len <= self.opts.segment_size.max(SEGMENT_HEADER_LEN as u64));
-            let dropped = if unshared && fits && self.recycled.lock().len() < self.opts.recycle {
+            let dropped = if unshared
+                && fits
+                && keep_spares
+                && self.recycled.lock().len() < self.opts.recycle
+            {
                 let seq = self.spare_seq.fetch_add(1, Ordering::Relaxed);
                 let to = self.dir.join(format!("{RECYCLE_PREFIX}{seq}.seg"));
                 self.fs
@@ -1209,10 +1298,22 @@ impl Shared {
             && self.recycled.lock().is_empty()
     }
 
+    /// Whether spare segments may hold `bytes` more of the disk: true while the file system
+    /// would still keep [`spare_reserve`] free (or when its free space is unknown).
+    fn room_for_spare(&self, bytes: u64) -> bool {
+        room_for_spare(&self.fs, &self.dir, &self.opts, bytes)
+    }
+
     /// Prepare a zero-filled spare segment when the pool is empty (background flusher only).
-    fn ensure_spare(&self) -> Result<()> {
+    /// Returns false when the disk has too little free space for one (see
+    /// [`LogOptions::recycle`]): none was prepared, and a half-prepared one was removed.
+    fn ensure_spare(&self) -> Result<bool> {
         if !self.wants_spare() {
-            return Ok(());
+            return Ok(true);
+        }
+        if !self.room_for_spare(self.opts.segment_size) {
+            tracing::debug!(dir = %self.dir.display(), "too little free space for a spare segment");
+            return Ok(false);
         }
         let seq = self.spare_seq.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.join(format!("{RECYCLE_PREFIX}{seq}.seg"));
@@ -1225,7 +1326,18 @@ impl Shared {
         // Between mebibytes this thread still does its other work: records appended without a
         // waiter are synced within a few ms, not after the whole spare (about 100 ms for
         // 64 MiB), and a close or a latch stops the filling.
+        // The disk may fill meanwhile (the database's own files grow too): the spare must not
+        // take the space they need.
+        let mut low_on_space = false;
         let mut between = || {
+            let left = self
+                .opts
+                .segment_size
+                .saturating_sub(file.len().unwrap_or(0));
+            if !self.room_for_spare(left) {
+                low_on_space = true;
+                return false;
+            }
             let mut st = self.state.lock();
             if st.closed || st.failed.is_some() {
                 return false;
@@ -1255,12 +1367,15 @@ impl Shared {
         match filled {
             Ok(true) => {
                 self.recycled.lock().push(path);
-                Ok(())
+                Ok(true)
             }
             Ok(false) => {
-                // Closed or latched: no spare is needed.
+                // Closed or latched (no spare is needed), or the disk is filling up.
                 let _ = self.fs.remove(&path);
-                Ok(())
+                if low_on_space {
+                    tracing::debug!(dir = %self.dir.display(), "abandoned a spare segment: free space is running low");
+                }
+                Ok(!low_on_space)
             }
             Err(e) => {
                 // Do not leave a half-filled file taking space (e.g. after ENOSPC).
@@ -1309,9 +1424,12 @@ impl Shared {
             {
                 return;
             }
-            if let Err(e) = self.ensure_spare() {
+            let prepared = self.ensure_spare().unwrap_or_else(|e| {
                 // Not fatal: rolls fall back to growing files.
                 tracing::warn!(error = %e, "could not preallocate a spare segment");
+                false
+            });
+            if !prepared {
                 // Not again until a roll asks (or a flush wakes this thread). A roll that asked
                 // while this one was failing found nobody waiting: try again at once for it.
                 let mut st = self.state.lock();
@@ -1431,6 +1549,28 @@ fn latched(st: &State) -> Option<LogError> {
     })
 }
 
+/// Spare and recycled segments are kept only while the file system keeps this much free beside
+/// them, or one segment if larger (see [`LogOptions::recycle`]).
+const SPARE_MIN_FREE: u64 = 64 << 20;
+
+/// The free space spare segments must leave: [`SPARE_MIN_FREE`] or one segment.
+fn spare_reserve(opts: &LogOptions) -> u64 {
+    opts.segment_size.max(SPARE_MIN_FREE)
+}
+
+/// Whether spare segments may take `bytes` more of the file system holding `dir` (see
+/// [`LogOptions::recycle`]). True when its free space is unknown.
+fn room_for_spare(fs: &FsRef, dir: &Path, opts: &LogOptions, bytes: u64) -> bool {
+    match fs.free_space(dir) {
+        Ok(Some(free)) => free >= bytes.saturating_add(spare_reserve(opts)),
+        Ok(None) => true,
+        Err(e) => {
+            tracing::debug!(dir = %dir.display(), error = %e, "could not read the free space");
+            true
+        }
+    }
+}
+
 /// A spare segment prepared while commits run is synced every this many bytes.
 const SPARE_SYNC_EVERY: u64 = 1 << 20;
 
@@ -1498,15 +1638,38 @@ fn create_segment(
         let file = fs
             .open(&path, OpenOptions::create())
             .map_err(|e| LogError::io(ctx("creating"), e))?;
-        file.set_len(0)
+        let made = file
+            .set_len(0)
             .and_then(|_| file.write_all_at(&header.encode(), 0))
-            .map_err(|e| LogError::io(ctx("writing header of"), e))?;
-        if preallocate {
-            zero_fill(&*file, opts.segment_size, u64::MAX, &mut || true)
-                .map_err(|e| LogError::io(ctx("preallocating"), e))?;
+            .map_err(|e| LogError::io(ctx("writing header of"), e))
+            .and_then(|()| {
+                if !preallocate {
+                    return Ok(());
+                }
+                match zero_fill(&*file, opts.segment_size, u64::MAX, &mut || true) {
+                    Ok(_) => Ok(()),
+                    // Preallocation only makes syncs cheaper: on a disk without room for a
+                    // whole segment, the segment grows as records are written instead.
+                    Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                        tracing::warn!(segment = %path.display(), "too little free space to preallocate a segment; it grows as records are written");
+                        file.set_len(SEGMENT_HEADER_LEN as u64)
+                            .map_err(|e| LogError::io(ctx("truncating"), e))
+                    }
+                    Err(e) => Err(LogError::io(ctx("preallocating"), e)),
+                }
+            })
+            .and_then(|()| {
+                file.sync_data()
+                    .map_err(|e| LogError::io(ctx("syncing"), e))
+            });
+        if let Err(e) = made {
+            // Nothing refers to the file yet: leave no partial segment taking space (a log
+            // that could not start would otherwise keep it).
+            if let Err(rm) = fs.remove(&path) {
+                tracing::warn!(segment = %path.display(), error = %rm, "could not remove a segment that failed to start");
+            }
+            return Err(e);
         }
-        file.sync_data()
-            .map_err(|e| LogError::io(ctx("syncing"), e))?;
         file
     };
     fs.sync_dir(dir)

@@ -1439,6 +1439,56 @@ impl Fs for SlowSyncFs {
     }
 }
 
+/// Found by a probe (2026-11-29): with a batch in flight that had rolled to new segments,
+/// `truncate_prefix(u64::MAX)` dropped segments whose records were not durable yet: the log's
+/// first LSN passed its durable LSN, a reader's error named an empty range, and a wait for a
+/// dropped record returned Ok. Truncation now stops at the durable LSN.
+#[test]
+fn truncation_never_drops_records_that_are_not_durable_yet() {
+    let sim = SimFs::default();
+    let fs = SlowSyncFs::new(
+        sim.shared(),
+        Duration::from_millis(300),
+        (Duration::ZERO, 1),
+        1,
+    );
+    let opts = LogOptions {
+        segment_size: 1024,
+        ..sim_opts()
+    };
+    let log = Arc::new(Log::open(Arc::new(fs), Path::new(DIR), opts).unwrap());
+    // Twenty records over several segments, in one batch, its sync slow.
+    let lsns: Vec<_> = (0..20)
+        .map(|i| log.append(0, &payload(i, 200)).unwrap())
+        .collect();
+    let last = *lsns.last().unwrap();
+    let flush = {
+        let log = log.clone();
+        std::thread::spawn(move || log.flush())
+    };
+    // The leader writes and rolls (each roll syncs the old segment: 300 ms); the batch is
+    // published only after its last segment's sync.
+    let started = std::time::Instant::now();
+    while log.stats().segments < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            log.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(log.durable_lsn(), 0);
+    assert_eq!(log.truncate_prefix(u64::MAX).unwrap(), 0);
+    assert_eq!(log.first_lsn(), 1);
+    flush.join().unwrap().unwrap();
+    assert_eq!(log.durable_lsn(), last);
+    let lsns_read: Vec<u64> = log.reader(1).unwrap().map(|r| r.unwrap().lsn).collect();
+    assert_eq!(lsns_read, (1..=last).collect::<Vec<_>>());
+    // Once durable, they go.
+    assert!(log.truncate_prefix(u64::MAX).unwrap() > 0);
+    assert!(log.first_lsn() <= last);
+}
+
 #[test]
 fn a_slow_removal_while_truncating_stalls_neither_a_roll_nor_a_reader() {
     // Truncation used to hold the segment list's lock across its removals and directory syncs,

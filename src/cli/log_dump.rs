@@ -246,12 +246,22 @@ fn has_segments(dir: &Path) -> Result<bool, CliError> {
 
 fn open_log(db: &Path, dir: &Path) -> Result<Log, CliError> {
     let opts = LogOptions {
-        // Open to read: no flusher thread, no preallocated spare segment.
+        // Open to read: no flusher thread, no preallocated spare segment, and no new log
+        // where recovery left no segment (a lone torn one, say).
         background_flush: false,
         preallocate: false,
+        create_if_missing: false,
         ..LogOptions::default()
     };
     Log::open(StdFs::shared(), dir, opts).map_err(|e| match e {
+        LogError::NoLog { dir } => CliError::new(
+            Exit::NotFound,
+            format!(
+                "the log in {} holds no segment: recovery removed a torn one, which held no \
+                 durable record",
+                dir.display()
+            ),
+        ),
         LogError::Io { source, .. } if source.kind() == ErrorKind::WouldBlock => CliError::new(
             Exit::Owned,
             format!(

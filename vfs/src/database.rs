@@ -4,9 +4,9 @@
 //!
 //! Recovery (runs at every open, idempotent): take ownership (the log's lock), recover the log,
 //! find the last checkpoint mark, replay every later transaction's page images onto the main
-//! file in LSN order, sync it, discard the WAL (it can only hold frames the log already has,
-//! or frames that were never durable), and check the file against the checksum the log recorded
-//! for its last transaction.
+//! file in LSN order and sync it (having discarded the WAL first: it can only hold frames the log
+//! already has, or frames that were never durable), and check the file against the checksum the
+//! log recorded for its last transaction.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -284,6 +284,19 @@ impl Database {
         let (last_lsn, _, last_pages, last_sum) =
             last_txn.ok_or_else(|| VfsError::BadRecord("no transaction in the log".into()))?;
 
+        // Discard the WAL first: it can only hold frames the log has (replayed below) or
+        // frames that were never durable, and on a full disk the space it frees is what lets
+        // the replay grow the main file.
+        if fs
+            .exists(&wal_path)
+            .map_err(|e| io_err(&wal_path, "probing", e))?
+        {
+            fs.remove(&wal_path)
+                .and_then(|_| fs.sync_dir(&parent_dir(&wal_path)))
+                .map_err(|e| io_err(&wal_path, "discarding", e))?;
+            report.discarded_wal = true;
+        }
+
         // Pass 2: replay what the file may not hold.
         let from = ckpt.map(|c| c.lsn + 1).unwrap_or(log.first_lsn());
         report.checkpoint_lsn = ckpt.map(|c| c.lsn).unwrap_or(0);
@@ -296,15 +309,6 @@ impl Database {
             })?;
         report.replayed = replayed.transactions;
         file.sync_data().map_err(|e| io_err(path, "syncing", e))?;
-        if fs
-            .exists(&wal_path)
-            .map_err(|e| io_err(&wal_path, "probing", e))?
-        {
-            fs.remove(&wal_path)
-                .and_then(|_| fs.sync_dir(&parent_dir(&wal_path)))
-                .map_err(|e| io_err(&wal_path, "discarding", e))?;
-            report.discarded_wal = true;
-        }
 
         // Verify the file against the log.
         let hashes = hash_file(&file, path, page_size)?;

@@ -133,3 +133,54 @@ fn a_checkpoint_waits_for_the_log_before_touching_the_database_file() {
         assert_eq!(n, 1, "seed {seed}");
     }
 }
+
+/// Bytes the files on `fs` take (its capacity lifted for the measurement, then set to `cap`).
+fn used(fs: &SimFs, cap: Option<u64>) -> u64 {
+    fs.set_capacity(Some(u64::MAX));
+    let free = fs.free_space(Path::new("/db")).unwrap().unwrap();
+    fs.set_capacity(cap);
+    u64::MAX - free
+}
+
+/// Found by a probe on real small file systems (tmpfs, ext4; 2026-11-29): a database whose
+/// disk had filled could not be opened again, not even to read: recovery replays the log onto
+/// the main file, which must grow, before it discarded the WAL, whose space would have let it.
+/// Recovery now discards the WAL first (it only holds frames the log has).
+#[test]
+fn a_database_whose_disk_filled_opens_again_on_the_full_disk() {
+    let fs = SimFs::new(SimFsConfig {
+        seed: 11,
+        ..Default::default()
+    });
+    let vfs = sim_vfs(&fs, Durability::Sync);
+    let conn = vfs.connect(Path::new(DB)).unwrap();
+    conn.execute_batch("PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x INTEGER, b BLOB);")
+        .unwrap();
+    let cap = used(&fs, None) + (2 << 20);
+    fs.set_capacity(Some(cap));
+    let mut acked = 0i64;
+    for i in 1..=10_000i64 {
+        match conn.execute("INSERT INTO t VALUES (?1, randomblob(3000))", [i]) {
+            Ok(_) => acked = i,
+            Err(_) => break,
+        }
+    }
+    assert!(acked > 20, "{acked} commits before the disk filled");
+    drop(conn);
+    let conn = vfs
+        .connect(Path::new(DB))
+        .unwrap_or_else(|e| panic!("reopening on the full disk: {e}"));
+    let (n, max): (i64, i64) = conn
+        .query_row("SELECT count(*), max(x) FROM t", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(
+        n == max && max >= acked,
+        "{n} rows, max {max}, {acked} acknowledged"
+    );
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}

@@ -154,6 +154,13 @@ pub trait Fs: Send + Sync + Debug + 'static {
     fn try_lock_sqlite(&self, _path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
         Ok(None)
     }
+    /// Bytes an unprivileged writer can still add on the file system holding `dir`, or
+    /// `Ok(None)` where that is not known (the default). The log keeps its optional
+    /// preallocated spare segments within this: they must not take the last free space (see
+    /// `LogOptions::recycle`).
+    fn free_space(&self, _dir: &Path) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// A shared file system.

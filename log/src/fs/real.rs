@@ -220,6 +220,24 @@ impl Fs for StdFs {
         }))
     }
 
+    /// `statvfs`: the blocks available to unprivileged writers (ext4 keeps a reserve for root
+    /// out of that figure) times the fragment size.
+    fn free_space(&self, dir: &Path) -> io::Result<Option<u64>> {
+        #[cfg(unix)]
+        {
+            let st = nix::sys::statvfs::statvfs(dir).map_err(io::Error::from)?;
+            // The field types differ between systems (u64 on Linux, u32 or c_ulong elsewhere).
+            #[allow(clippy::unnecessary_cast)]
+            let bytes = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+            Ok(Some(bytes))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = dir;
+            Ok(None)
+        }
+    }
+
     /// On Linux: a write lock on the whole file through `fcntl(F_OFD_SETLK)` on a descriptor of
     /// its own. An open-file-description lock conflicts with the classic POSIX record locks
     /// SQLite's unix VFS takes — even with those of this same process, so an `ATTACH` through

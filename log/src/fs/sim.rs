@@ -190,8 +190,19 @@ fn write_into(image: &mut Vec<u8>, offset: u64, data: &[u8]) {
 }
 
 impl State {
+    /// Bytes the files take: those a directory lists now (a removed file's space is free
+    /// again, as once its last link and handle are gone).
     fn total_bytes(&self) -> u64 {
-        self.inodes.values().map(|i| i.current.len() as u64).sum()
+        let linked: std::collections::BTreeSet<u64> = self
+            .dirs
+            .values()
+            .flat_map(|d| d.current.values().copied())
+            .collect();
+        linked
+            .iter()
+            .filter_map(|ino| self.inodes.get(ino))
+            .map(|i| i.current.len() as u64)
+            .sum()
     }
 
     /// Count a mutating operation; fail if the power is (now) off.
@@ -544,7 +555,35 @@ impl FsFile for SimFile {
         })
     }
 
+    /// On a full disk, as `write(2)` there: the part that fits is written (a short write) and
+    /// the rest fails with `ENOSPC`, so the file keeps that prefix.
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let end = offset + buf.len() as u64;
+        let fits = self.with_inode(false, |s, ino| {
+            let cur_len = s.inodes[&ino].current.len() as u64;
+            let used = s.total_bytes();
+            Ok(match s.config.capacity_bytes {
+                Some(cap) if end > cur_len && used + (end - cur_len) > cap => {
+                    let room = cap.saturating_sub(used);
+                    (cur_len + room)
+                        .saturating_sub(offset)
+                        .min(buf.len() as u64) as usize
+                }
+                _ => buf.len(),
+            })
+        })?;
+        if fits < buf.len() {
+            if fits > 0 {
+                self.push_op(
+                    offset + fits as u64,
+                    FileOp::Write {
+                        offset,
+                        data: buf[..fits].to_vec(),
+                    },
+                )?;
+            }
+            return Err(enospc());
+        }
         self.push_op(
             offset + buf.len() as u64,
             FileOp::Write {
@@ -724,6 +763,14 @@ impl Fs for SimFs {
             s.dirs.entry(p.clone()).or_default();
         }
         Ok(())
+    }
+
+    /// The capacity left (None without a capacity): one disk, whatever `dir`.
+    fn free_space(&self, _dir: &Path) -> io::Result<Option<u64>> {
+        let s = self.state.lock();
+        Ok(s.config
+            .capacity_bytes
+            .map(|cap| cap.saturating_sub(s.total_bytes())))
     }
 
     fn exists(&self, path: &Path) -> io::Result<bool> {

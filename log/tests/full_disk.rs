@@ -1,0 +1,329 @@
+//! A full disk, on the simulated disk (whose writes, as `write(2)`'s, write what fits before
+//! failing with `ENOSPC`): what the log acknowledges, what a reopen finds, and the space its
+//! preallocated segments take. The cases come from a probe on real small file systems (tmpfs
+//! and ext4 loop images, 2026-11-29; docs/RELIABILITY.md).
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use pagelog_log::format::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use pagelog_log::fs::{FileRef, Fs, FsLock, FsRef, OpenOptions, SimFs, SimFsConfig};
+use pagelog_log::{Log, LogError, LogOptions};
+
+const DIR: &str = "/db/log";
+
+fn disk(seed: u64) -> SimFs {
+    SimFs::new(SimFsConfig {
+        seed,
+        ..Default::default()
+    })
+}
+
+/// Bytes the files on `fs` take (its capacity is lifted for the measurement, then restored to
+/// `cap`).
+fn used(fs: &SimFs, cap: Option<u64>) -> u64 {
+    fs.set_capacity(Some(u64::MAX));
+    let free = fs.free_space(Path::new(DIR)).unwrap().unwrap();
+    fs.set_capacity(cap);
+    u64::MAX - free
+}
+
+fn files(fs: &SimFs, prefix: &str) -> Vec<String> {
+    let mut names: Vec<_> = fs
+        .list(Path::new(DIR))
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+}
+
+fn segments(fs: &SimFs) -> Vec<String> {
+    let mut names: Vec<_> = fs
+        .list(Path::new(DIR))
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".seg") && !n.starts_with("recycle-"))
+        .collect();
+    names.sort();
+    names
+}
+
+fn no_space(r: Result<(), LogError>) -> bool {
+    matches!(r, Err(LogError::NoSpace { .. }))
+}
+
+/// Before: a new log on a disk smaller than one segment failed to open ("preallocating
+/// segment"), and left the half-filled segment taking the whole disk; through the VFS the
+/// database could then never be opened.
+#[test]
+fn a_new_log_on_a_disk_smaller_than_a_segment_opens_with_a_growing_segment() {
+    let fs = disk(1);
+    fs.set_capacity(Some(256 << 10));
+    let opts = LogOptions {
+        segment_size: 1 << 20,
+        background_flush: false,
+        ..Default::default()
+    };
+    let log = Log::open(fs.shared(), Path::new(DIR), opts.clone()).unwrap();
+    let lsn = log.append_sync(0, &[7u8; 1000]).unwrap();
+    drop(log);
+    // Header and record, not a partial preallocation.
+    assert!(
+        used(&fs, Some(256 << 10)) < 4096,
+        "{} bytes used",
+        used(&fs, Some(256 << 10))
+    );
+    let log = Log::open(fs.shared(), Path::new(DIR), opts).unwrap();
+    let rec = log.reader(lsn).unwrap().next().unwrap().unwrap();
+    assert_eq!(rec.payload, vec![7u8; 1000]);
+}
+
+#[test]
+fn a_segment_that_could_not_start_leaves_no_file() {
+    let fs = disk(2);
+    // Not even a segment header fits.
+    fs.set_capacity(Some(SEGMENT_HEADER_LEN as u64 - 1));
+    let opts = LogOptions {
+        background_flush: false,
+        ..Default::default()
+    };
+    let err = Log::open(fs.shared(), Path::new(DIR), opts.clone()).unwrap_err();
+    assert!(matches!(err, LogError::NoSpace { .. }), "{err}");
+    assert_eq!(segments(&fs), Vec::<String>::new());
+    fs.set_capacity(None);
+    let log = Log::open(fs.shared(), Path::new(DIR), opts.clone()).unwrap();
+    let lsn = log.append_sync(0, b"after").unwrap();
+    drop(log);
+    let log = Log::open(fs.shared(), Path::new(DIR), opts).unwrap();
+    assert_eq!(log.last_lsn(), lsn);
+}
+
+/// Before: with the flusher on, a disk with 1 MiB free got a 1 MiB spare segment within
+/// milliseconds of the open, and the active segment, a growing one, could not grow: the first
+/// append failed with `NoSpace`, and so on at every reopen, the spare staying in the pool.
+#[test]
+fn a_spare_segment_does_not_take_the_last_free_space() {
+    let fs = disk(3);
+    fs.set_capacity(Some(4 << 20));
+    let growing = LogOptions {
+        segment_size: 1 << 20,
+        preallocate: false,
+        background_flush: false,
+        ..Default::default()
+    };
+    let log = Log::open(fs.shared(), Path::new(DIR), growing).unwrap();
+    let full = loop {
+        if let Err(e) = log.append_sync(0, &[1u8; 3000]) {
+            break e;
+        }
+    };
+    assert!(matches!(full, LogError::NoSpace { .. }), "{full}");
+    let last = log.durable_lsn();
+    drop(log);
+    // Room again, 1 MiB of it; the log opens as in production (flusher, spares).
+    fs.set_capacity(Some(used(&fs, None) + (1 << 20)));
+    let opts = LogOptions {
+        segment_size: 1 << 20,
+        ..Default::default()
+    };
+    let log = Log::open(fs.shared(), Path::new(DIR), opts).unwrap();
+    // Time for the flusher to prepare a spare, as it did before.
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..100u32 {
+        log.append_sync(0, &[2u8; 3000])
+            .unwrap_or_else(|e| panic!("append {i} after freeing 1 MiB: {e}"));
+    }
+    assert_eq!(files(&fs, "recycle-"), Vec::<String>::new());
+    assert_eq!(log.stats().spare_segments, 0);
+    assert_eq!(log.durable_lsn(), last + 100);
+}
+
+/// Spares already in the pool go when a log opens on a disk short of space, and truncated
+/// segments are removed rather than kept for reuse while it is.
+#[test]
+fn spares_give_way_on_a_disk_short_of_space() {
+    let fs = disk(4);
+    let opts = LogOptions {
+        segment_size: 64 << 10,
+        background_flush: false,
+        recycle: 2,
+        ..Default::default()
+    };
+    let log = Log::open(fs.shared(), Path::new(DIR), opts.clone()).unwrap();
+    for _ in 0..120 {
+        log.append_sync(0, &[3u8; 3000]).unwrap();
+    }
+    log.truncate_prefix(log.durable_lsn()).unwrap();
+    assert_eq!(files(&fs, "recycle-").len(), 2);
+    drop(log);
+
+    // 1 MiB free: far less than the 64 MiB spares must leave.
+    let cap = used(&fs, None) + (1 << 20);
+    fs.set_capacity(Some(cap));
+    let log = Log::open(fs.shared(), Path::new(DIR), opts).unwrap();
+    assert_eq!(files(&fs, "recycle-"), Vec::<String>::new());
+    let before = fs.free_space(Path::new(DIR)).unwrap().unwrap();
+    for _ in 0..60 {
+        log.append_sync(0, &[4u8; 3000]).unwrap();
+    }
+    assert!(segments(&fs).len() >= 3, "{:?}", segments(&fs));
+    log.truncate_prefix(log.durable_lsn()).unwrap();
+    assert_eq!(files(&fs, "recycle-"), Vec::<String>::new());
+    assert_eq!(segments(&fs).len(), 1);
+    let after = fs.free_space(Path::new(DIR)).unwrap().unwrap();
+    assert!(
+        after + (64 << 10) >= before,
+        "{after} free after, {before} before"
+    );
+}
+
+/// A file system whose free space is plentiful for the first `plenty` questions and nil after:
+/// a disk that fills while a spare is being prepared.
+#[derive(Debug)]
+struct Filling {
+    inner: FsRef,
+    asked: AtomicU64,
+    plenty: u64,
+}
+
+impl Fs for Filling {
+    fn open(&self, path: &Path, opts: OpenOptions) -> io::Result<FileRef> {
+        self.inner.open(path, opts)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        self.inner.exists(path)
+    }
+    fn try_lock(&self, path: &Path) -> io::Result<Box<dyn FsLock>> {
+        self.inner.try_lock(path)
+    }
+    fn free_space(&self, _dir: &Path) -> io::Result<Option<u64>> {
+        let n = self.asked.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(if n < self.plenty { 1 << 40 } else { 0 }))
+    }
+}
+
+/// Before: the flusher filled a spare until the disk refused it (every other writer got
+/// `ENOSPC` meanwhile), and only then removed it.
+#[test]
+fn a_spare_being_prepared_is_abandoned_when_the_disk_fills() {
+    let sim = disk(5);
+    let fs = Arc::new(Filling {
+        inner: sim.shared(),
+        asked: AtomicU64::new(0),
+        plenty: 1,
+    });
+    let opts = LogOptions {
+        segment_size: 8 << 20,
+        ..Default::default()
+    };
+    let log = Log::open(fs.clone(), Path::new(DIR), opts).unwrap();
+    let lsn = log.append_sync(0, b"one").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(files(&sim, "recycle-"), Vec::<String>::new());
+    assert_eq!(log.stats().spare_segments, 0);
+    // Asked before starting and after the first mebibyte; then the flusher waits for a roll
+    // instead of asking again and again.
+    let asked = fs.asked.load(Ordering::Relaxed);
+    assert!(asked <= 3, "free space asked {asked} times");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(fs.asked.load(Ordering::Relaxed), asked);
+    assert_eq!(log.append_sync(0, b"two").unwrap(), lsn + 1);
+}
+
+/// Before: a batch the full disk refused part way through left its first records written, and
+/// the next recovery found them (and made them durable) although every one of their appends
+/// had failed with `NoSpace`.
+#[test]
+fn records_the_full_disk_refused_are_not_found_after_a_reopen() {
+    let fs = disk(6);
+    let opts = LogOptions {
+        segment_size: 1 << 20,
+        preallocate: false,
+        background_flush: false,
+        ..Default::default()
+    };
+    let log = Log::open(fs.shared(), Path::new(DIR), opts.clone()).unwrap();
+    let first = log.append_sync(0, b"fits").unwrap();
+    // Room for three and a half of the eight records of the next batch.
+    let rec = (RECORD_HEADER_LEN + 3000) as u64;
+    fs.set_capacity(Some(used(&fs, None) + 3 * rec + rec / 2));
+    let lsns: Vec<_> = (0..8)
+        .map(|_| log.append(0, &[5u8; 3000]).unwrap())
+        .collect();
+    for &lsn in &lsns {
+        let r = log.wait_durable(lsn);
+        assert!(no_space(r), "record {lsn}");
+    }
+    assert_eq!(log.durable_lsn(), first);
+    drop(log);
+    fs.set_capacity(None);
+    let log = Log::open(fs.shared(), Path::new(DIR), opts).unwrap();
+    assert_eq!(log.last_lsn(), first, "refused records came back");
+    assert_eq!(log.append_sync(0, b"next").unwrap(), first + 1);
+}
+
+/// Before: when the disk refused the segment a batch rolled to, every record of the batch got
+/// `NoSpace`, although the records before the roll had been written and synced, and a reopen
+/// found them.
+#[test]
+fn records_before_a_roll_the_full_disk_refused_are_acknowledged() {
+    let fs = disk(7);
+    let opts = LogOptions {
+        segment_size: 16 << 10,
+        preallocate: false,
+        background_flush: false,
+        ..Default::default()
+    };
+    let log = Log::open(fs.shared(), Path::new(DIR), opts.clone()).unwrap();
+    let first = log.append_sync(0, b"x").unwrap();
+    let offset = (SEGMENT_HEADER_LEN + RECORD_HEADER_LEN + 1) as u64;
+    let rec = (RECORD_HEADER_LEN + 3000) as u64;
+    let fit = (16384 - offset) / rec;
+    assert!((2..8).contains(&fit), "{fit}");
+    // Room for the records that fit in this segment, not for the next segment's header.
+    fs.set_capacity(Some(used(&fs, None) + fit * rec + 10));
+    let lsns: Vec<_> = (0..8)
+        .map(|_| log.append(0, &[6u8; 3000]).unwrap())
+        .collect();
+    for &lsn in &lsns {
+        let r = log.wait_durable(lsn);
+        if lsn <= first + fit {
+            assert!(r.is_ok(), "record {lsn}: {r:?}");
+        } else {
+            assert!(no_space(r), "record {lsn}");
+        }
+    }
+    assert_eq!(log.durable_lsn(), first + fit);
+    assert_eq!(segments(&fs).len(), 1, "{:?}", segments(&fs));
+    drop(log);
+    fs.set_capacity(None);
+    let log = Log::open(fs.shared(), Path::new(DIR), opts).unwrap();
+    assert_eq!(log.last_lsn(), first + fit);
+    let n = log
+        .reader(first + 1)
+        .unwrap()
+        .map(|r| r.unwrap())
+        .filter(|r| r.payload == [6u8; 3000])
+        .count() as u64;
+    assert_eq!(n, fit);
+}
