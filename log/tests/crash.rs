@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use pagelog_log::fs::{CrashPlan, SimFs, SimFsConfig, run_crash_cases};
+use pagelog_log::fs::{CrashPlan, Fs, SimFs, SimFsConfig, run_crash_cases};
 use pagelog_log::{Log, LogOptions, Lsn};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -294,9 +294,19 @@ fn crash_at_every_point_recovers_acknowledged_prefix() {
     run_crash_cases(plan, workload_ops, check_case);
 }
 
-/// The concurrent workload of a seed: threads, records per thread, options, and whether the
-/// fault is a failed sync (else a power cut).
-fn concurrent_workload(seed: u64) -> (u64, u64, LogOptions, bool) {
+/// The fault a concurrent case meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The power goes after the crash point's disk operations.
+    PowerCut,
+    /// A sync fails.
+    FailedSync,
+    /// The disk fills: it has room for as many more bytes as 512 times the crash point.
+    DiskFull,
+}
+
+/// The concurrent workload of a seed: threads, records per thread, options, and its fault.
+fn concurrent_workload(seed: u64) -> (u64, u64, LogOptions, Fault) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let threads = rng.random_range(2..=16u64);
     let per_thread = rng.random_range(5..40u64);
@@ -307,14 +317,23 @@ fn concurrent_workload(seed: u64) -> (u64, u64, LogOptions, bool) {
         direct_write_bytes: [600, 1500, usize::MAX][rng.random_range(0..3)],
         ..Default::default()
     };
-    (threads, per_thread, opts, rng.random_bool(0.2))
+    let fault = if rng.random_bool(0.2) {
+        Fault::FailedSync
+    } else if rng.random_bool(0.25) {
+        Fault::DiskFull
+    } else {
+        Fault::PowerCut
+    };
+    (threads, per_thread, opts, fault)
 }
 
 /// One concurrent case: `threads` appenders (synced, direct, and append-then-wait) race on a
 /// log whose disk loses power after `point` disk operations, or, for a seed whose fault is a
-/// failed sync, whose `1 + point % records`-th sync fails; then the disk crashes and the log
-/// recovers. Every record a thread saw acknowledged must be there, byte for byte, at its LSN;
-/// the recovered records are a gap-free prefix, each one that some thread attempted. Thread
+/// failed sync, whose `1 + point % records`-th sync fails, or, for a full disk, that has room
+/// for `512 × point` more bytes; then the disk crashes and the log recovers. Every record a
+/// thread saw acknowledged must be there, byte for byte, at its LSN; the recovered records are
+/// a gap-free prefix, each one that some thread attempted; after a full disk, none whose
+/// append failed (the disk refused it, or the log had latched). Thread
 /// scheduling is not replayable: a failure prints the seed and crash point, which rerun the
 /// same workload and fault, not the same interleaving.
 fn check_concurrent_case(seed: u64, point: u64) -> Result<(), String> {
@@ -332,17 +351,21 @@ fn check_concurrent_kill_case(seed: u64, point: u64) -> Result<(), String> {
 }
 
 fn concurrent_case(seed: u64, point: u64, kill: bool) -> Result<(), String> {
-    let (threads, per_thread, opts, sync_fault) = concurrent_workload(seed);
+    let (threads, per_thread, opts, fault) = concurrent_workload(seed);
     let fs = SimFs::new(SimFsConfig {
         seed,
         ..Default::default()
     });
     let log = Log::open(fs.shared(), Path::new(DIR), opts.clone())
         .map_err(|e| format!("open failed: {e}"))?;
-    if sync_fault {
-        fs.fail_sync_in(1 + point % (threads * per_thread));
-    } else {
-        fs.set_power_cut_after(Some(point));
+    match fault {
+        Fault::FailedSync => fs.fail_sync_in(1 + point % (threads * per_thread)),
+        Fault::PowerCut => fs.set_power_cut_after(Some(point)),
+        Fault::DiskFull => {
+            fs.set_capacity(Some(u64::MAX));
+            let used = u64::MAX - fs.free_space(Path::new(DIR)).unwrap().unwrap_or(0);
+            fs.set_capacity(Some(used + 512 * point));
+        }
     }
     // A payload names its thread and sequence number, so that any recovered record can be
     // checked against what was attempted.
@@ -396,6 +419,9 @@ fn concurrent_case(seed: u64, point: u64, kill: bool) -> Result<(), String> {
     if kill && dir_sync_failed {
         return Ok(());
     }
+    fs.set_capacity(None);
+    // After a full disk, the first process's records that may be found: those acknowledged.
+    let acked_first: std::collections::BTreeSet<Lsn> = acked.iter().map(|r| r.0).collect();
     // The second process's records are those of a thread numbered `threads`.
     let mut second = 0;
     if kill {
@@ -438,6 +464,11 @@ fn concurrent_case(seed: u64, point: u64, kill: bool) -> Result<(), String> {
         };
         if !attempted || *p != payload(t, i) {
             return Err(format!("record {lsn} is not a record any thread attempted"));
+        }
+        if fault == Fault::DiskFull && t < threads && !acked_first.contains(lsn) {
+            return Err(format!(
+                "record {lsn} was refused (its append failed) and is found after recovery"
+            ));
         }
     }
     for (lsn, p) in &acked {
