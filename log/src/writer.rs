@@ -66,9 +66,10 @@ pub struct LogOptions {
     ///
     /// Spare and recycled segments only hold space for speed, so they give way on a disk
     /// running out of it: one is prepared or kept only while the file system keeps at least
-    /// 64 MiB, or one segment if larger, free beside it (see [`crate::fs::Fs::free_space`]). A spare being
-    /// prepared is abandoned when free space falls below that, and at open spares are removed
-    /// when it already has.
+    /// 64 MiB, or one segment if larger, free beside it (see [`crate::fs::Fs::free_space`]). A
+    /// spare being prepared is abandoned when free space falls below that; spares already kept
+    /// are removed when the log opens, when its prefix is truncated, and, with the background
+    /// flusher, within a quarter of a second of free space falling below it.
     pub recycle: usize,
     /// Appends block while this many bytes wait for a flush. Default 64 MiB.
     pub max_buffered_bytes: usize,
@@ -1201,6 +1202,12 @@ impl Shared {
         // A batch being written may have rolled to segments whose records are not durable yet:
         // they stay (readers and `first_lsn` must never pass the durable LSN).
         let upto = upto.min(self.durable.load(Ordering::Acquire));
+        // On a disk running out of space the spares kept go (a shipper or a trimmer calls this
+        // often), and dropped segments are removed, not kept for reuse.
+        let keep_spares = self.room_for_spare(0);
+        if !keep_spares {
+            self.release_spares_if_short();
+        }
         // Only truncations take segments off the front of the list, and they run one at a
         // time; a roll only adds at the back. So the first `n` segments counted here are the
         // ones removed below, and the list's lock is needed only for moments: the renames,
@@ -1218,8 +1225,6 @@ impl Shared {
         if n == 0 {
             return Ok(0);
         }
-        // On a disk running out of space the segments are removed, not kept for reuse.
-        let keep_spares = self.room_for_spare(0);
         // Oldest first, one segment at a time, each removal made durable (directory sync)
         // before the next: a crash then leaves a contiguous run of segments, never an old
         // segment whose removal was lost beside newer ones that are gone (recovery would see
@@ -1302,6 +1307,28 @@ impl Shared {
     /// would still keep [`spare_reserve`] free (or when its free space is unknown).
     fn room_for_spare(&self, bytes: u64) -> bool {
         room_for_spare(&self.fs, &self.dir, &self.opts, bytes)
+    }
+
+    /// Remove the spare segments when the file system keeps less than [`spare_reserve`] free
+    /// (see [`LogOptions::recycle`]). A roll taking a spare meanwhile takes it first (the pool's
+    /// lock), and one finding none grows a new segment. The removals are not made durable: a
+    /// spare that comes back after a crash is meaningless, and is removed at the next open if
+    /// space is still short.
+    fn release_spares_if_short(&self) {
+        if self.recycled.lock().is_empty() || self.room_for_spare(0) {
+            return;
+        }
+        let spares = std::mem::take(&mut *self.recycled.lock());
+        for p in spares {
+            match self.fs.remove(&p) {
+                Ok(()) => {
+                    tracing::info!(file = %p.display(), "removed a spare segment: free space is low");
+                }
+                Err(e) => {
+                    tracing::warn!(file = %p.display(), error = %e, "could not remove a spare segment");
+                }
+            }
+        }
     }
 
     /// Prepare a zero-filled spare segment when the pool is empty (background flusher only).
@@ -1395,7 +1422,17 @@ impl Shared {
                     if self.wants_spare() {
                         break;
                     }
-                    self.flush_cond.wait(&mut st);
+                    if self.recycled.lock().is_empty() {
+                        self.flush_cond.wait(&mut st);
+                    } else if self
+                        .flush_cond
+                        .wait_for(&mut st, SPARE_CHECK_INTERVAL)
+                        .timed_out()
+                    {
+                        // Spares held while the disk fills must give way (see
+                        // `LogOptions::recycle`): other files need the space.
+                        MutexGuard::unlocked(&mut st, || self.release_spares_if_short());
+                    }
                 }
                 if st.closed || st.failed.is_some() {
                     return;
@@ -1570,6 +1607,10 @@ fn room_for_spare(fs: &FsRef, dir: &Path, opts: &LogOptions, bytes: u64) -> bool
         }
     }
 }
+
+/// How often the background flusher, while it keeps spare segments, checks that the disk still
+/// has room for them (one `statvfs`).
+const SPARE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A spare segment prepared while commits run is synced every this many bytes.
 const SPARE_SYNC_EVERY: u64 = 1 << 20;

@@ -327,3 +327,59 @@ fn records_before_a_roll_the_full_disk_refused_are_acknowledged() {
         .count() as u64;
     assert_eq!(n, fit);
 }
+
+/// Found by the probe's second round on real file systems: a 64 MiB spare prepared while the
+/// disk had room was kept while another file filled the disk (which got `ENOSPC` with the spare
+/// sitting unused), until the log was reopened.
+#[test]
+fn a_spare_kept_while_the_disk_fills_is_released() {
+    let fs = disk(8);
+    let opts = LogOptions {
+        segment_size: 1 << 20,
+        ..Default::default()
+    };
+    let log = Log::open(fs.shared(), Path::new(DIR), opts).unwrap();
+    log.append_sync(0, b"one").unwrap();
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        let started = std::time::Instant::now();
+        while !done() {
+            assert!(started.elapsed() < Duration::from_secs(10), "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // No capacity: room for a spare, which the flusher prepares.
+    until("a spare prepared", &|| log.stats().spare_segments == 1);
+    // The disk fills from elsewhere: 100 KiB left.
+    fs.set_capacity(Some(used(&fs, None) + (100 << 10)));
+    until("the spare released", &|| {
+        files(&fs, "recycle-").is_empty() && log.stats().spare_segments == 0
+    });
+    // The space it held is the log's (and everyone's) again.
+    for i in 0..400 {
+        log.append_sync(0, &[9u8; 2500])
+            .unwrap_or_else(|e| panic!("append {i}: {e}"));
+    }
+}
+
+/// Without a flusher, truncating the prefix on a disk short of space releases the spares kept.
+#[test]
+fn truncating_on_a_disk_short_of_space_releases_the_spares() {
+    let fs = disk(9);
+    let opts = LogOptions {
+        segment_size: 64 << 10,
+        background_flush: false,
+        recycle: 2,
+        ..Default::default()
+    };
+    let log = Log::open(fs.shared(), Path::new(DIR), opts).unwrap();
+    for _ in 0..120 {
+        log.append_sync(0, &[3u8; 3000]).unwrap();
+    }
+    log.truncate_prefix(log.durable_lsn()).unwrap();
+    assert_eq!(files(&fs, "recycle-").len(), 2);
+    fs.set_capacity(Some(used(&fs, None) + (100 << 10)));
+    // Nothing more to drop; the spares go all the same.
+    assert_eq!(log.truncate_prefix(log.durable_lsn()).unwrap(), 0);
+    assert_eq!(files(&fs, "recycle-"), Vec::<String>::new());
+    assert_eq!(log.stats().spare_segments, 0);
+}
