@@ -7,8 +7,10 @@
 //! per open file description: it conflicts with a database open in any process, this one
 //! included). A database that is open elsewhere is reported with exit code 7 at once, never
 //! waited for and never touched. Opening runs the log's crash recovery, as opening the
-//! database would (a torn tail left by a crash is cut); nothing else is written, and no
-//! segment is created: a directory without segments is reported as empty.
+//! database would (a torn tail left by a crash is cut, and on a disk short of space the spare
+//! segments, which hold no records, are removed); nothing else is written, and no segment is
+//! created: a directory without segments, also one whose only segment recovery removed as
+//! torn, is reported as holding none (exit 5).
 //!
 //! Records past `--limit`, and every record with `--headers`, are read header-only
 //! ([`pagelog_log::LogReader::next_info`]): their payloads are neither read nor checked.
