@@ -352,13 +352,7 @@ impl Log {
         if !recycled.is_empty() && !room_for_spare(&fs, dir, &opts, 0) {
             // Spares hold space for speed only: on a disk running out of it they go (see
             // `LogOptions::recycle`), so that the log, the database and its WAL can grow.
-            for p in recycled.drain(..) {
-                tracing::warn!(file = %p.display(), "removing a spare segment: free space is low");
-                fs.remove(&p)
-                    .map_err(|e| LogError::io(format!("removing {}", p.display()), e))?;
-            }
-            fs.sync_dir(dir)
-                .map_err(|e| LogError::io(format!("syncing {}", dir.display()), e))?;
+            remove_spares(&fs, dir, &mut recycled, "free space is low")?;
         }
         let (active, offset) = match segments.last() {
             Some(s) => (s.clone(), rec.end),
@@ -373,13 +367,7 @@ impl Log {
                 // first segment those above the new records would look like evidence that a
                 // torn tail had been synced. Start from fresh files.
                 if !recycled.is_empty() {
-                    for p in recycled.drain(..) {
-                        tracing::warn!(file = %p.display(), "removing a spare segment left without a log");
-                        fs.remove(&p)
-                            .map_err(|e| LogError::io(format!("removing {}", p.display()), e))?;
-                    }
-                    fs.sync_dir(dir)
-                        .map_err(|e| LogError::io(format!("syncing {}", dir.display()), e))?;
+                    remove_spares(&fs, dir, &mut recycled, "left without a log")?;
                 }
                 // Opening is not on the commit path: preallocate the first segment here.
                 let seg = create_segment(
@@ -1584,6 +1572,18 @@ fn latched(st: &State) -> Option<LogError> {
         cause: cause.clone(),
         durable_lsn: st.durable_lsn,
     })
+}
+
+/// Remove the spare segments `spares` (emptied) from `dir`, durably, when a log opens; `why`
+/// goes into the warning for each.
+fn remove_spares(fs: &FsRef, dir: &Path, spares: &mut Vec<PathBuf>, why: &str) -> Result<()> {
+    for p in spares.drain(..) {
+        tracing::warn!(file = %p.display(), "removing a spare segment: {why}");
+        fs.remove(&p)
+            .map_err(|e| LogError::io(format!("removing {}", p.display()), e))?;
+    }
+    fs.sync_dir(dir)
+        .map_err(|e| LogError::io(format!("syncing {}", dir.display()), e))
 }
 
 /// Spare and recycled segments are kept only while the file system keeps this much free beside

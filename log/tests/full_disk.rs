@@ -53,6 +53,17 @@ fn segments(fs: &SimFs) -> Vec<String> {
     names
 }
 
+/// Options for segments of `segment_size` that grow as records are written (no preallocation,
+/// no flusher).
+fn growing(segment_size: u64) -> LogOptions {
+    LogOptions {
+        segment_size,
+        preallocate: false,
+        background_flush: false,
+        ..Default::default()
+    }
+}
+
 fn no_space(r: Result<(), LogError>) -> bool {
     matches!(r, Err(LogError::NoSpace { .. }))
 }
@@ -110,13 +121,7 @@ fn a_segment_that_could_not_start_leaves_no_file() {
 fn a_spare_segment_does_not_take_the_last_free_space() {
     let fs = disk(3);
     fs.set_capacity(Some(4 << 20));
-    let growing = LogOptions {
-        segment_size: 1 << 20,
-        preallocate: false,
-        background_flush: false,
-        ..Default::default()
-    };
-    let log = Log::open(fs.shared(), Path::new(DIR), growing).unwrap();
+    let log = Log::open(fs.shared(), Path::new(DIR), growing(1 << 20)).unwrap();
     let full = loop {
         if let Err(e) = log.append_sync(0, &[1u8; 3000]) {
             break e;
@@ -256,12 +261,7 @@ fn a_spare_being_prepared_is_abandoned_when_the_disk_fills() {
 #[test]
 fn records_the_full_disk_refused_are_not_found_after_a_reopen() {
     let fs = disk(6);
-    let opts = LogOptions {
-        segment_size: 1 << 20,
-        preallocate: false,
-        background_flush: false,
-        ..Default::default()
-    };
+    let opts = growing(1 << 20);
     let log = Log::open(fs.shared(), Path::new(DIR), opts.clone()).unwrap();
     let first = log.append_sync(0, b"fits").unwrap();
     // Room for three and a half of the eight records of the next batch.
@@ -288,12 +288,7 @@ fn records_the_full_disk_refused_are_not_found_after_a_reopen() {
 #[test]
 fn records_before_a_roll_the_full_disk_refused_are_acknowledged() {
     let fs = disk(7);
-    let opts = LogOptions {
-        segment_size: 16 << 10,
-        preallocate: false,
-        background_flush: false,
-        ..Default::default()
-    };
+    let opts = growing(16 << 10);
     let log = Log::open(fs.shared(), Path::new(DIR), opts.clone()).unwrap();
     let first = log.append_sync(0, b"x").unwrap();
     let offset = (SEGMENT_HEADER_LEN + RECORD_HEADER_LEN + 1) as u64;
