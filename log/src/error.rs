@@ -104,7 +104,7 @@ pub enum LogError {
 impl LogError {
     /// Wrap an I/O error, classifying a full disk.
     pub fn io(context: impl Into<String>, source: io::Error) -> LogError {
-        if source.kind() == io::ErrorKind::StorageFull {
+        if is_no_space(&source) {
             LogError::NoSpace {
                 context: context.into(),
                 source,
@@ -120,3 +120,12 @@ impl LogError {
 
 /// Result alias for the log.
 pub type Result<T, E = LogError> = std::result::Result<T, E>;
+
+/// Whether `e` says that no space is left for the writer: the disk is full (`ENOSPC`), or the
+/// writer's quota is used up (`EDQUOT`).
+pub(crate) fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}

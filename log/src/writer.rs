@@ -51,9 +51,11 @@ pub struct LogOptions {
     pub timeline: u64,
     /// LSN of the first record of a new log. Default 1.
     pub first_lsn: Lsn,
-    /// Start a new log when the directory holds no segment (once recovery has removed any
-    /// torn one). When false, opening such a directory fails with [`LogError::NoLog`] and
-    /// creates nothing: for tools that only inspect a log. Default true.
+    /// Start a new log when the directory is missing or holds no segment (once recovery has
+    /// removed any torn one). When false, opening such a directory fails with
+    /// [`LogError::NoLog`] and starts no log: a missing directory is not created, and in an
+    /// existing one only the lock file is (besides recovery's own work). For tools that only
+    /// inspect a log. Default true.
     pub create_if_missing: bool,
     /// Zero-fill new segments to `segment_size` and sync them before use, so that appends
     /// overwrite allocated blocks and `fdatasync` has no metadata to write. With a background
@@ -322,6 +324,15 @@ impl Log {
                 last: 0,
             });
         }
+        if !opts.create_if_missing
+            && !fs
+                .exists(dir)
+                .map_err(|e| LogError::io(format!("probing {}", dir.display()), e))?
+        {
+            return Err(LogError::NoLog {
+                dir: dir.to_path_buf(),
+            });
+        }
         fs.create_dir_all(dir)
             .and_then(|_| fs.sync_dir(&crate::fs::parent_dir(dir)))
             .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
@@ -348,6 +359,11 @@ impl Log {
                 spare_seq = spare_seq.max(n + 1);
             }
         }
+        if segments.is_empty() && !opts.create_if_missing {
+            return Err(LogError::NoLog {
+                dir: dir.to_path_buf(),
+            });
+        }
         let mut recycled = rec.recycled;
         if !recycled.is_empty() && !room_for_spare(&fs, dir, &opts, 0) {
             // Spares hold space for speed only: on a disk running out of it they go (see
@@ -356,11 +372,6 @@ impl Log {
         }
         let (active, offset) = match segments.last() {
             Some(s) => (s.clone(), rec.end),
-            None if !opts.create_if_missing => {
-                return Err(LogError::NoLog {
-                    dir: dir.to_path_buf(),
-                });
-            }
             None => {
                 // Spare files without a segment beside them belong to no log (its segments
                 // were removed by hand): their stale records could carry any LSN, and in the
@@ -1082,7 +1093,7 @@ impl Shared {
                 let old = &io.active;
                 old.file.sync_data().map_err(|e| {
                     let e = LogError::io(format!("syncing {}", old.path.display()), e);
-                    (e, durable)
+                    (self.cut_back(old, run_offset, e), durable)
                 })?;
                 durable = lsn - 1;
                 self.roll(&mut io, lsn).map_err(|e| (e, durable))?;
@@ -1097,7 +1108,7 @@ impl Shared {
         let seg = &io.active;
         seg.file.sync_data().map_err(|e| {
             let e = LogError::io(format!("syncing {}", seg.path.display()), e);
-            (e, durable)
+            (self.cut_back(seg, run_offset, e), durable)
         })?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.bytes_written
@@ -1105,11 +1116,14 @@ impl Shared {
         Ok(())
     }
 
-    /// After a write at `offset` of the active segment `seg` failed: cut the segment back to
-    /// `offset` and sync it, and return `e`. A full disk writes what fits before it refuses the
-    /// rest, so whole records of the refused batch could otherwise be found, and made durable,
-    /// by the next recovery: records whose appends failed. If the cut fails too they may be
-    /// (the log latches either way).
+    /// After a write from `offset` of the active segment `seg`, or its sync, failed: cut the
+    /// segment back to `offset` and sync it, and return `e`. A full disk writes what fits
+    /// before it refuses the rest, and a failed sync leaves the written pages in the cache (an
+    /// `ENOSPC` from `fdatasync` on file systems that allocate at write-back, too), so whole
+    /// records of the refused batch could otherwise be found, and made durable, by the next
+    /// recovery: records whose appends failed. Everything before `offset` was durable before
+    /// this batch (or synced at its roll), so the cut takes nothing acknowledged. If the cut
+    /// fails too they may be found (the log latches either way).
     fn cut_back(&self, seg: &Segment, offset: u64, e: LogError) -> LogError {
         if let Err(cut) = seg.file.set_len(offset).and_then(|()| seg.file.sync_data()) {
             tracing::warn!(
@@ -1189,7 +1203,8 @@ impl Shared {
         let _one_at_a_time = self.truncating.lock();
         // A batch being written may have rolled to segments whose records are not durable yet:
         // they stay (readers and `first_lsn` must never pass the durable LSN).
-        let upto = upto.min(self.durable.load(Ordering::Acquire));
+        let durable = self.durable.load(Ordering::Acquire);
+        let upto = upto.min(durable);
         // On a disk running out of space the spares kept go (a shipper or a trimmer calls this
         // often), and dropped segments are removed, not kept for reuse.
         let keep_spares = self.room_for_spare(0);
@@ -1205,7 +1220,13 @@ impl Shared {
         let n = {
             let segs = self.segments.lock();
             let mut n = 0;
-            while n + 1 < segs.len() && segs[n + 1].header.first_lsn <= upto.saturating_add(1) {
+            // The next segment must also hold a durable record: one a batch in flight rolled to
+            // may hold none yet, and dropping the segment before it would leave the log's
+            // first LSN past its durable LSN.
+            while n + 1 < segs.len()
+                && segs[n + 1].header.first_lsn <= upto.saturating_add(1)
+                && segs[n + 1].header.first_lsn <= durable
+            {
                 n += 1;
             }
             n
@@ -1401,6 +1422,18 @@ impl Shared {
     }
 
     fn flusher_loop(self: Arc<Self>) {
+        // When the spares kept are next checked against the free space: by the clock, not by
+        // wake-ups (appends nobody waits for wake this thread many times a second).
+        let mut space_check = std::time::Instant::now() + SPARE_CHECK_INTERVAL;
+        let mut check_space = |this: &Self| {
+            let now = std::time::Instant::now();
+            if now >= space_check {
+                space_check = now + SPARE_CHECK_INTERVAL;
+                // Spares held while the disk fills must give way (see `LogOptions::recycle`):
+                // other files need the space.
+                this.release_spares_if_short();
+            }
+        };
         loop {
             // The last LSN to sync, if records nobody waits for asked for a flush; and how many
             // rolls had asked for a spare when this thread last looked.
@@ -1412,14 +1445,9 @@ impl Shared {
                     }
                     if self.recycled.lock().is_empty() {
                         self.flush_cond.wait(&mut st);
-                    } else if self
-                        .flush_cond
-                        .wait_for(&mut st, SPARE_CHECK_INTERVAL)
-                        .timed_out()
-                    {
-                        // Spares held while the disk fills must give way (see
-                        // `LogOptions::recycle`): other files need the space.
-                        MutexGuard::unlocked(&mut st, || self.release_spares_if_short());
+                    } else {
+                        MutexGuard::unlocked(&mut st, || check_space(&self));
+                        self.flush_cond.wait_for(&mut st, SPARE_CHECK_INTERVAL);
                     }
                 }
                 if st.closed || st.failed.is_some() {
@@ -1449,6 +1477,7 @@ impl Shared {
             {
                 return;
             }
+            check_space(&self);
             let prepared = self.ensure_spare().unwrap_or_else(|e| {
                 // Not fatal: rolls fall back to growing files.
                 tracing::warn!(error = %e, "could not preallocate a spare segment");
@@ -1658,6 +1687,10 @@ fn create_segment(
     pool: &mut Vec<PathBuf>,
 ) -> Result<Arc<Segment>> {
     let path = dir.join(segment_file_name(first_lsn));
+    // Preallocating takes the whole segment's space at once: only while the disk keeps the
+    // spares' reserve free beside it (see `LogOptions::recycle`), so that other files do not
+    // meet a full disk while it fills; otherwise the segment grows as records are written.
+    let preallocate = preallocate && room_for_spare(fs, dir, opts, opts.segment_size);
     let header = SegmentHeader {
         database_id,
         timeline,
@@ -1691,7 +1724,7 @@ fn create_segment(
                     Ok(_) => Ok(()),
                     // Preallocation only makes syncs cheaper: on a disk without room for a
                     // whole segment, the segment grows as records are written instead.
-                    Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                    Err(e) if crate::error::is_no_space(&e) => {
                         tracing::warn!(segment = %path.display(), "too little free space to preallocate a segment; it grows as records are written");
                         file.set_len(SEGMENT_HEADER_LEN as u64)
                             .map_err(|e| LogError::io(ctx("truncating"), e))

@@ -1489,6 +1489,54 @@ fn truncation_never_drops_records_that_are_not_durable_yet() {
     assert!(log.first_lsn() <= last);
 }
 
+/// Found in review: a batch whose first record rolled to a new segment, still being synced,
+/// made the segment before it droppable whole (all its records durable), and dropping it left
+/// the log's first LSN past its durable LSN (a reader's error named an empty range). A segment
+/// goes only once the next one holds a durable record.
+#[test]
+fn truncation_keeps_the_segment_before_one_a_batch_in_flight_rolled_to() {
+    let sim = SimFs::default();
+    let fs = SlowSyncFs::new(sim.shared(), Duration::ZERO, (Duration::ZERO, 1), 1);
+    let opts = LogOptions {
+        segment_size: 1024,
+        ..sim_opts()
+    };
+    let per = ((1024 - SEGMENT_HEADER_LEN) / (RECORD_HEADER_LEN + 100)) as u64;
+    let log = Arc::new(Log::open(Arc::new(fs), Path::new(DIR), opts.clone()).unwrap());
+    for i in 1..=per {
+        log.append_sync(0, &payload(i, 100)).unwrap();
+    }
+    drop(log);
+    // Reopened with slow syncs: the next record rolls, and its segment's syncs take 300 ms.
+    let fs = SlowSyncFs::new(
+        sim.shared(),
+        Duration::from_millis(300),
+        (Duration::ZERO, 1),
+        1,
+    );
+    let log = Arc::new(Log::open(Arc::new(fs), Path::new(DIR), opts).unwrap());
+    let next = {
+        let log = log.clone();
+        std::thread::spawn(move || log.append_sync(0, &payload(per + 1, 100)))
+    };
+    let started = std::time::Instant::now();
+    while log.stats().segments < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            log.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(log.durable_lsn(), per);
+    assert_eq!(log.truncate_prefix(u64::MAX).unwrap(), 0);
+    assert_eq!(log.first_lsn(), 1);
+    assert!(log.reader(per).unwrap().next().is_some());
+    assert_eq!(next.join().unwrap().unwrap(), per + 1);
+    assert_eq!(log.truncate_prefix(u64::MAX).unwrap(), 1);
+    assert_eq!(log.first_lsn(), per + 1);
+}
+
 #[test]
 fn a_slow_removal_while_truncating_stalls_neither_a_roll_nor_a_reader() {
     // Truncation used to hold the segment list's lock across its removals and directory syncs,

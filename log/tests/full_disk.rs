@@ -80,7 +80,14 @@ fn a_new_log_on_a_disk_smaller_than_a_segment_opens_with_a_growing_segment() {
         background_flush: false,
         ..Default::default()
     };
-    let log = Log::open(fs.shared(), Path::new(DIR), opts.clone()).unwrap();
+    // Free space not known to the log (as where `statvfs` fails): preallocation is tried and
+    // meets the full disk.
+    let unknown: FsRef = Arc::new(Filling {
+        inner: fs.shared(),
+        asked: AtomicU64::new(0),
+        answer: |_| None,
+    });
+    let log = Log::open(unknown, Path::new(DIR), opts.clone()).unwrap();
     let lsn = log.append_sync(0, &[7u8; 1000]).unwrap();
     drop(log);
     // Header and record, not a partial preallocation.
@@ -187,13 +194,14 @@ fn spares_give_way_on_a_disk_short_of_space() {
     );
 }
 
-/// A file system whose free space is plentiful for the first `plenty` questions and nil after:
-/// a disk that fills while a spare is being prepared.
+/// A file system over the simulated disk whose free space is what `answer` says to the n-th
+/// question (from 0): a disk that fills while a spare is being prepared, or one whose free
+/// space is unknown.
 #[derive(Debug)]
 struct Filling {
     inner: FsRef,
     asked: AtomicU64,
-    plenty: u64,
+    answer: fn(u64) -> Option<u64>,
 }
 
 impl Fs for Filling {
@@ -222,8 +230,7 @@ impl Fs for Filling {
         self.inner.try_lock(path)
     }
     fn free_space(&self, _dir: &Path) -> io::Result<Option<u64>> {
-        let n = self.asked.fetch_add(1, Ordering::Relaxed);
-        Ok(Some(if n < self.plenty { 1 << 40 } else { 0 }))
+        Ok((self.answer)(self.asked.fetch_add(1, Ordering::Relaxed)))
     }
 }
 
@@ -235,7 +242,8 @@ fn a_spare_being_prepared_is_abandoned_when_the_disk_fills() {
     let fs = Arc::new(Filling {
         inner: sim.shared(),
         asked: AtomicU64::new(0),
-        plenty: 1,
+        // Plenty for the first question, nothing after.
+        answer: |n| Some(if n < 1 { 1 << 40 } else { 0 }),
     });
     let opts = LogOptions {
         segment_size: 8 << 20,
@@ -377,4 +385,156 @@ fn truncating_on_a_disk_short_of_space_releases_the_spares() {
     assert_eq!(log.truncate_prefix(log.durable_lsn()).unwrap(), 0);
     assert_eq!(files(&fs, "recycle-"), Vec::<String>::new());
     assert_eq!(log.stats().spare_segments, 0);
+}
+
+/// Found in review: the flusher checked the spares against the free space only when its wait
+/// timed out, and appends nobody waits for (a Gated database's commits) wake it many times a
+/// second: with one every 50 ms, the spare was never released.
+#[test]
+fn a_spare_is_released_while_appends_keep_waking_the_flusher() {
+    let fs = disk(10);
+    let opts = LogOptions {
+        segment_size: 1 << 20,
+        ..Default::default()
+    };
+    let log = Arc::new(Log::open(fs.shared(), Path::new(DIR), opts).unwrap());
+    log.append_sync(0, b"one").unwrap();
+    let started = std::time::Instant::now();
+    while log.stats().spare_segments == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no spare prepared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appender = {
+        let (log, stop) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                log.append(0, &[1u8; 100]).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    fs.set_capacity(Some(used(&fs, None) + (200 << 10)));
+    let started = std::time::Instant::now();
+    while log.stats().spare_segments > 0 || !files(&fs, "recycle-").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the spare is still kept on a disk with 200 KiB free"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    appender.join().unwrap();
+}
+
+/// A file system over the simulated disk whose next file sync fails with `ENOSPC` once armed,
+/// as `fdatasync` can where blocks are allocated at write-back (NFS, thin provisioning).
+#[derive(Debug)]
+struct SyncRefused {
+    inner: FsRef,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Debug)]
+struct SyncRefusedFile {
+    inner: FileRef,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl pagelog_log::fs::FsFile for SyncRefusedFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        self.inner.sync_data()
+    }
+    fn drop_cache(&self) -> io::Result<()> {
+        self.inner.drop_cache()
+    }
+}
+
+impl Fs for SyncRefused {
+    fn open(&self, path: &Path, opts: OpenOptions) -> io::Result<FileRef> {
+        Ok(Arc::new(SyncRefusedFile {
+            inner: self.inner.open(path, opts)?,
+            armed: self.armed.clone(),
+        }))
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        self.inner.exists(path)
+    }
+    fn try_lock(&self, path: &Path) -> io::Result<Box<dyn FsLock>> {
+        self.inner.try_lock(path)
+    }
+}
+
+/// Found in review: a record whose sync failed with `ENOSPC` was refused with `NoSpace`, and
+/// found after a reopen (recovery syncs what the page cache shows). A failed sync now cuts the
+/// batch off too.
+#[test]
+fn records_refused_by_a_failed_sync_are_not_found_after_a_reopen() {
+    let sim = disk(11);
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fs: FsRef = Arc::new(SyncRefused {
+        inner: sim.shared(),
+        armed: armed.clone(),
+    });
+    let opts = growing(1 << 20);
+    let log = Log::open(fs.clone(), Path::new(DIR), opts.clone()).unwrap();
+    let first = log.append_sync(0, b"kept").unwrap();
+    armed.store(true, Ordering::SeqCst);
+    let err = log.append_sync(0, b"refused").unwrap_err();
+    assert!(matches!(err, LogError::NoSpace { .. }), "{err}");
+    drop(log);
+    let log = Log::open(fs, Path::new(DIR), opts).unwrap();
+    assert_eq!(log.last_lsn(), first, "the refused record came back");
+}
+
+/// `create_if_missing: false` starts no log: a missing directory is not created, and an empty
+/// one gets no segment.
+#[test]
+fn a_log_not_to_be_created_is_not() {
+    let fs = disk(12);
+    let opts = LogOptions {
+        create_if_missing: false,
+        background_flush: false,
+        ..Default::default()
+    };
+    let err = Log::open(fs.shared(), Path::new(DIR), opts.clone()).unwrap_err();
+    assert!(matches!(err, LogError::NoLog { .. }), "{err}");
+    assert!(!fs.exists(Path::new(DIR)).unwrap());
+    fs.create_dir_all(Path::new(DIR)).unwrap();
+    let err = Log::open(fs.shared(), Path::new(DIR), opts).unwrap_err();
+    assert!(matches!(err, LogError::NoLog { .. }), "{err}");
+    assert_eq!(segments(&fs), Vec::<String>::new());
 }

@@ -556,13 +556,14 @@ impl FsFile for SimFile {
     }
 
     /// On a full disk, as `write(2)` there: the part that fits is written (a short write) and
-    /// the rest fails with `ENOSPC`, so the file keeps that prefix.
+    /// the rest fails with `ENOSPC`, so the file keeps that prefix. Room is measured and taken
+    /// under one lock, so concurrent writers never exceed the capacity together.
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let end = offset + buf.len() as u64;
-        let fits = self.with_inode(false, |s, ino| {
+        self.with_inode(true, |s, ino| {
             let cur_len = s.inodes[&ino].current.len() as u64;
             let used = s.total_bytes();
-            Ok(match s.config.capacity_bytes {
+            let fits = match s.config.capacity_bytes {
                 Some(cap) if end > cur_len && used + (end - cur_len) > cap => {
                     let room = cap.saturating_sub(used);
                     (cur_len + room)
@@ -570,27 +571,24 @@ impl FsFile for SimFile {
                         .min(buf.len() as u64) as usize
                 }
                 _ => buf.len(),
-            })
-        })?;
-        if fits < buf.len() {
+            };
             if fits > 0 {
-                self.push_op(
-                    offset + fits as u64,
-                    FileOp::Write {
-                        offset,
-                        data: buf[..fits].to_vec(),
-                    },
-                )?;
+                let op = FileOp::Write {
+                    offset,
+                    data: buf[..fits].to_vec(),
+                };
+                let inode = s
+                    .inodes
+                    .get_mut(&ino)
+                    .ok_or_else(|| eio("inode vanished"))?;
+                apply_op(&mut inode.current, &op);
+                inode.pending.push(op);
             }
-            return Err(enospc());
-        }
-        self.push_op(
-            offset + buf.len() as u64,
-            FileOp::Write {
-                offset,
-                data: buf.to_vec(),
-            },
-        )
+            if fits < buf.len() {
+                return Err(enospc());
+            }
+            Ok(())
+        })
     }
 
     fn len(&self) -> io::Result<u64> {
