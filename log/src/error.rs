@@ -18,7 +18,8 @@ pub enum LogError {
         #[source]
         source: io::Error,
     },
-    /// The disk is full. Records not yet durable are not acknowledged; the log is latched.
+    /// The disk is full, or the writer's quota is used up (`source` says which). Records not
+    /// yet durable are not acknowledged; the log is latched.
     #[error("disk full while {context}: {source}")]
     NoSpace {
         /// What the log was doing.

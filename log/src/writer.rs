@@ -681,10 +681,13 @@ impl Log {
         LogReader::new(self.shared.clone(), from)
     }
 
-    /// Drop every segment whose records are all `<= upto` (never the active segment); a
-    /// recyclable segment is kept for reuse. Returns how many segments were dropped. Records
-    /// not yet durable are never dropped: `upto` is taken as at most [`Log::durable_lsn`] (a
-    /// batch in flight may already have rolled to new segments).
+    /// Drop every segment whose records are all `<= upto` and whose next segment holds a
+    /// durable record (so never the last segment); a recyclable segment is kept for reuse.
+    /// Returns how many segments were dropped. Records not yet durable are never dropped:
+    /// `upto` is taken as at most [`Log::durable_lsn`], and a batch in flight may already have
+    /// rolled to new segments that hold none yet (also after a reopen, a last segment with a
+    /// header and no record keeps the one before it until a record is written). So the first
+    /// LSN never passes the durable LSN.
     ///
     /// Safe to call beside appends and readers, which never wait for its removals and
     /// directory syncs; two calls at once run one after the other. A segment that a reader
@@ -1425,14 +1428,18 @@ impl Shared {
         // When the spares kept are next checked against the free space: by the clock, not by
         // wake-ups (appends nobody waits for wake this thread many times a second).
         let mut space_check = std::time::Instant::now() + SPARE_CHECK_INTERVAL;
+        // Whether it ran (the caller must then look at its conditions again: it ran without
+        // the state lock, and a wake-up meanwhile found nobody waiting).
         let mut check_space = |this: &Self| {
             let now = std::time::Instant::now();
-            if now >= space_check {
-                space_check = now + SPARE_CHECK_INTERVAL;
-                // Spares held while the disk fills must give way (see `LogOptions::recycle`):
-                // other files need the space.
-                this.release_spares_if_short();
+            if now < space_check {
+                return false;
             }
+            space_check = now + SPARE_CHECK_INTERVAL;
+            // Spares held while the disk fills must give way (see `LogOptions::recycle`):
+            // other files need the space.
+            this.release_spares_if_short();
+            true
         };
         loop {
             // The last LSN to sync, if records nobody waits for asked for a flush; and how many
@@ -1445,8 +1452,7 @@ impl Shared {
                     }
                     if self.recycled.lock().is_empty() {
                         self.flush_cond.wait(&mut st);
-                    } else {
-                        MutexGuard::unlocked(&mut st, || check_space(&self));
+                    } else if !MutexGuard::unlocked(&mut st, || check_space(&self)) {
                         self.flush_cond.wait_for(&mut st, SPARE_CHECK_INTERVAL);
                     }
                 }

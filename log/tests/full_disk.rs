@@ -538,3 +538,58 @@ fn a_log_not_to_be_created_is_not() {
     assert!(matches!(err, LogError::NoLog { .. }), "{err}");
     assert_eq!(segments(&fs), Vec::<String>::new());
 }
+
+/// Set while the free-space query of `an_append_during_the_flushers_space_check_is_not_delayed`
+/// runs.
+static IN_QUERY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Found in review: the idle flusher checked the free space without the state lock, then went
+/// to sleep without looking again: an append (or a close) signalling it meanwhile waited a
+/// whole 250 ms period instead of about a millisecond.
+#[test]
+fn an_append_during_the_flushers_space_check_is_not_delayed() {
+    let sim = disk(13);
+    let fs: FsRef = Arc::new(Filling {
+        inner: sim.shared(),
+        asked: AtomicU64::new(0),
+        // A slow query (as on a network file system), with room for spares.
+        answer: |_| {
+            IN_QUERY.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            IN_QUERY.store(false, Ordering::SeqCst);
+            Some(1 << 40)
+        },
+    });
+    let opts = LogOptions {
+        segment_size: 1 << 20,
+        ..Default::default()
+    };
+    let log = Log::open(fs, Path::new(DIR), opts).unwrap();
+    log.append_sync(0, b"one").unwrap();
+    let started = std::time::Instant::now();
+    while log.stats().spare_segments == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no spare prepared"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for round in 0..3 {
+        // The idle flusher's next check of its spare.
+        let started = std::time::Instant::now();
+        while !IN_QUERY.load(Ordering::SeqCst) {
+            assert!(started.elapsed() < Duration::from_secs(10), "no check");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let at = std::time::Instant::now();
+        let lsn = log.append(0, b"nobody waits").unwrap();
+        while log.durable_lsn() < lsn {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let took = at.elapsed();
+        assert!(
+            took < Duration::from_millis(150),
+            "round {round}: the flusher synced the record after {took:?}"
+        );
+    }
+}

@@ -136,7 +136,8 @@ fn state<'a>(p: *mut ffi::sqlite3_file) -> Option<&'a mut FileState> {
 
 fn io_code(e: &std::io::Error, default: c_int) -> c_int {
     match e.kind() {
-        std::io::ErrorKind::StorageFull => ffi::SQLITE_FULL,
+        // A used-up quota is as full as a full disk to this writer.
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => ffi::SQLITE_FULL,
         _ => default,
     }
 }
