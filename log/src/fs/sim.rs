@@ -562,13 +562,18 @@ impl FsFile for SimFile {
         let end = offset + buf.len() as u64;
         self.with_inode(true, |s, ino| {
             let cur_len = s.inodes[&ino].current.len() as u64;
-            let used = s.total_bytes();
+            // Only a write that grows the file on a disk with a capacity needs the total.
             let fits = match s.config.capacity_bytes {
-                Some(cap) if end > cur_len && used + (end - cur_len) > cap => {
-                    let room = cap.saturating_sub(used);
-                    (cur_len + room)
-                        .saturating_sub(offset)
-                        .min(buf.len() as u64) as usize
+                Some(cap) if end > cur_len => {
+                    let used = s.total_bytes();
+                    if used + (end - cur_len) > cap {
+                        let room = cap.saturating_sub(used);
+                        (cur_len + room)
+                            .saturating_sub(offset)
+                            .min(buf.len() as u64) as usize
+                    } else {
+                        buf.len()
+                    }
                 }
                 _ => buf.len(),
             };
