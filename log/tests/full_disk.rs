@@ -82,11 +82,7 @@ fn a_new_log_on_a_disk_smaller_than_a_segment_opens_with_a_growing_segment() {
     };
     // Free space not known to the log (as where `statvfs` fails): preallocation is tried and
     // meets the full disk.
-    let unknown: FsRef = Arc::new(Filling {
-        inner: fs.shared(),
-        asked: AtomicU64::new(0),
-        answer: |_| None,
-    });
+    let unknown: FsRef = Arc::new(Shim::answering(fs.shared(), |_| None));
     let log = Log::open(unknown, Path::new(DIR), opts.clone()).unwrap();
     let lsn = log.append_sync(0, &[7u8; 1000]).unwrap();
     drop(log);
@@ -194,19 +190,47 @@ fn spares_give_way_on_a_disk_short_of_space() {
     );
 }
 
-/// A file system over the simulated disk whose free space is what `answer` says to the n-th
-/// question (from 0): a disk that fills while a spare is being prepared, or one whose free
-/// space is unknown.
+/// A file system over the simulated disk that can misreport its free space and refuse a sync.
+/// Its free space is what `answer` says to the n-th question (from 0), when set: a disk that
+/// fills while a spare is being prepared, or one whose free space is unknown. Its
+/// `sync_left`-th file sync from now fails with `ENOSPC` (0: none), the data left pending, as
+/// `fdatasync` can fail where blocks are allocated at write-back (NFS, thin provisioning).
 #[derive(Debug)]
-struct Filling {
+struct Shim {
     inner: FsRef,
     asked: AtomicU64,
-    answer: fn(u64) -> Option<u64>,
+    answer: Option<fn(u64) -> Option<u64>>,
+    sync_left: Arc<AtomicU64>,
 }
 
-impl Fs for Filling {
+impl Shim {
+    /// Free space as `answer` says.
+    fn answering(inner: FsRef, answer: fn(u64) -> Option<u64>) -> Shim {
+        Shim {
+            inner,
+            asked: AtomicU64::new(0),
+            answer: Some(answer),
+            sync_left: Arc::default(),
+        }
+    }
+
+    /// The `sync_left`-th sync from the moment it is set fails.
+    fn refusing_syncs(inner: FsRef, sync_left: Arc<AtomicU64>) -> Shim {
+        Shim {
+            inner,
+            asked: AtomicU64::new(0),
+            answer: None,
+            sync_left,
+        }
+    }
+}
+
+impl Fs for Shim {
     fn open(&self, path: &Path, opts: OpenOptions) -> io::Result<FileRef> {
-        self.inner.open(path, opts)
+        Ok(Arc::new(ShimFile {
+            inner: self.inner.open(path, opts)?,
+            left: self.sync_left.clone(),
+        }))
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         self.inner.remove(path)
@@ -229,8 +253,46 @@ impl Fs for Filling {
     fn try_lock(&self, path: &Path) -> io::Result<Box<dyn FsLock>> {
         self.inner.try_lock(path)
     }
-    fn free_space(&self, _dir: &Path) -> io::Result<Option<u64>> {
-        Ok((self.answer)(self.asked.fetch_add(1, Ordering::Relaxed)))
+    fn free_space(&self, dir: &Path) -> io::Result<Option<u64>> {
+        match self.answer {
+            Some(answer) => Ok(answer(self.asked.fetch_add(1, Ordering::Relaxed))),
+            None => self.inner.free_space(dir),
+        }
+    }
+}
+
+/// A file of [`Shim`].
+#[derive(Debug)]
+struct ShimFile {
+    inner: FileRef,
+    left: Arc<AtomicU64>,
+}
+
+impl pagelog_log::fs::FsFile for ShimFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        let before = self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .unwrap_or(0);
+        if before == 1 {
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        self.inner.sync_data()
+    }
+    fn drop_cache(&self) -> io::Result<()> {
+        self.inner.drop_cache()
     }
 }
 
@@ -239,12 +301,10 @@ impl Fs for Filling {
 #[test]
 fn a_spare_being_prepared_is_abandoned_when_the_disk_fills() {
     let sim = disk(5);
-    let fs = Arc::new(Filling {
-        inner: sim.shared(),
-        asked: AtomicU64::new(0),
-        // Plenty for the first question, nothing after.
-        answer: |n| Some(if n < 1 { 1 << 40 } else { 0 }),
-    });
+    // Plenty for the first question, nothing after.
+    let fs = Arc::new(Shim::answering(sim.shared(), |n| {
+        Some(if n < 1 { 1 << 40 } else { 0 })
+    }));
     let opts = LogOptions {
         segment_size: 8 << 20,
         ..Default::default()
@@ -430,79 +490,6 @@ fn a_spare_is_released_while_appends_keep_waking_the_flusher() {
     appender.join().unwrap();
 }
 
-/// A file system over the simulated disk whose `left`-th file sync from now fails with
-/// `ENOSPC` (0: none), its data left pending, as `fdatasync` can fail where blocks are
-/// allocated at write-back (NFS, thin provisioning).
-#[derive(Debug)]
-struct SyncRefused {
-    inner: FsRef,
-    left: Arc<AtomicU64>,
-}
-
-#[derive(Debug)]
-struct SyncRefusedFile {
-    inner: FileRef,
-    left: Arc<AtomicU64>,
-}
-
-impl pagelog_log::fs::FsFile for SyncRefusedFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_all_at(buf, offset)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        let before = self
-            .left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .unwrap_or(0);
-        if before == 1 {
-            return Err(io::Error::from_raw_os_error(28));
-        }
-        self.inner.sync_data()
-    }
-    fn drop_cache(&self) -> io::Result<()> {
-        self.inner.drop_cache()
-    }
-}
-
-impl Fs for SyncRefused {
-    fn open(&self, path: &Path, opts: OpenOptions) -> io::Result<FileRef> {
-        Ok(Arc::new(SyncRefusedFile {
-            inner: self.inner.open(path, opts)?,
-            left: self.left.clone(),
-        }))
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn exists(&self, path: &Path) -> io::Result<bool> {
-        self.inner.exists(path)
-    }
-    fn try_lock(&self, path: &Path) -> io::Result<Box<dyn FsLock>> {
-        self.inner.try_lock(path)
-    }
-}
-
 /// Found in review: a record whose sync failed with `ENOSPC` was refused with `NoSpace`, and
 /// found after a reopen (recovery syncs what the page cache shows). A failed sync now cuts the
 /// batch off too.
@@ -510,10 +497,7 @@ impl Fs for SyncRefused {
 fn records_refused_by_a_failed_sync_are_not_found_after_a_reopen() {
     let sim = disk(11);
     let left = Arc::new(AtomicU64::new(0));
-    let fs: FsRef = Arc::new(SyncRefused {
-        inner: sim.shared(),
-        left: left.clone(),
-    });
+    let fs: FsRef = Arc::new(Shim::refusing_syncs(sim.shared(), left.clone()));
     let opts = growing(1 << 20);
     let log = Log::open(fs.clone(), Path::new(DIR), opts.clone()).unwrap();
     let first = log.append_sync(0, b"kept").unwrap();
@@ -536,10 +520,7 @@ fn a_failed_sync_anywhere_in_a_batch_over_several_segments_cuts_off_exactly_the_
             for k in 1..=30u64 {
                 let sim = disk(k);
                 let left = Arc::new(AtomicU64::new(0));
-                let fs: FsRef = Arc::new(SyncRefused {
-                    inner: sim.shared(),
-                    left: left.clone(),
-                });
+                let fs: FsRef = Arc::new(Shim::refusing_syncs(sim.shared(), left.clone()));
                 let opts = LogOptions {
                     direct_write_bytes: if direct { 600 } else { usize::MAX },
                     ..growing(1024)
@@ -607,17 +588,13 @@ static IN_QUERY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 #[test]
 fn an_append_during_the_flushers_space_check_is_not_delayed() {
     let sim = disk(13);
-    let fs: FsRef = Arc::new(Filling {
-        inner: sim.shared(),
-        asked: AtomicU64::new(0),
-        // A slow query (as on a network file system), with room for spares.
-        answer: |_| {
-            IN_QUERY.store(true, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(20));
-            IN_QUERY.store(false, Ordering::SeqCst);
-            Some(1 << 40)
-        },
-    });
+    // A slow query (as on a network file system), with room for spares.
+    let fs: FsRef = Arc::new(Shim::answering(sim.shared(), |_| {
+        IN_QUERY.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+        IN_QUERY.store(false, Ordering::SeqCst);
+        Some(1 << 40)
+    }));
     let opts = LogOptions {
         segment_size: 1 << 20,
         ..Default::default()

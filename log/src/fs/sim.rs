@@ -190,6 +190,17 @@ fn write_into(image: &mut Vec<u8>, offset: u64, data: &[u8]) {
 }
 
 impl State {
+    /// Apply `op` to what reads of inode `ino` see, and keep it pending until a sync.
+    fn pend(&mut self, ino: u64, op: FileOp) -> io::Result<()> {
+        let inode = self
+            .inodes
+            .get_mut(&ino)
+            .ok_or_else(|| eio("inode vanished"))?;
+        apply_op(&mut inode.current, &op);
+        inode.pending.push(op);
+        Ok(())
+    }
+
     /// Bytes the files take: those a directory lists now (a removed file's space is free
     /// again, as once its last link and handle are gone).
     fn total_bytes(&self) -> u64 {
@@ -514,13 +525,7 @@ impl SimFile {
             {
                 return Err(enospc());
             }
-            let inode = s
-                .inodes
-                .get_mut(&ino)
-                .ok_or_else(|| eio("inode vanished"))?;
-            apply_op(&mut inode.current, &op);
-            inode.pending.push(op);
-            Ok(())
+            s.pend(ino, op)
         })
     }
 }
@@ -582,12 +587,7 @@ impl FsFile for SimFile {
                     offset,
                     data: buf[..fits].to_vec(),
                 };
-                let inode = s
-                    .inodes
-                    .get_mut(&ino)
-                    .ok_or_else(|| eio("inode vanished"))?;
-                apply_op(&mut inode.current, &op);
-                inode.pending.push(op);
+                s.pend(ino, op)?;
             }
             if fits < buf.len() {
                 return Err(enospc());
