@@ -1091,13 +1091,8 @@ impl Shared {
         for (lsn, &len) in (first..).zip(lens) {
             let fits = io.offset + len <= self.opts.segment_size;
             if !fits && io.offset > SEGMENT_HEADER_LEN as u64 {
-                self.write_run(&io.active, batch, direct, run_start..pos, run_offset)
-                    .map_err(|e| (self.cut_back(&io.active, run_offset, e), durable))?;
-                let old = &io.active;
-                old.file.sync_data().map_err(|e| {
-                    let e = LogError::io(format!("syncing {}", old.path.display()), e);
-                    (self.cut_back(old, run_offset, e), durable)
-                })?;
+                self.write_and_sync_run(&io.active, batch, direct, run_start..pos, run_offset)
+                    .map_err(|e| (e, durable))?;
                 durable = lsn - 1;
                 self.roll(&mut io, lsn).map_err(|e| (e, durable))?;
                 run_start = pos;
@@ -1106,17 +1101,32 @@ impl Shared {
             io.offset += len;
             pos += len as usize;
         }
-        self.write_run(&io.active, batch, direct, run_start..pos, run_offset)
-            .map_err(|e| (self.cut_back(&io.active, run_offset, e), durable))?;
-        let seg = &io.active;
-        seg.file.sync_data().map_err(|e| {
-            let e = LogError::io(format!("syncing {}", seg.path.display()), e);
-            (self.cut_back(seg, run_offset, e), durable)
-        })?;
+        self.write_and_sync_run(&io.active, batch, direct, run_start..pos, run_offset)
+            .map_err(|e| (e, durable))?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.bytes_written
             .fetch_add((batch.len() + direct.len()) as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Write `range` of the byte stream `batch` followed by `direct` at `offset` of the active
+    /// segment `seg` and sync it; if either fails, cut the segment back to `offset` (see
+    /// [`Shared::cut_back`]).
+    fn write_and_sync_run(
+        &self,
+        seg: &Segment,
+        batch: &[u8],
+        direct: &[u8],
+        range: std::ops::Range<usize>,
+        offset: u64,
+    ) -> Result<()> {
+        self.write_run(seg, batch, direct, range, offset)
+            .and_then(|()| {
+                seg.file
+                    .sync_data()
+                    .map_err(|e| LogError::io(format!("syncing {}", seg.path.display()), e))
+            })
+            .map_err(|e| self.cut_back(seg, offset, e))
     }
 
     /// After a write from `offset` of the active segment `seg`, or its sync, failed: cut the
@@ -1212,7 +1222,7 @@ impl Shared {
         // often), and dropped segments are removed, not kept for reuse.
         let keep_spares = self.room_for_spare(0);
         if !keep_spares {
-            self.release_spares_if_short();
+            self.release_spares();
         }
         // Only truncations take segments off the front of the list, and they run one at a
         // time; a roll only adds at the back. So the first `n` segments counted here are the
@@ -1327,9 +1337,13 @@ impl Shared {
     /// spare that comes back after a crash is meaningless, and is removed at the next open if
     /// space is still short.
     fn release_spares_if_short(&self) {
-        if self.recycled.lock().is_empty() || self.room_for_spare(0) {
-            return;
+        if !self.recycled.lock().is_empty() && !self.room_for_spare(0) {
+            self.release_spares();
         }
+    }
+
+    /// Remove every spare segment kept (see [`Shared::release_spares_if_short`]).
+    fn release_spares(&self) {
         let spares = std::mem::take(&mut *self.recycled.lock());
         for p in spares {
             match self.fs.remove(&p) {
