@@ -17,7 +17,8 @@ use pagelog_log::{Log, LogError, LogOptions, Lsn};
 
 /// A file system mounted at a temporary directory for the test's lifetime.
 struct Mounted {
-    dir: tempfile::TempDir,
+    /// Holds the mount point (and an image): removed after the unmount in `drop`.
+    _dir: tempfile::TempDir,
     mount: PathBuf,
 }
 
@@ -31,7 +32,7 @@ impl Mounted {
             .arg(format!("size={size_mib}m"))
             .arg("tmpfs")
             .arg(&mount));
-        Mounted { dir, mount }
+        Mounted { _dir: dir, mount }
     }
 
     fn ext4(size_mib: u64) -> Mounted {
@@ -47,7 +48,7 @@ impl Mounted {
             .args(["-o", "loop"])
             .arg(&image)
             .arg(&mount));
-        Mounted { dir, mount }
+        Mounted { _dir: dir, mount }
     }
 
     fn free(&self) -> u64 {
@@ -57,8 +58,8 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
+        // Before the temporary directory holding the mount point goes.
         let _ = Command::new("umount").arg(&self.mount).status();
-        let _ = &self.dir;
     }
 }
 
