@@ -7,12 +7,21 @@
 //! is fsynced. A crash leaves either no object or the whole object (and perhaps a stray
 //! temporary file, removed by a later open once it is an hour old — younger ones may belong
 //! to an upload in progress in another process).
+//!
+//! An object is durable only if the directories above it are: the first create into a
+//! directory in each store instance syncs every directory from the object's up to the root,
+//! whoever created them. A directory found already there may have been made by a process
+//! killed before it synced the parent (or whose parent sync failed); its entry could still be
+//! lost in a power cut, with every object acknowledged under it since.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 
 use super::{
     ObjectMeta, ObjectReader, ObjectStore, PutOutcome, StoreError, StoreResult, validate_key,
@@ -28,6 +37,8 @@ const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
 pub struct LocalStore {
     root: PathBuf,
     seq: AtomicU64,
+    /// Directories whose entries, up to the root, this instance has synced.
+    durable_dirs: Mutex<HashSet<PathBuf>>,
 }
 
 impl LocalStore {
@@ -55,6 +66,7 @@ impl LocalStore {
         let store = LocalStore {
             root: root.to_path_buf(),
             seq: AtomicU64::new(0),
+            durable_dirs: Mutex::new(HashSet::new()),
         };
         if let Err(e) = store.remove_temporaries(root) {
             tracing::warn!(store = %root.display(), error = %e,
@@ -86,6 +98,52 @@ impl LocalStore {
             }
         }
         Ok(())
+    }
+
+    /// Create `dir` (under the root) if missing and, the first time this instance writes into
+    /// it, sync each directory from its parent up to the root, so that its entry and its
+    /// parents' are durable before an object in it is acknowledged. An error names the
+    /// directory it occurred on.
+    fn make_dir_durable(&self, dir: &Path) -> Result<(), (PathBuf, std::io::Error)> {
+        if self.durable_dirs.lock().contains(dir) {
+            return Ok(());
+        }
+        fs::create_dir_all(dir).map_err(|e| (dir.to_path_buf(), e))?;
+        let mut d = dir;
+        while d != self.root {
+            let Some(parent) = d.parent() else { break };
+            sync_dir(parent).map_err(|e| (parent.to_path_buf(), e))?;
+            d = parent;
+        }
+        self.durable_dirs.lock().insert(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// The conditional create of `path` in `dir` (see the module's doc).
+    fn create(&self, dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<PutOutcome> {
+        if path.exists() {
+            return Ok(PutOutcome::AlreadyExists);
+        }
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+        let result = (|| -> std::io::Result<PutOutcome> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            drop(f);
+            let outcome = match fs::hard_link(&tmp, path) {
+                Ok(()) => PutOutcome::Created,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => PutOutcome::AlreadyExists,
+                Err(e) => return Err(e),
+            };
+            fs::remove_file(&tmp)?;
+            sync_dir(dir)?;
+            Ok(outcome)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
     }
 
     fn path_of(&self, key: &str) -> StoreResult<PathBuf> {
@@ -154,6 +212,8 @@ impl LocalStore {
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(test)]
+    tests::SYNCED_DIRS.with(|s| s.borrow_mut().push(dir.to_path_buf()));
     File::open(dir)?.sync_all()
 }
 
@@ -165,39 +225,27 @@ impl ObjectStore for LocalStore {
     fn put_if_absent(&self, key: &str, data: &[u8]) -> StoreResult<PutOutcome> {
         let path = self.path_of(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        if !dir.exists() {
-            fs::create_dir_all(&dir).map_err(|e| self.io(&dir, key, e))?;
-            // Make the new directories durable: sync each one's parent up to the root.
-            let mut d = dir.as_path();
-            while d != self.root {
-                let Some(parent) = d.parent() else { break };
-                sync_dir(parent).map_err(|e| self.io(parent, key, e))?;
-                d = parent;
+        let mut retried = false;
+        loop {
+            self.make_dir_durable(&dir)
+                .map_err(|(at, e)| self.io(&at, key, e))?;
+            match self.create(&dir, &path, data) {
+                // The directory went away (removed by hand, or by another program): make it
+                // again, once. A put's `NotFound` is not the object's absence.
+                Err(e) if e.kind() == ErrorKind::NotFound && !retried => {
+                    self.durable_dirs.lock().remove(&dir);
+                    retried = true;
+                }
+                Err(source) => {
+                    return Err(StoreError::Io {
+                        path: path.clone(),
+                        key: key.to_string(),
+                        source,
+                    });
+                }
+                Ok(outcome) => return Ok(outcome),
             }
         }
-        if path.exists() {
-            return Ok(PutOutcome::AlreadyExists);
-        }
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
-        let result = (|| -> std::io::Result<PutOutcome> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()?;
-            drop(f);
-            let outcome = match fs::hard_link(&tmp, &path) {
-                Ok(()) => PutOutcome::Created,
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => PutOutcome::AlreadyExists,
-                Err(e) => return Err(e),
-            };
-            fs::remove_file(&tmp)?;
-            sync_dir(&dir)?;
-            Ok(outcome)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result.map_err(|e| self.io(&path, key, e))
     }
 
     fn get(&self, key: &str) -> StoreResult<Vec<u8>> {
@@ -292,6 +340,44 @@ impl Read for LocalReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Every directory this thread synced, in order.
+        pub(super) static SYNCED_DIRS: std::cell::RefCell<Vec<PathBuf>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    fn take_synced() -> Vec<PathBuf> {
+        SYNCED_DIRS.with(|s| std::mem::take(&mut *s.borrow_mut()))
+    }
+
+    #[test]
+    fn directories_found_in_place_are_synced_before_the_first_object_in_them() {
+        // A process killed after `mkdir` and before syncing the parent leaves a directory whose
+        // entry a power cut can still lose. The next process must not take it for durable.
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::path::absolute(dir.path()).unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        let s = LocalStore::open(&root).unwrap();
+        take_synced();
+        s.put_if_absent("a/b/1", b"one").unwrap();
+        assert_eq!(
+            take_synced(),
+            vec![root.join("a"), root.clone(), root.join("a/b")],
+            "the parents up to the root, then the object's directory"
+        );
+        s.put_if_absent("a/b/2", b"two").unwrap();
+        assert_eq!(take_synced(), vec![root.join("a/b")], "once per directory");
+        // A directory removed by hand is made again.
+        std::fs::remove_dir_all(root.join("a")).unwrap();
+        s.put_if_absent("a/b/3", b"three").unwrap();
+        assert_eq!(s.get("a/b/3").unwrap(), b"three");
+        let synced = take_synced();
+        assert!(
+            synced.contains(&root.join("a")) && synced.contains(&root),
+            "{synced:?}"
+        );
+    }
 
     #[test]
     fn conditional_create_get_list_delete() {
