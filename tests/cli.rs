@@ -1021,7 +1021,8 @@ fn log_dump_refuses_a_database_that_is_open() {
 
 /// Found by a probe (2026-11-29): on a log whose only segment was torn (an empty file, as a
 /// crash right after creating it leaves), recovery removed it, and the dump, a read-only
-/// command, then started a new log with a random database id and reported that one.
+/// command, then started a new log with a random database id and reported that one. The dump
+/// now opens the log read-only: the torn segment stays for the database's next open.
 #[test]
 fn log_dump_creates_no_log_where_recovery_left_no_segment() {
     let dir = tempfile::tempdir().unwrap();
@@ -1034,12 +1035,90 @@ fn log_dump_creates_no_log_where_recovery_left_no_segment() {
     let o = run(&["log", "dump", s(&db)]);
     assert_eq!(code(&o), 5, "{}", stderr(&o));
     assert!(stderr(&o).contains("holds no segment"), "{}", stderr(&o));
-    let segs: Vec<_> = std::fs::read_dir(&log_dir)
+    let mut files: Vec<_> = std::fs::read_dir(&log_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".seg"))
         .collect();
-    assert_eq!(segs, Vec::<String>::new());
+    files.sort();
+    assert_eq!(files, vec!["00000000000000000001.seg"]);
+    assert_eq!(
+        std::fs::read(log_dir.join("00000000000000000001.seg")).unwrap(),
+        b""
+    );
+}
+
+/// `log dump` reads and never writes: a torn tail a crash left is listed up to where the next
+/// open would cut it, reported, and left in place, byte for byte (and the lock file is not
+/// rewritten). The database's next open then cuts it.
+#[test]
+fn log_dump_reports_a_torn_tail_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let log_dir = dir
+        .path()
+        .join(format!("app.db{}", pagelog_vfs::LOG_DIR_SUFFIX));
+    let snapshot = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().into_string().unwrap(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    {
+        let log = pagelog_log::Log::open(
+            pagelog_log::fs::StdFs::shared(),
+            &log_dir,
+            pagelog_log::LogOptions {
+                preallocate: false,
+                background_flush: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for i in 0..10u8 {
+            log.append_sync(7, &[i; 1000]).unwrap();
+        }
+        // Three records in one batch; the first is then damaged: a torn tail.
+        for i in 0..3u8 {
+            log.append(7, &[i; 1000]).unwrap();
+        }
+        log.close().unwrap();
+    }
+    let segment = log_dir.join("00000000000000000001.seg");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = 64 + 10 * (40 + 1000) + 40 + 500;
+    bytes[at] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+    let before = snapshot(&log_dir);
+
+    let v = json(&["log", "dump", s(&db), "--json"]);
+    assert_eq!(v["summary"]["records"], 10, "{v}");
+    assert_eq!(v["log"]["last_lsn"], 10, "{v}");
+    assert_eq!(v["log"]["recovery"]["torn_tail_bytes"], 3 * 1040, "{v}");
+    let o = run(&["log", "dump", s(&db)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("torn tail"), "{}", stdout(&o));
+    assert_eq!(
+        snapshot(&log_dir),
+        before,
+        "the dump changed the log directory"
+    );
+
+    let log = pagelog_log::Log::open(
+        pagelog_log::fs::StdFs::shared(),
+        &log_dir,
+        pagelog_log::LogOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(log.recovery_report().erased_bytes, 3 * 1040);
+    assert_eq!(log.last_lsn(), 10);
 }
 
 #[test]

@@ -100,6 +100,12 @@ pub enum LogError {
     /// The log was closed.
     #[error("the log is closed")]
     Closed,
+    /// An append or a truncation on a log opened with [`crate::LogOptions::read_only`].
+    #[error("the log in {} was opened read-only", dir.display())]
+    ReadOnly {
+        /// Log directory.
+        dir: PathBuf,
+    },
 }
 
 impl LogError {

@@ -18,6 +18,9 @@
 //!   at the end.
 //!
 //! Every step is idempotent, so a crash during recovery is recovered by recovering again.
+//!
+//! A read-only open (`LogOptions::read_only`) validates by the same rules and writes nothing:
+//! the records end where they would, and what would be erased or removed is only counted.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -48,6 +51,12 @@ pub struct RecoveryReport {
     /// too), and whether never-synced records after that point were erased; None when the
     /// records end at zeros or at the end of the file and nothing was erased.
     pub tail_reason: Option<String>,
+    /// Read-only opens: bytes of never-synced records after a torn tail that a read-write
+    /// open would erase, left in place (0 otherwise).
+    pub left_bytes: u64,
+    /// Read-only opens: never-durable last segments that a read-write open would remove, left
+    /// in place (0 otherwise).
+    pub left_segments: usize,
 }
 
 /// The recovered log, ready for the writer.
@@ -81,15 +90,21 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
         .collect();
     recycled.sort();
 
+    let read_only = opts.read_only;
+    let open_opts = if read_only {
+        OpenOptions::read_only()
+    } else {
+        OpenOptions::existing()
+    };
     let mut report = RecoveryReport::default();
     let mut segments: Vec<Arc<Segment>> = Vec::new();
     let mut database_id = opts.database_id;
     for (i, first) in firsts.iter().enumerate() {
         let path = dir.join(segment_file_name(*first));
         let file = fs
-            .open(&path, OpenOptions::existing())
+            .open(&path, open_opts)
             .map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
-        if i + 1 == firsts.len() {
+        if i + 1 == firsts.len() && !read_only {
             // What the last segment shows may not be on the disk. A process killed between a
             // write and its sync left data in the page cache: sync it. A sync that failed
             // left pages the disk never got, shown as written and no longer waiting to be
@@ -134,6 +149,12 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
                         .find_strays(SEGMENT_HEADER_LEN as u64 - 1, *first)?
                         .is_empty()
                 {
+                    if read_only {
+                        tracing::warn!(segment = %path.display(), ?problem,
+                            "skipping a never-durable segment (left in place: read-only)");
+                        report.left_segments += 1;
+                        continue;
+                    }
                     tracing::warn!(segment = %path.display(), ?problem, "removing never-durable segment");
                     fs.remove(&path)
                         .map_err(|e| LogError::io(format!("removing {}", path.display()), e))?;
@@ -200,7 +221,17 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
                 ),
             });
         }
-        if let Some(stray_end) = strays.iter().map(|s| s.end).max() {
+        let stray_end = strays.iter().map(|s| s.end).max();
+        if let Some(stray_end) = stray_end.filter(|_| read_only) {
+            let n = stray_end - scan.end;
+            tracing::warn!(
+                segment = %seg.path.display(),
+                offset = scan.end,
+                bytes = n,
+                "never-synced records after a torn tail (left in place: read-only)"
+            );
+            report.left_bytes += n;
+        } else if let Some(stray_end) = stray_end {
             let n = stray_end - scan.end;
             tracing::warn!(
                 segment = %seg.path.display(),
@@ -217,10 +248,18 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
                 })?;
             report.erased_bytes += n;
         }
-        report.tail_reason = match (&scan.stop_reason, report.erased_bytes > 0) {
-            (Some(why), true) => Some(format!("{why}; never-synced records after it erased")),
+        let done = if read_only {
+            "left in place (read-only)"
+        } else {
+            "erased"
+        };
+        report.tail_reason = match (
+            &scan.stop_reason,
+            report.erased_bytes + report.left_bytes > 0,
+        ) {
+            (Some(why), true) => Some(format!("{why}; never-synced records after it {done}")),
             (Some(why), false) => Some(why.clone()),
-            (None, true) => Some("never-synced records after zeros erased".to_string()),
+            (None, true) => Some(format!("never-synced records after zeros {done}")),
             (None, false) => None,
         };
         end = scan.end;
@@ -229,8 +268,10 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
     // The log is about to call every record found durable: the last segment's data was synced
     // before it was read; a process killed before a roll's directory sync leaves the new
     // segment's entry in the page cache only, so sync the directory too.
-    fs.sync_dir(dir)
-        .map_err(|e| LogError::io(format!("syncing {}", dir.display()), e))?;
+    if !read_only {
+        fs.sync_dir(dir)
+            .map_err(|e| LogError::io(format!("syncing {}", dir.display()), e))?;
+    }
     report.segments = segments.len();
     report.first_lsn = segments
         .first()

@@ -57,6 +57,20 @@ pub struct LogOptions {
     /// existing one only the lock file is (besides recovery's own work). For tools that only
     /// inspect a log. Default true.
     pub create_if_missing: bool,
+    /// Open only to read, for tools that inspect a log, also on a read-only file system or
+    /// without write permission: nothing in the directory is created, written, synced or
+    /// removed. Recovery validates every record as usual (corruption is the same error) but
+    /// cuts nothing: the records end where a read-write open's recovery would end them, and
+    /// what that recovery would erase (never-synced records after a torn tail) or remove (a
+    /// never-durable last segment) is left in place and counted in [`RecoveryReport`]'s
+    /// `left_bytes` and `left_segments`. The last segment is not synced first, so a tail a
+    /// killed process left in the page cache is read as it shows. The lock is taken without
+    /// writing (on an existing lock file; where there is none, none is taken), so a log open
+    /// elsewhere is refused as usual and cannot be opened to write meanwhile. Appends and
+    /// [`Log::truncate_prefix`] fail with [`LogError::ReadOnly`]; no flusher runs, no spare
+    /// segment is made, and a directory without a segment is [`LogError::NoLog`] whatever
+    /// `create_if_missing` says. Default false.
+    pub read_only: bool,
     /// Zero-fill new segments to `segment_size` and sync them before use, so that appends
     /// overwrite allocated blocks and `fdatasync` has no metadata to write. With a background
     /// flusher this happens off the commit path: it keeps a spare segment ready, preparing the
@@ -101,6 +115,7 @@ impl Default for LogOptions {
             timeline: 1,
             first_lsn: 1,
             create_if_missing: true,
+            read_only: false,
             preallocate: true,
             recycle: 2,
             max_buffered_bytes: 64 << 20,
@@ -278,7 +293,8 @@ pub(crate) struct Shared {
     spare_seq: AtomicU64,
     syncs: AtomicU64,
     bytes_written: AtomicU64,
-    _lock: Box<dyn FsLock>,
+    /// None only for a read-only open that found no lock file.
+    _lock: Option<Box<dyn FsLock>>,
 }
 
 /// A segmented, append-only, checksummed log with group commit. Share it between threads with
@@ -324,7 +340,8 @@ impl Log {
                 last: 0,
             });
         }
-        if !opts.create_if_missing
+        let creates = opts.create_if_missing && !opts.read_only;
+        if !creates
             && !fs
                 .exists(dir)
                 .map_err(|e| LogError::io(format!("probing {}", dir.display()), e))?
@@ -333,12 +350,16 @@ impl Log {
                 dir: dir.to_path_buf(),
             });
         }
-        fs.create_dir_all(dir)
-            .and_then(|_| fs.sync_dir(&crate::fs::parent_dir(dir)))
-            .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
-        let lock = fs
-            .try_lock(&dir.join(LOCK_FILE))
-            .map_err(|e| LogError::io(format!("locking {}", dir.display()), e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = if opts.read_only {
+            fs.try_lock_read_only(&lock_path)
+        } else {
+            fs.create_dir_all(dir)
+                .and_then(|_| fs.sync_dir(&crate::fs::parent_dir(dir)))
+                .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
+            fs.try_lock(&lock_path).map(Some)
+        }
+        .map_err(|e| LogError::io(format!("locking {}", dir.display()), e))?;
         let rec = recover(fs.as_ref(), dir, &opts)?;
         let report = rec.report.clone();
         let mut segments = rec.segments;
@@ -359,13 +380,16 @@ impl Log {
                 spare_seq = spare_seq.max(n + 1);
             }
         }
-        if segments.is_empty() && !opts.create_if_missing {
+        if segments.is_empty() && !creates {
             return Err(LogError::NoLog {
                 dir: dir.to_path_buf(),
             });
         }
         let mut recycled = rec.recycled;
-        if !recycled.is_empty() && !room_for_spare(&fs, dir, &opts, 0) {
+        if opts.read_only {
+            // Not this open's to reuse, nor to remove.
+            recycled.clear();
+        } else if !recycled.is_empty() && !room_for_spare(&fs, dir, &opts, 0) {
             // Spares hold space for speed only: on a disk running out of it they go (see
             // `LogOptions::recycle`), so that the log, the database and its WAL can grow.
             remove_spares(&fs, dir, &mut recycled, "free space is low")?;
@@ -447,7 +471,7 @@ impl Log {
             _lock: lock,
             opts,
         });
-        let flusher = if shared.opts.background_flush {
+        let flusher = if shared.opts.background_flush && !shared.opts.read_only {
             let s = shared.clone();
             let handle = std::thread::Builder::new()
                 .name("pagelog-flush".into())
@@ -765,6 +789,11 @@ impl Shared {
     }
 
     fn check_usable(&self, st: &State) -> Result<()> {
+        if self.opts.read_only {
+            return Err(LogError::ReadOnly {
+                dir: self.dir.clone(),
+            });
+        }
         if let Some(e) = latched(st) {
             return Err(e);
         }
@@ -1213,6 +1242,11 @@ impl Shared {
     }
 
     fn truncate_prefix(&self, upto: Lsn) -> Result<usize> {
+        if self.opts.read_only {
+            return Err(LogError::ReadOnly {
+                dir: self.dir.clone(),
+            });
+        }
         let _one_at_a_time = self.truncating.lock();
         // A batch being written may have rolled to segments whose records are not durable yet:
         // they stay (readers and `first_lsn` must never pass the durable LSN).

@@ -3,14 +3,16 @@
 //! transaction's page size, database size, page count and checksum; a checkpoint mark's LSN,
 //! size and checksum) — and a summary of the whole range.
 //!
-//! The log is opened with [`Log::open`], which takes the log's `LOCK` (an exclusive `flock`,
-//! per open file description: it conflicts with a database open in any process, this one
-//! included). A database that is open elsewhere is reported with exit code 7 at once, never
-//! waited for and never touched. Opening runs the log's crash recovery, as opening the
-//! database would (a torn tail left by a crash is cut, and on a disk short of space the spare
-//! segments, which hold no records, are removed); nothing else is written, and no segment is
-//! created: a directory without segments, also one whose only segment recovery removed as
-//! torn, is reported as holding none (exit 5).
+//! The log is opened read-only ([`LogOptions::read_only`]): nothing in its directory is
+//! created, written, synced or removed, so the dump also works on a read-only mount (a disk
+//! image being examined, say) or without write permission. It takes the log's `LOCK` (an
+//! exclusive `flock`, per open file description, taken on a read-only descriptor: it conflicts
+//! with a database open in any process, this one included). A database that is open elsewhere
+//! is reported with exit code 7 at once, never waited for and never touched. The records are
+//! validated as the database's next open would, and end where that open's recovery would end
+//! them; a torn tail a crash left (or a segment a crashed roll left without a header) is
+//! reported and left for that open to cut. A directory without segments, also one whose only
+//! segment is such a torn one, is reported as holding none (exit 5).
 //!
 //! Records past `--limit`, and every record with `--headers`, are read header-only
 //! ([`pagelog_log::LogReader::next_info`]): their payloads are neither read nor checked.
@@ -32,7 +34,8 @@ use super::output::{self, Out};
 const AFTER_HELP: &str = "\
 The database must not be open: the log belongs to the process that has the database open,
 and this command refuses (exit 7) rather than wait or interfere. Inspect a live database's
-history in its store with `pagelog ls` instead.
+history in its store with `pagelog ls` instead. The log is only read, never changed (also on a
+read-only mount): a torn tail a crash left is reported, and cut by the database's next open.
 
 Examples:
   pagelog log dump app.db
@@ -248,8 +251,8 @@ fn has_segments(dir: &Path) -> Result<bool, CliError> {
 
 fn open_log(db: &Path, dir: &Path) -> Result<Log, CliError> {
     let opts = LogOptions {
-        // Open to read: no flusher thread, no preallocated spare segment, and no new log
-        // where recovery left no segment (a lone torn one, say).
+        // Nothing written: no recovery cut, no flusher thread, no spare segment, no new log.
+        read_only: true,
         background_flush: false,
         preallocate: false,
         create_if_missing: false,
@@ -259,8 +262,8 @@ fn open_log(db: &Path, dir: &Path) -> Result<Log, CliError> {
         LogError::NoLog { dir } => CliError::new(
             Exit::NotFound,
             format!(
-                "the log in {} holds no segment: recovery removed a torn one, which held no \
-                 durable record",
+                "the log in {} holds no segment but a torn one (a crash while it was being \
+                 created), which holds no durable record; the database's next open removes it",
                 dir.display()
             ),
         ),
@@ -312,8 +315,8 @@ pub fn run(_ctx: &Context, args: DumpArgs) -> Result<(), CliError> {
         "segments": stats.segments,
         "disk_bytes": stats.disk_bytes,
         "recovery": {
-            "erased_bytes": recovery.erased_bytes,
-            "removed_segments": recovery.removed_segments,
+            "torn_tail_bytes": recovery.left_bytes,
+            "torn_segments": recovery.left_segments,
             "tail_reason": recovery.tail_reason,
         },
     });
@@ -327,11 +330,12 @@ pub fn run(_ctx: &Context, args: DumpArgs) -> Result<(), CliError> {
             output::count(stats.segments as u64, "segment"),
             output::bytes(stats.disk_bytes)
         ))?;
-        if recovery.erased_bytes > 0 || recovery.removed_segments > 0 {
+        if recovery.left_bytes > 0 || recovery.left_segments > 0 {
             out.line(format!(
-                "recovery cut a torn tail: {} bytes erased, {} segments removed ({})",
-                recovery.erased_bytes,
-                recovery.removed_segments,
+                "the log ends in a torn tail, never acknowledged, which the database's next \
+                 open cuts: {} after LSN {last}, {} ({})",
+                output::bytes(recovery.left_bytes),
+                output::count(recovery.left_segments as u64, "segment without a header"),
                 recovery
                     .tail_reason
                     .as_deref()

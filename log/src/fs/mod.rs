@@ -143,6 +143,12 @@ pub trait Fs: Send + Sync + Debug + 'static {
     /// Take an exclusive lock on `path` (created if missing), or fail with `WouldBlock` if another
     /// holder has it. Used to make one process the owner of a database.
     fn try_lock(&self, path: &Path) -> io::Result<Box<dyn FsLock>>;
+    /// The lock of [`Fs::try_lock`], taken without creating or writing anything (for a
+    /// read-only open): `Ok(None)` where no file is at `path`, `WouldBlock` if another holder
+    /// has it. The default takes none (`Ok(None)`).
+    fn try_lock_read_only(&self, _path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
+        Ok(None)
+    }
     /// Lock other programs' SQLite out of the existing file at `path` for as long as the
     /// returned lock lives: an exclusive lock on the whole file, of the kind SQLite's own unix
     /// VFS takes and tests (POSIX record locks), so that a stock SQLite connection to a database

@@ -189,28 +189,7 @@ impl Fs for StdFs {
             .create(true)
             .truncate(false)
             .open(path)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let owner = fs::read_to_string(path).unwrap_or_default();
-                let owner = owner.trim();
-                let who = if owner.is_empty() {
-                    "another process".to_string()
-                } else if owner == lock_owner() {
-                    format!(
-                        "{owner} (this process: an earlier handle on the same directory, such \
-                         as a log or a reader of it, has not been dropped yet)"
-                    )
-                } else {
-                    owner.to_string()
-                };
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    format!("{} is locked by {who}", path.display()),
-                ));
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(e),
-        }
+        lock_or_name_owner(&file, path)?;
         // Record who holds the lock so that a refused opener can name the owner.
         file.set_len(0)?;
         write!(file, "{}", lock_owner())?;
@@ -218,6 +197,21 @@ impl Fs for StdFs {
             _file: file,
             path: path.to_path_buf(),
         }))
+    }
+
+    /// `flock` on a descriptor opened read-only: it needs no write permission and works on a
+    /// read-only mount. The file is left as it is (the holder is not recorded).
+    fn try_lock_read_only(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
+        let file = match fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        lock_or_name_owner(&file, path)?;
+        Ok(Some(Box::new(StdLock {
+            _file: file,
+            path: path.to_path_buf(),
+        })))
     }
 
     /// `statvfs`: the blocks available to unprivileged writers (ext4 keeps a reserve for root
@@ -256,6 +250,33 @@ impl Fs for StdFs {
             let _ = path;
             Ok(None)
         }
+    }
+}
+
+/// Take the exclusive `flock` on `file` (at `path`), or fail with `WouldBlock` naming the
+/// holder the lock file records.
+fn lock_or_name_owner(file: &fs::File, path: &Path) -> io::Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(fs::TryLockError::WouldBlock) => {
+            let owner = fs::read_to_string(path).unwrap_or_default();
+            let owner = owner.trim();
+            let who = if owner.is_empty() {
+                "another process".to_string()
+            } else if owner == lock_owner() {
+                format!(
+                    "{owner} (this process: an earlier handle on the same directory, such \
+                     as a log or a reader of it, has not been dropped yet)"
+                )
+            } else {
+                owner.to_string()
+            };
+            Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is locked by {who}", path.display()),
+            ))
+        }
+        Err(fs::TryLockError::Error(e)) => Err(e),
     }
 }
 
