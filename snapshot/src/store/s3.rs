@@ -1544,6 +1544,34 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any header value: no panic, and what is accepted is a well-formed range of an
+        /// object, read back the same when written out again.
+        #[test]
+        fn content_range_never_panics_and_accepts_only_ranges(
+            v in "(bytes ?)?[0-9 */+-]{0,30}|.{0,20}"
+        ) {
+            if let Some((first, last, total)) = parse_content_range(&v) {
+                proptest::prop_assert!(first <= last && last < total);
+                proptest::prop_assert_eq!(
+                    parse_content_range(&format!("bytes {first}-{last}/{total}")),
+                    Some((first, last, total))
+                );
+            }
+        }
+
+        #[test]
+        fn content_range_reads_every_range(first: u64, len: u64, extra: u64) {
+            let last = first.saturating_add(len);
+            let total = last.saturating_add(extra).saturating_add(1);
+            let expected = (last < total).then_some((first, last, total));
+            proptest::prop_assert_eq!(
+                parse_content_range(&format!("bytes {first}-{last}/{total}")),
+                expected
+            );
+        }
+    }
+
     #[test]
     fn refused_conditions_are_told_from_bad_requests() {
         assert!(rejects_condition("NotImplemented", "x"));
