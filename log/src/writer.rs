@@ -288,6 +288,9 @@ pub(crate) struct Shared {
     /// Held for a whole [`Log::truncate_prefix`]: one truncation at a time, so that segments
     /// are dropped strictly oldest first, each removal durable before the next.
     truncating: Mutex<()>,
+    /// Held for every sync of the log directory after the open; true once one failed: a
+    /// later one is not trusted (see [`Shared::sync_log_dir`]).
+    dir_sync: Mutex<bool>,
     recycled: Mutex<Vec<PathBuf>>,
     /// Makes recycle file names unique.
     spare_seq: AtomicU64,
@@ -414,6 +417,7 @@ impl Log {
                     timeline,
                     next_lsn,
                     &mut recycled,
+                    &|| fs.sync_dir(dir),
                 )?;
                 segments.push(seg.clone());
                 (seg, SEGMENT_HEADER_LEN as u64)
@@ -465,6 +469,7 @@ impl Log {
             spare_seq: AtomicU64::new(spare_seq),
             segments: Mutex::new(segments),
             truncating: Mutex::new(()),
+            dir_sync: Mutex::new(false),
             recycled: Mutex::new(recycled),
             syncs: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
@@ -1221,6 +1226,7 @@ impl Shared {
             self.timeline,
             first_lsn,
             &mut pool,
+            &|| self.sync_log_dir(),
         );
         self.recycled.lock().extend(pool);
         let seg = seg?;
@@ -1239,6 +1245,26 @@ impl Shared {
         io.active = seg;
         io.offset = SEGMENT_HEADER_LEN as u64;
         Ok(())
+    }
+
+    /// Sync the log directory; after one failed, every later one fails too. A failed directory
+    /// sync may drop every entry that waited for it (Linux does, without a journal), also one
+    /// another thread had just made: a roll's new segment, named while a truncation's sync
+    /// failed, would otherwise be trusted after its own sync, which finds nothing left to
+    /// write, and records acknowledged in it lost in a power cut. Truncations and rolls both
+    /// sync through here (opening, single-threaded, syncs directly).
+    fn sync_log_dir(&self) -> std::io::Result<()> {
+        let mut failed = self.dir_sync.lock();
+        if *failed {
+            return Err(std::io::Error::other(
+                "an earlier sync of the log directory failed",
+            ));
+        }
+        let r = self.fs.sync_dir(&self.dir);
+        if r.is_err() {
+            *failed = true;
+        }
+        r
     }
 
     fn truncate_prefix(&self, upto: Lsn) -> Result<usize> {
@@ -1330,7 +1356,7 @@ impl Shared {
                     return Err(e);
                 }
             };
-            if let Err(e) = self.fs.sync_dir(&self.dir) {
+            if let Err(e) = self.sync_log_dir() {
                 // Which names are on disk is unknown now (and a later sync does not settle
                 // it): latch, as for a failed sync of the log itself, so that nothing more is
                 // written or acknowledged until the log is reopened.
@@ -1739,6 +1765,7 @@ fn create_segment(
     timeline: u64,
     first_lsn: Lsn,
     pool: &mut Vec<PathBuf>,
+    sync_dir: &dyn Fn() -> std::io::Result<()>,
 ) -> Result<Arc<Segment>> {
     let path = dir.join(segment_file_name(first_lsn));
     // Preallocating takes the whole segment's space at once: only while the disk keeps the
@@ -1800,7 +1827,6 @@ fn create_segment(
         }
         file
     };
-    fs.sync_dir(dir)
-        .map_err(|e| LogError::io(format!("syncing {}", dir.display()), e))?;
+    sync_dir().map_err(|e| LogError::io(format!("syncing {}", dir.display()), e))?;
     Ok(Arc::new(Segment::new(path, file, header)))
 }
