@@ -161,6 +161,20 @@ impl Server {
         }
     }
 
+    /// An upload that was completed or aborted is `NoSuchUpload` (404), as on AWS (s3s-fs
+    /// itself says `AccessDenied`). s3s-fs keeps `.upload-ID.json` at its root while an upload
+    /// is in progress.
+    fn upload_exists(&self, upload_id: &str) -> S3Result<()> {
+        if self.root.join(format!(".upload-{upload_id}.json")).exists() {
+            Ok(())
+        } else {
+            Err(s3_error!(
+                NoSuchUpload,
+                "The specified upload does not exist"
+            ))
+        }
+    }
+
     fn count_precondition<T>(&self, r: S3Result<T>) -> S3Result<T> {
         if let Err(e) = &r
             && *e.code() == s3s::S3ErrorCode::PreconditionFailed
@@ -324,6 +338,7 @@ impl S3 for Server {
         }
         bump(&self.shared.counters.completes);
         self.bucket_exists(&req.input.bucket)?;
+        self.upload_exists(&req.input.upload_id)?;
         let _guard = self.write_lock.lock().await;
         let r = self.fs.complete_multipart_upload(req).await;
         self.count_precondition(r)
@@ -336,6 +351,7 @@ impl S3 for Server {
         self.enter()?;
         bump(&self.shared.counters.aborts);
         self.bucket_exists(&req.input.bucket)?;
+        self.upload_exists(&req.input.upload_id)?;
         self.fs.abort_multipart_upload(req).await
     }
 

@@ -162,6 +162,16 @@ pub enum SnapshotError {
     /// The shipper stopped on an error and ships nothing more.
     #[error("the shipper stopped: {0}")]
     Stopped(String),
+    /// A snapshot asked for with `Shipper::snapshot_now` failed. The shipper goes on (if it
+    /// stopped too, later calls say [`SnapshotError::Stopped`]).
+    #[error("the snapshot failed: {reason}")]
+    SnapshotFailed {
+        /// The error, as text.
+        reason: String,
+        /// Whether it was transient (the store down or slow: asking again may succeed; see
+        /// [`crate::upload::is_transient`]).
+        transient: bool,
+    },
     /// Bad configuration or argument.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -192,7 +192,8 @@ struct State {
     /// Calls answered (every call up to this number).
     snap_served: u64,
     /// The answer to the calls up to `snap_served`.
-    snap_result: Option<std::result::Result<SnapshotInfo, String>>,
+    /// The last requested snapshot's outcome: the error as text, and whether it was transient.
+    snap_result: Option<std::result::Result<SnapshotInfo, (String, bool)>>,
     stopped: Option<String>,
     last_error: Option<String>,
     store_available: bool,
@@ -473,7 +474,12 @@ impl Shipper {
             if st.snap_served >= me
                 && let Some(r) = &st.snap_result
             {
-                return r.clone().map_err(SnapshotError::Stopped);
+                return r
+                    .clone()
+                    .map_err(|(reason, transient)| SnapshotError::SnapshotFailed {
+                        reason,
+                        transient,
+                    });
             }
             if st.exited {
                 return Err(SnapshotError::Stopped(
@@ -1093,7 +1099,7 @@ impl Worker {
             st.snap_result = Some(
                 r.as_ref()
                     .map(|(info, _)| info.clone())
-                    .map_err(ToString::to_string),
+                    .map_err(|e| (e.to_string(), crate::upload::is_transient(e))),
             );
             self.shared.notify_progress(&mut st);
         }

@@ -48,6 +48,7 @@ pub fn put_immutable(store: &dyn ObjectStore, timeline: u64, key: &str, data: &[
 pub fn is_transient(e: &SnapshotError) -> bool {
     match e {
         SnapshotError::Store(s) => s.is_transient(),
+        SnapshotError::SnapshotFailed { transient, .. } => *transient,
         _ => false,
     }
 }

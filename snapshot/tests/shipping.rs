@@ -1771,3 +1771,40 @@ fn a_hanging_store_does_not_block_commits() {
     assert_eq!(check_contiguous(&*store_ref, 1), sh.replicated_lsn());
     sh.close(Duration::from_secs(10)).unwrap();
 }
+
+/// Found by a probe (2026-11-29): `snapshot_now` reported every failed snapshot as
+/// `Stopped` ("the shipper stopped: …") although the shipper went on, and `is_transient` was
+/// false for a store that was only down. It is `SnapshotFailed`, transient when the store's
+/// error was, and the shipper takes the next snapshot once the store is back.
+#[test]
+fn a_snapshot_failing_on_a_store_that_is_down_is_transient_and_the_shipper_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let vfs = vfs(Durability::Sync);
+    let conn = vfs.connect(&path).unwrap();
+    schema(&conn);
+    let store = FlakyStore::new(&dir.path().join("store"));
+    let store_ref = store_ref(&store);
+    let db = vfs.open_database(&path).unwrap();
+    let sh = Shipper::start(db.clone(), store_ref.clone(), quick_opts()).unwrap();
+    let last = insert(&conn, 1, 1);
+    sh.wait_replicated(last, Some(Duration::from_secs(10)))
+        .unwrap();
+    store.set_down(true);
+    let e = sh.snapshot_now().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SnapshotError::SnapshotFailed {
+                transient: true,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(pagelog_snapshot::upload::is_transient(&e), "{e}");
+    assert!(sh.status().stopped.is_none(), "{:?}", sh.status().stopped);
+    store.set_down(false);
+    let snap = sh.snapshot_now().unwrap();
+    assert!(snap.lsn >= last);
+}

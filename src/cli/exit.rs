@@ -108,7 +108,8 @@ pub fn snapshot_code(e: &SnapshotError) -> Exit {
         | SnapshotError::Diverged { .. }
         | SnapshotError::Timeout { .. }
         | SnapshotError::UnsupportedVersion { .. }
-        | SnapshotError::Stopped(_) => Exit::Error,
+        | SnapshotError::Stopped(_)
+        | SnapshotError::SnapshotFailed { .. } => Exit::Error,
     }
 }
 

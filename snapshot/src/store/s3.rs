@@ -697,6 +697,17 @@ impl Drop for S3Reader {
     }
 }
 
+/// How a multipart upload's completion ended.
+enum Completed {
+    /// The object was created.
+    Created,
+    /// Refused: the key exists (412). The upload remains, with its parts, to abort.
+    Refused,
+    /// The upload was gone when the completion was retried, and the key holds an object:
+    /// most likely this upload, completed by an attempt whose answer was lost.
+    FoundAfterLostAnswer,
+}
+
 /// Parse `bytes FIRST-LAST/TOTAL`.
 fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
     let rest = v.trim().strip_prefix("bytes ")?;
@@ -1113,7 +1124,11 @@ impl Inner {
             });
         };
         let r = self.upload_and_complete(key, &full, &upload_id, data).await;
-        if !matches!(r, Ok(PutOutcome::Created)) {
+        let finished = match r {
+            Ok(Completed::Created) | Ok(Completed::FoundAfterLostAnswer) => true,
+            Ok(Completed::Refused) | Err(_) => false,
+        };
+        if !finished {
             // Free the parts. Best effort: a failure here leaves parts a lifecycle rule can
             // clean up, and must not hide the error that brought us here.
             if let Err(e) = self
@@ -1128,7 +1143,10 @@ impl Inner {
                 warn!(key, error = %self.fail(key, e).error, "aborting a multipart upload failed");
             }
         }
-        r
+        r.map(|c| match c {
+            Completed::Created => PutOutcome::Created,
+            Completed::Refused | Completed::FoundAfterLostAnswer => PutOutcome::AlreadyExists,
+        })
     }
 
     async fn upload_and_complete(
@@ -1137,7 +1155,7 @@ impl Inner {
         full: &str,
         upload_id: &str,
         data: Bytes,
-    ) -> Result<PutOutcome, Failure> {
+    ) -> Result<Completed, Failure> {
         let part_size = self
             .multipart_threshold
             .max(MIN_PART_SIZE)
@@ -1200,8 +1218,26 @@ impl Inner {
             .if_none_match("*")
             .send()
             .await;
-        r.map(|_| PutOutcome::Created)
+        match r
+            .map(|_| PutOutcome::Created)
             .or_else(|e| self.created_or_exists(key, e))
+        {
+            Ok(PutOutcome::Created) => Ok(Completed::Created),
+            Ok(PutOutcome::AlreadyExists) => Ok(Completed::Refused),
+            // A completion the server applied, its answer lost (a reset, or slower than the
+            // attempt timeout): the SDK's retry finds the upload gone, `NoSuchUpload` (404;
+            // some servers say 403). The object under the key may be this very one: if one
+            // is there, say it exists, and the caller compares its bytes
+            // (`upload::put_immutable`), so another writer's object is still told apart.
+            Err(f) if matches!(f.status, Some(404 | 403)) => match self.exists(key).await {
+                Ok(true) => {
+                    debug!(key, error = %f.error, "completion refused for a finished upload, and the object exists");
+                    Ok(Completed::FoundAfterLostAnswer)
+                }
+                _ => Err(f),
+            },
+            Err(f) => Err(f),
+        }
     }
 
     /// One GET of bytes `start..end` (or the whole object when `range` is `None`), body
