@@ -104,7 +104,15 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
         let file = fs
             .open(&path, open_opts)
             .map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
-        if i + 1 == firsts.len() && !read_only {
+        if i + 1 == firsts.len() && read_only {
+            // Nothing may be written, but pages a failed sync left (shown as written, marked
+            // clean, never on the disk) must not be read as records: a read-write open drops
+            // them. Dropping clean cached pages writes nothing to the file (dirty pages, a
+            // killed writer's unsynced tail, stay, as a read-write open syncs them).
+            if let Err(e) = file.drop_cache() {
+                tracing::warn!(segment = %path.display(), error = %e, "could not drop cached pages; reading them");
+            }
+        } else if i + 1 == firsts.len() {
             // What the last segment shows may not be on the disk. A process killed between a
             // write and its sync left data in the page cache: sync it. A sync that failed
             // left pages the disk never got, shown as written and no longer waiting to be

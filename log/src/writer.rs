@@ -64,7 +64,10 @@ pub struct LogOptions {
     /// what that recovery would erase (never-synced records after a torn tail) or remove (a
     /// never-durable last segment) is left in place and counted in [`RecoveryReport`]'s
     /// `left_bytes` and `left_segments`. The last segment is not synced first, so a tail a
-    /// killed process left in the page cache is read as it shows. The lock is taken without
+    /// killed process left in the page cache is read as it shows; its clean cached pages are
+    /// dropped as a read-write open drops them, so that pages a failed sync left (shown as
+    /// written, never on the disk) are not read (on Linux this hint also starts the write-back
+    /// of dirty pages, which the kernel would write anyway). The lock is taken without
     /// writing (on an existing lock file; where there is none, none is taken), so a log open
     /// elsewhere is refused as usual and cannot be opened to write meanwhile. Appends and
     /// [`Log::truncate_prefix`] fail with [`LogError::ReadOnly`]; no flusher runs, no spare
@@ -718,8 +721,10 @@ impl Log {
     /// header and no record keeps the one before it until a record is written). So the first
     /// LSN never passes the durable LSN.
     ///
-    /// Safe to call beside appends and readers, which never wait for its removals and
-    /// directory syncs; two calls at once run one after the other. A segment that a reader
+    /// Safe to call beside appends and readers, which never wait for its removals; an append
+    /// that rolls to a new segment meanwhile may wait for one of its directory syncs, the one
+    /// in flight (syncs of the log directory run one at a time, see `Shared::sync_log_dir`).
+    /// Two calls at once run one after the other. A segment that a reader
     /// still holds is removed, never reused; a reader whose next record was dropped is told so
     /// ([`LogError::LsnOutOfRange`]).
     ///
@@ -1289,7 +1294,7 @@ impl Shared {
         // ones removed below, and the list's lock is needed only for moments: the renames,
         // removals and directory syncs below (a removal can take tens of milliseconds where
         // the file system discards the freed blocks) must not stall a roll on the commit path
-        // or a reader.
+        // or a reader (a roll waits at most for the directory sync in flight).
         let n = {
             let segs = self.segments.lock();
             let mut n = 0;

@@ -238,4 +238,50 @@ fn on_the_real_file_system_the_lock_file_is_not_written() {
         std::fs::metadata(&lock).unwrap().modified().unwrap(),
         modified
     );
+
+    // The lock file still names the last writer, long gone: a refused opener is not sent to
+    // it while a reader holds the lock.
+    if cfg!(target_os = "linux") {
+        let owner = String::from_utf8(owner).unwrap();
+        let me = format!("pid {} ", std::process::id());
+        assert!(owner.starts_with(&me), "{owner}");
+        std::fs::write(&lock, owner.replacen(&me, "pid 999999999 ", 1)).unwrap();
+        let reading = Log::open(StdFs::shared(), &dir, ro()).unwrap();
+        let refused = Log::open(StdFs::shared(), &dir, rw())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("does not record itself")
+                && refused.contains("pid 999999999 on host")
+                && refused.contains("is not running"),
+            "{refused}"
+        );
+        drop(reading);
+    }
+}
+
+/// Found by review: a batch whose sync failed and whose cut-back failed too (the power went
+/// as it was being cut), the process then gone. The page cache still shows the batch, which
+/// the disk never got; a read-write open drops those pages before reading, and the read-only
+/// open listed the batch as durable records until it dropped them too.
+#[test]
+fn a_batch_whose_sync_and_cut_failed_is_not_read_as_records() {
+    let disk = SimFs::new(SimFsConfig::default());
+    let log = Log::open(disk.shared(), &dir(), rw()).unwrap();
+    for lsn in 1..=3 {
+        log.append_sync(1, &payload(lsn)).unwrap();
+    }
+    // The batch's write, its sync (fails), then the cut (the power is off by then).
+    disk.fail_sync_in(1);
+    disk.set_power_cut_after(Some(2));
+    log.append_sync(1, &payload(4)).unwrap_err();
+    drop(log);
+    disk.kill_process();
+
+    let log = Log::open(disk.shared(), &dir(), ro()).unwrap();
+    assert_eq!((log.last_lsn(), log.durable_lsn()), (3, 3));
+    assert_eq!(records(&log).len(), 3);
+    drop(log);
+    let log = Log::open(disk.shared(), &dir(), rw()).unwrap();
+    assert_eq!(log.last_lsn(), 3);
 }

@@ -330,16 +330,28 @@ pub fn run(_ctx: &Context, args: DumpArgs) -> Result<(), CliError> {
             output::count(stats.segments as u64, "segment"),
             output::bytes(stats.disk_bytes)
         ))?;
-        if recovery.left_bytes > 0 || recovery.left_segments > 0 {
+        let mut torn = Vec::new();
+        if recovery.left_bytes > 0 {
+            let why = recovery
+                .tail_reason
+                .as_deref()
+                .unwrap_or("no reason recorded");
+            torn.push(format!(
+                "{} of never-synced records after LSN {last} ({why})",
+                output::bytes(recovery.left_bytes)
+            ));
+        }
+        if recovery.left_segments > 0 {
+            torn.push(format!(
+                "{} that a crashed roll left without a header",
+                output::count(recovery.left_segments as u64, "segment")
+            ));
+        }
+        if !torn.is_empty() {
             out.line(format!(
                 "the log ends in a torn tail, never acknowledged, which the database's next \
-                 open cuts: {} after LSN {last}, {} ({})",
-                output::bytes(recovery.left_bytes),
-                output::count(recovery.left_segments as u64, "segment without a header"),
-                recovery
-                    .tail_reason
-                    .as_deref()
-                    .unwrap_or("no reason recorded")
+                 open cuts: {}",
+                torn.join("; ")
             ))?;
         }
     }

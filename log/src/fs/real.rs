@@ -268,6 +268,13 @@ fn lock_or_name_owner(file: &fs::File, path: &Path) -> io::Result<()> {
                     "{owner} (this process: an earlier handle on the same directory, such \
                      as a log or a reader of it, has not been dropped yet)"
                 )
+            } else if recorded_owner_is_gone(owner) {
+                // A read-only holder (`pagelog log dump`) records nothing: the file still
+                // names the last writer.
+                format!(
+                    "a process that does not record itself, such as `pagelog log dump` \
+                     reading the log (the last holder recorded, {owner}, is not running)"
+                )
             } else {
                 owner.to_string()
             };
@@ -277,6 +284,26 @@ fn lock_or_name_owner(file: &fs::File, path: &Path) -> io::Result<()> {
             ))
         }
         Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Whether `owner` (as [`lock_owner`] wrote it) names a process of this host that is no
+/// longer running. Known only on Linux (`/proc`); elsewhere false.
+fn recorded_owner_is_gone(owner: &str) -> bool {
+    if !cfg!(target_os = "linux") {
+        return false;
+    }
+    let this_host = lock_owner();
+    let host_of = |o: &str| o.split_once(" on host ").map(|(_, h)| h.to_string());
+    let pid = owner
+        .strip_prefix("pid ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse::<u32>().ok());
+    match pid {
+        Some(pid) if host_of(owner) == host_of(&this_host) => {
+            !Path::new(&format!("/proc/{pid}")).exists()
+        }
+        _ => false,
     }
 }
 

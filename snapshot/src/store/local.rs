@@ -10,11 +10,13 @@
 //!
 //! An object is durable only if the directories above it are: the first create into a
 //! directory in each store instance syncs every directory from the object's up to the root,
-//! whoever created them. A directory found already there may have been made by a process
-//! killed before it synced the parent (or whose parent sync failed); its entry could still be
-//! lost in a power cut, with every object acknowledged under it since.
+//! whoever created them, and so does the first create after the directory was replaced (its
+//! device, inode or creation time changed). A directory found already there may have been
+//! made by a process killed before it synced the parent (or whose parent sync failed); its
+//! entry could still be lost in a power cut, with every object acknowledged under it since.
+//! Opening syncs the directories it makes above the root, and the one it found.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
@@ -37,8 +39,9 @@ const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
 pub struct LocalStore {
     root: PathBuf,
     seq: AtomicU64,
-    /// Directories whose entries, up to the root, this instance has synced.
-    durable_dirs: Mutex<HashSet<PathBuf>>,
+    /// Directories whose entries, up to the root, this instance has synced, with the identity
+    /// (device, inode) each had then: one removed and made again by someone else is another.
+    durable_dirs: Mutex<HashMap<PathBuf, DirId>>,
 }
 
 impl LocalStore {
@@ -51,13 +54,26 @@ impl LocalStore {
             key: String::new(),
             source,
         };
-        fs::create_dir_all(root).map_err(io)?;
-        if let Ok(parent) = root
-            .canonicalize()
-            .map(|p| p.parent().map(Path::to_path_buf))
-            && let Some(parent) = parent
+        // The directories this makes, up to one that was there, and that one: their entries
+        // must be durable before any object in them is. Best effort (a read-only copy of a
+        // store opens too); each create syncs the root's subdirectories again anyway.
+        let absolute = std::path::absolute(root).map_err(io)?;
+        let mut existing = absolute.as_path();
+        while !existing.exists()
+            && let Some(parent) = existing.parent()
         {
-            let _ = sync_dir(&parent);
+            existing = parent;
+        }
+        fs::create_dir_all(root).map_err(io)?;
+        let mut d = absolute.as_path();
+        while let Some(parent) = d.parent() {
+            if let Err(e) = sync_dir(parent) {
+                tracing::debug!(dir = %parent.display(), error = %e, "could not sync a directory above the store");
+            }
+            if parent == existing || d == existing {
+                break;
+            }
+            d = parent;
         }
         // Kept absolute: the store keeps working if the process changes directory, and
         // `describe` gives a `file://` URL that can be passed back (relative ones cannot).
@@ -66,7 +82,7 @@ impl LocalStore {
         let store = LocalStore {
             root: root.to_path_buf(),
             seq: AtomicU64::new(0),
-            durable_dirs: Mutex::new(HashSet::new()),
+            durable_dirs: Mutex::new(HashMap::new()),
         };
         if let Err(e) = store.remove_temporaries(root) {
             tracing::warn!(store = %root.display(), error = %e,
@@ -105,18 +121,29 @@ impl LocalStore {
     /// parents' are durable before an object in it is acknowledged. An error names the
     /// directory it occurred on.
     fn make_dir_durable(&self, dir: &Path) -> Result<(), (PathBuf, std::io::Error)> {
-        if self.durable_dirs.lock().contains(dir) {
+        let known = self.durable_dirs.lock().get(dir).copied();
+        if known.is_some() && known == dir_id(dir) {
             return Ok(());
         }
         fs::create_dir_all(dir).map_err(|e| (dir.to_path_buf(), e))?;
+        let id = dir_id(dir);
         let mut d = dir;
         while d != self.root {
             let Some(parent) = d.parent() else { break };
             sync_dir(parent).map_err(|e| (parent.to_path_buf(), e))?;
             d = parent;
         }
-        self.durable_dirs.lock().insert(dir.to_path_buf());
+        match id {
+            Some(id) => self.durable_dirs.lock().insert(dir.to_path_buf(), id),
+            None => self.durable_dirs.lock().remove(dir),
+        };
         Ok(())
+    }
+
+    /// Whether `dir` is still the directory [`LocalStore::make_dir_durable`] made durable.
+    fn dir_unchanged(&self, dir: &Path) -> bool {
+        let known = self.durable_dirs.lock().get(dir).copied();
+        known.is_some() && known == dir_id(dir)
     }
 
     /// The conditional create of `path` in `dir` (see the module's doc).
@@ -211,6 +238,27 @@ impl LocalStore {
     }
 }
 
+/// A directory's identity: device, inode, and creation time where the system tells it (an
+/// inode number freed by a removal may be given to the next directory made).
+type DirId = (u64, u64, Option<std::time::SystemTime>);
+
+/// `dir`'s identity; None where unknown (the directory is missing, or not on a Unix system:
+/// there, every create syncs the directories above its object).
+fn dir_id(dir: &Path) -> Option<DirId> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(dir)
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.created().ok()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(test)]
     tests::SYNCED_DIRS.with(|s| s.borrow_mut().push(dir.to_path_buf()));
@@ -230,11 +278,26 @@ impl ObjectStore for LocalStore {
             self.make_dir_durable(&dir)
                 .map_err(|(at, e)| self.io(&at, key, e))?;
             match self.create(&dir, &path, data) {
-                // The directory went away (removed by hand, or by another program): make it
-                // again, once. A put's `NotFound` is not the object's absence.
+                // The directory went away (removed by hand, or by another program), or was
+                // replaced while the object went in (it may have gone with the old one): make
+                // it again, once, and create again (`AlreadyExists` if the object is there).
+                // A put's `NotFound` is not the object's absence.
                 Err(e) if e.kind() == ErrorKind::NotFound && !retried => {
                     self.durable_dirs.lock().remove(&dir);
                     retried = true;
+                }
+                Ok(_) if !self.dir_unchanged(&dir) && !retried => {
+                    self.durable_dirs.lock().remove(&dir);
+                    retried = true;
+                }
+                Ok(_) if !self.dir_unchanged(&dir) => {
+                    return Err(StoreError::Io {
+                        path: dir.clone(),
+                        key: key.to_string(),
+                        source: std::io::Error::other(
+                            "the directory was replaced twice while an object was created in it",
+                        ),
+                    });
                 }
                 Err(source) => {
                     return Err(StoreError::Io {
@@ -349,6 +412,42 @@ mod tests {
 
     fn take_synced() -> Vec<PathBuf> {
         SYNCED_DIRS.with(|s| std::mem::take(&mut *s.borrow_mut()))
+    }
+
+    /// Found by review: a directory removed and made again by someone else (a process killed
+    /// before it synced the parent) was trusted by its path.
+    #[test]
+    fn a_directory_made_again_by_someone_else_is_synced_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::path::absolute(dir.path()).unwrap();
+        let s = LocalStore::open(&root).unwrap();
+        s.put_if_absent("a/b/1", b"one").unwrap();
+        std::fs::remove_dir_all(root.join("a")).unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        take_synced();
+        s.put_if_absent("a/b/2", b"two").unwrap();
+        let synced = take_synced();
+        assert!(
+            synced.contains(&root.join("a")) && synced.contains(&root),
+            "{synced:?}"
+        );
+    }
+
+    /// Found by review: the directories `open` made above the root were never synced.
+    #[test]
+    fn the_directories_open_makes_are_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::path::absolute(dir.path()).unwrap();
+        take_synced();
+        LocalStore::open(&base.join("x/y/store")).unwrap();
+        let synced = take_synced();
+        for d in [base.join("x/y"), base.join("x"), base.clone()] {
+            assert!(
+                synced.contains(&d),
+                "{} not synced: {synced:?}",
+                d.display()
+            );
+        }
     }
 
     #[test]
