@@ -284,6 +284,70 @@ impl S3 for Server {
         self.fs.create_multipart_upload(req).await
     }
 
+    /// s3s-fs does not list uploads: found here from its files, `.upload-ID.json` (one per
+    /// upload in progress) and `.bucket-B.object-K.upload-ID.metadata.json` (B and K in
+    /// URL-safe base64), initiated at the latter's modification time. One page, every upload.
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        self.enter()?;
+        let input = req.input;
+        self.bucket_exists(&input.bucket)?;
+        let prefix = input.prefix.unwrap_or_default();
+        let decode = |s: &str| {
+            base64_simd::URL_SAFE_NO_PAD
+                .decode_to_vec(s)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+        };
+        let mut uploads = Vec::new();
+        let entries = std::fs::read_dir(&self.root)
+            .map_err(|e| s3_error!(InternalError, "listing the server's root: {e}"))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name
+                .strip_prefix(".bucket-")
+                .and_then(|r| r.strip_suffix(".metadata.json"))
+            else {
+                continue;
+            };
+            let Some((bucket, rest)) = rest.split_once(".object-") else {
+                continue;
+            };
+            let Some((key, id)) = rest.split_once(".upload-") else {
+                continue;
+            };
+            let (Some(bucket), Some(key)) = (decode(bucket), decode(key)) else {
+                continue;
+            };
+            if bucket != input.bucket
+                || !key.starts_with(&prefix)
+                || !self.root.join(format!(".upload-{id}.json")).exists()
+            {
+                continue;
+            }
+            let initiated = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map_err(|e| s3_error!(InternalError, "reading {name}: {e}"))?;
+            uploads.push(MultipartUpload {
+                key: Some(key),
+                upload_id: Some(id.to_string()),
+                initiated: Some(initiated.into()),
+                ..Default::default()
+            });
+        }
+        uploads.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: Some(prefix),
+            is_truncated: Some(false),
+            uploads: Some(uploads),
+            ..Default::default()
+        }))
+    }
+
     async fn list_parts(
         &self,
         req: S3Request<ListPartsInput>,

@@ -32,7 +32,14 @@ pub struct RetentionReport {
     pub unfinished: usize,
     /// Stored bytes freed.
     pub bytes: u64,
+    /// Multipart uploads left in progress for over [`ABANDONED_UPLOAD_AGE`], aborted.
+    pub aborted_uploads: usize,
 }
+
+/// Multipart uploads in progress for longer than this are abandoned: retention aborts them
+/// (see [`crate::ObjectStore::abort_stale_uploads`]). An upload of pagelog's takes seconds to
+/// minutes.
+pub const ABANDONED_UPLOAD_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// Apply a retention window ending `now_us` (µs since the epoch) to every timeline.
 pub fn apply_retention(
@@ -79,6 +86,13 @@ pub fn apply_retention(
             delete_snapshot(store, s)?;
             report.snapshots += 1;
             report.bytes += s.size;
+        }
+    }
+    // Housekeeping of the service's own: a failure here is not retention's.
+    match store.abort_stale_uploads(ABANDONED_UPLOAD_AGE) {
+        Ok(n) => report.aborted_uploads = n,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not abort the multipart uploads left in progress")
         }
     }
     if report.batches + report.snapshots > 0 {

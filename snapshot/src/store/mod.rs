@@ -200,6 +200,16 @@ pub trait ObjectStore: Send + Sync + Debug {
     fn check_conditional_writes(&self) -> StoreResult<()> {
         Ok(())
     }
+
+    /// Abort the multipart uploads in progress in the store that began more than
+    /// `older_than` ago, and return how many. Two cases leave such uploads behind, holding
+    /// parts the service bills for: a `CreateMultipartUpload` whose answer was lost (its retry
+    /// started another), and an abort that failed on every attempt. Retention calls this with
+    /// a day ([`crate::retention::ABANDONED_UPLOAD_AGE`]). The default, for stores without
+    /// multipart uploads, does nothing.
+    fn abort_stale_uploads(&self, _older_than: std::time::Duration) -> StoreResult<usize> {
+        Ok(0)
+    }
 }
 
 /// An object being read as a stream: see [`ObjectStore::get_reader`].

@@ -551,6 +551,12 @@ impl ObjectStore for S3Store {
             Box::pin(async move { s.check_fencing().await })
         })
     }
+
+    fn abort_stale_uploads(&self, older_than: Duration) -> StoreResult<usize> {
+        self.run("(multipart uploads)", move |s| {
+            Box::pin(async move { s.abort_stale_uploads(older_than).await })
+        })
+    }
 }
 
 /// The SDK's HTTP client (hyper, rustls) without the platform's CA certificates, for a plain
@@ -695,6 +701,15 @@ impl Drop for S3Reader {
             p.task.abort();
         }
     }
+}
+
+/// Whether `key` (relative to the store's prefix) is one pagelog writes multipart: under a
+/// timeline's directory, `t{timeline:010}/` (snapshot/FORMAT.md). A bucket shared with other
+/// programs keeps their uploads.
+fn is_pagelog_key(key: &str) -> bool {
+    key.strip_prefix('t')
+        .and_then(|r| r.split_once('/'))
+        .is_some_and(|(t, _)| t.len() == 10 && t.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// How a multipart upload's completion ended.
@@ -1521,6 +1536,86 @@ impl Inner {
         Ok(out)
     }
 
+    /// See [`ObjectStore::abort_stale_uploads`]: list the uploads in progress under the
+    /// prefix (all pages), abort those of pagelog's keys ([`is_pagelog_key`]) initiated before
+    /// `older_than` ago. A server that does not list uploads (`NotImplemented`) has none to
+    /// abort here.
+    async fn abort_stale_uploads(&self, older_than: Duration) -> StoreResult<usize> {
+        let what = "(multipart uploads)";
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let prefix = self.full_key("");
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        let mut stale = Vec::new();
+        loop {
+            let out = match self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(&prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+            {
+                Ok(out) => out,
+                Err(e) => {
+                    let f = self.fail(what, e);
+                    if f.status == Some(501) {
+                        debug!(store = %self.describe, "the server does not list multipart uploads");
+                        return Ok(0);
+                    }
+                    return Err(f.error);
+                }
+            };
+            for u in out.uploads() {
+                let initiated = u
+                    .initiated()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok());
+                if let (Some(key), Some(id), Some(at)) = (u.key(), u.upload_id(), initiated)
+                    && at < cutoff
+                    && key.strip_prefix(&prefix).is_some_and(is_pagelog_key)
+                {
+                    stale.push((key.to_string(), id.to_string()));
+                }
+            }
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = out.next_key_marker().map(str::to_string);
+            id_marker = out.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() && id_marker.is_none() {
+                break;
+            }
+        }
+        let mut aborted = 0;
+        for (key, id) in stale {
+            match self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&key)
+                .upload_id(&id)
+                .send()
+                .await
+            {
+                Ok(_) => aborted += 1,
+                // Completed or aborted meanwhile.
+                Err(e) => match self.fail(&key, e) {
+                    Failure {
+                        status: Some(404), ..
+                    } => {}
+                    f => return Err(f.error),
+                },
+            }
+        }
+        if aborted > 0 {
+            info!(store = %self.describe, aborted, "aborted multipart uploads left in progress");
+        }
+        Ok(aborted)
+    }
+
     async fn delete(&self, key: &str) -> StoreResult<()> {
         match self
             .client
@@ -1605,6 +1700,27 @@ mod tests {
                 parse_content_range(&format!("bytes {first}-{last}/{total}")),
                 expected
             );
+        }
+    }
+
+    #[test]
+    fn only_pagelogs_keys_are_its_uploads() {
+        for ours in [
+            "t0000000001/snap/00000000000000000007/part-000000.pls",
+            "t0000000042/log/00000000000000000001.plb",
+        ] {
+            assert!(is_pagelog_key(ours), "{ours}");
+        }
+        for other in [
+            "other/t0000000001/x",
+            "t000000001/log/x",
+            "t00000000012/log/x",
+            "t000000000a/log/x",
+            "t0000000001",
+            "pagelog-probe/x.probe",
+            "",
+        ] {
+            assert!(!is_pagelog_key(other), "{other}");
         }
     }
 
