@@ -229,32 +229,28 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
                 ),
             });
         }
-        let stray_end = strays.iter().map(|s| s.end).max();
-        if let Some(stray_end) = stray_end.filter(|_| read_only) {
+        if let Some(stray_end) = strays.iter().map(|s| s.end).max() {
             let n = stray_end - scan.end;
             tracing::warn!(
                 segment = %seg.path.display(),
                 offset = scan.end,
                 bytes = n,
-                "never-synced records after a torn tail (left in place: read-only)"
+                read_only,
+                "never-synced records after a torn tail: {}",
+                if read_only { "left in place" } else { "erasing them" }
             );
-            report.left_bytes += n;
-        } else if let Some(stray_end) = stray_end {
-            let n = stray_end - scan.end;
-            tracing::warn!(
-                segment = %seg.path.display(),
-                offset = scan.end,
-                bytes = n,
-                "erasing never-synced records after a torn tail"
-            );
-            let zeros = vec![0u8; n as usize];
-            seg.file
-                .write_all_at(&zeros, scan.end)
-                .and_then(|_| seg.file.sync_data())
-                .map_err(|e| {
-                    LogError::io(format!("erasing torn tail of {}", seg.path.display()), e)
-                })?;
-            report.erased_bytes += n;
+            if read_only {
+                report.left_bytes += n;
+            } else {
+                let zeros = vec![0u8; n as usize];
+                seg.file
+                    .write_all_at(&zeros, scan.end)
+                    .and_then(|_| seg.file.sync_data())
+                    .map_err(|e| {
+                        LogError::io(format!("erasing torn tail of {}", seg.path.display()), e)
+                    })?;
+                report.erased_bytes += n;
+            }
         }
         let done = if read_only {
             "left in place (read-only)"

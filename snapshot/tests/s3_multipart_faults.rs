@@ -67,6 +67,25 @@ fn rig(test: &str) -> (S3Target, FaultProxy, StoreRef, String) {
     (t, proxy, store, prefix)
 }
 
+/// An S3 client straight to the server (not through the proxy), for what the store does not
+/// do itself.
+fn raw_client(t: &S3Target) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(t.region.clone()))
+        .endpoint_url(&t.endpoint)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            &t.access_key,
+            &t.secret_key,
+            None,
+            None,
+            "test",
+        ))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
 /// Multipart uploads in progress under `prefix`: the in-process server's upload records
 /// (s3s-fs keeps `.upload-ID.json` at its root for each), or ListMultipartUploads.
 fn uploads_in_progress(t: &S3Target, prefix: &str) -> usize {
@@ -82,20 +101,7 @@ fn uploads_in_progress(t: &S3Target, prefix: &str) -> usize {
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let conf = aws_sdk_s3::config::Builder::new()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new(t.region.clone()))
-            .endpoint_url(&t.endpoint)
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                &t.access_key,
-                &t.secret_key,
-                None,
-                None,
-                "test",
-            ))
-            .force_path_style(true)
-            .build();
-        let out = aws_sdk_s3::Client::from_conf(conf)
+        let out = raw_client(t)
             .list_multipart_uploads()
             .bucket(&t.bucket)
             .prefix(prefix)
@@ -238,20 +244,7 @@ fn a_completion_whose_answer_is_lost_is_not_an_error() {
 fn start_upload(t: &S3Target, key: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let conf = aws_sdk_s3::config::Builder::new()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new(t.region.clone()))
-            .endpoint_url(&t.endpoint)
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                &t.access_key,
-                &t.secret_key,
-                None,
-                None,
-                "test",
-            ))
-            .force_path_style(true)
-            .build();
-        aws_sdk_s3::Client::from_conf(conf)
+        raw_client(t)
             .create_multipart_upload()
             .bucket(&t.bucket)
             .key(key)
