@@ -161,8 +161,8 @@ impl Server {
         }
     }
 
-    /// An upload that was completed or aborted is `NoSuchUpload` (404), as on AWS (s3s-fs
-    /// itself says `AccessDenied`). s3s-fs keeps `.upload-ID.json` at its root while an upload
+    /// A part or completion of an upload that was completed or aborted is `NoSuchUpload`
+    /// (404), as on AWS (s3s-fs itself says `AccessDenied`). s3s-fs keeps `.upload-ID.json` at its root while an upload
     /// is in progress.
     fn upload_exists(&self, upload_id: &str) -> S3Result<()> {
         if self.root.join(format!(".upload-{upload_id}.json")).exists() {
@@ -389,6 +389,7 @@ impl S3 for Server {
         self.enter()?;
         bump(&self.shared.counters.upload_parts);
         self.bucket_exists(&req.input.bucket)?;
+        self.upload_exists(&req.input.upload_id)?;
         self.fs.upload_part(req).await
     }
 

@@ -130,6 +130,13 @@ struct Inner {
     /// The fencing check's verdict once made: `Some(why)` if the server does not honour
     /// `If-None-Match: *`. See [`Inner::check_fencing`].
     fencing_checked: tokio::sync::OnceCell<Option<String>>,
+    /// Multipart uploads in progress that [`Inner::abort_stale_uploads`] has seen, by id, and
+    /// when it first saw each: an upload's age is taken from the later of that and the
+    /// server's `Initiated` (some servers, moto among them, give every upload a fixed old
+    /// time).
+    uploads_seen: parking_lot::Mutex<std::collections::HashMap<String, std::time::SystemTime>>,
+    /// Whether listing uploads was refused (403) once already: said at warn level once.
+    uploads_denied: std::sync::atomic::AtomicBool,
 }
 
 /// A runtime the store started; it shuts down without blocking when the store is dropped, so
@@ -448,6 +455,8 @@ impl S3Store {
                 || std::env::var(ALLOW_UNFENCED_WRITES_ENV)
                     .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes")),
             fencing_checked: tokio::sync::OnceCell::new(),
+            uploads_seen: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            uploads_denied: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -1138,7 +1147,25 @@ impl Inner {
                 error: self.other(key, "CreateMultipartUpload returned no upload id"),
             });
         };
-        let r = self.upload_and_complete(key, &full, &upload_id, data).await;
+        let r = self
+            .upload_and_complete(key, &full, &upload_id, data)
+            .await
+            .map_err(|f| match f.status {
+                // `NoSuchUpload` on a part, or on a completion whose object is not there: the
+                // upload was aborted under us (a lifecycle rule, or another process's
+                // clean-up). Not the object's absence: a new upload may well succeed.
+                Some(404) => Failure {
+                    status: f.status,
+                    error: self.glitch(
+                        key,
+                        format!(
+                            "the multipart upload was aborted while in progress: {}",
+                            f.error
+                        ),
+                    ),
+                },
+                _ => f,
+            });
         let finished = match r {
             Ok(Completed::Created) | Ok(Completed::FoundAfterLostAnswer) => true,
             Ok(Completed::Refused) | Err(_) => false,
@@ -1155,7 +1182,13 @@ impl Inner {
                 .send()
                 .await
             {
-                warn!(key, error = %self.fail(key, e).error, "aborting a multipart upload failed");
+                match self.fail(key, e) {
+                    // Gone already (aborted under us, or never completed in full).
+                    Failure {
+                        status: Some(404), ..
+                    } => debug!(key, "the multipart upload to abort was gone"),
+                    f => warn!(key, error = %f.error, "aborting a multipart upload failed"),
+                }
             }
         }
         r.map(|c| match c {
@@ -1537,58 +1570,95 @@ impl Inner {
     }
 
     /// See [`ObjectStore::abort_stale_uploads`]: list the uploads in progress under the
-    /// prefix (all pages), abort those of pagelog's keys ([`is_pagelog_key`]) initiated before
-    /// `older_than` ago. A server that does not list uploads (`NotImplemented`) has none to
-    /// abort here.
+    /// prefix (all pages), abort those of pagelog's keys ([`is_pagelog_key`]) older than
+    /// `older_than`. An upload's age runs from the later of the server's `Initiated` and the
+    /// first time this store saw it (so a server giving false, old times aborts nothing another
+    /// process is still uploading, until this store has seen it that long). A server that does
+    /// not list uploads (`NotImplemented`) has none to abort here; one that refuses (403, no
+    /// `s3:ListBucketMultipartUploads`) is warned about once.
     async fn abort_stale_uploads(&self, older_than: Duration) -> StoreResult<usize> {
+        /// Pages of a listing at most (1,000 uploads each on AWS).
+        const MAX_PAGES: usize = 1000;
         let what = "(multipart uploads)";
-        let cutoff = std::time::SystemTime::now()
-            .checked_sub(older_than)
-            .unwrap_or(std::time::UNIX_EPOCH);
+        let now = std::time::SystemTime::now();
+        let cutoff = now.checked_sub(older_than).unwrap_or(std::time::UNIX_EPOCH);
         let prefix = self.full_key("");
         let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
-        let mut stale = Vec::new();
-        loop {
+        // Every upload listed under pagelog's keys: id -> (key, initiated).
+        let mut listed = std::collections::BTreeMap::new();
+        for page in 0.. {
+            if page == MAX_PAGES {
+                warn!(store = %self.describe, "listing multipart uploads: over {MAX_PAGES} pages; the rest waits for the next run");
+                break;
+            }
             let out = match self
                 .client
                 .list_multipart_uploads()
                 .bucket(&self.bucket)
                 .prefix(&prefix)
-                .set_key_marker(key_marker.take())
-                .set_upload_id_marker(id_marker.take())
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
                 .send()
                 .await
             {
                 Ok(out) => out,
                 Err(e) => {
                     let f = self.fail(what, e);
-                    if f.status == Some(501) {
-                        debug!(store = %self.describe, "the server does not list multipart uploads");
-                        return Ok(0);
+                    match f.status {
+                        Some(501) => {
+                            debug!(store = %self.describe, "the server does not list multipart uploads");
+                            return Ok(0);
+                        }
+                        Some(403) => {
+                            if self
+                                .uploads_denied
+                                .swap(true, std::sync::atomic::Ordering::Relaxed)
+                            {
+                                debug!(store = %self.describe, error = %f.error, "listing multipart uploads refused");
+                            } else {
+                                warn!(store = %self.describe, error = %f.error,
+                                    "listing multipart uploads refused: uploads left in progress are not aborted (allow s3:ListBucketMultipartUploads, or set a lifecycle rule)");
+                            }
+                            return Ok(0);
+                        }
+                        _ => return Err(f.error),
                     }
-                    return Err(f.error);
                 }
             };
             for u in out.uploads() {
-                let initiated = u
-                    .initiated()
-                    .and_then(|t| std::time::SystemTime::try_from(*t).ok());
-                if let (Some(key), Some(id), Some(at)) = (u.key(), u.upload_id(), initiated)
-                    && at < cutoff
+                if let (Some(key), Some(id)) = (u.key(), u.upload_id())
                     && key.strip_prefix(&prefix).is_some_and(is_pagelog_key)
                 {
-                    stale.push((key.to_string(), id.to_string()));
+                    let initiated = u
+                        .initiated()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok());
+                    listed.insert(id.to_string(), (key.to_string(), initiated));
                 }
             }
-            if out.is_truncated() != Some(true) {
+            let next = (
+                out.next_key_marker().map(str::to_string),
+                out.next_upload_id_marker().map(str::to_string),
+            );
+            if out.is_truncated() != Some(true)
+                || (next.0.is_none() && next.1.is_none())
+                || next == (key_marker.clone(), id_marker.clone())
+            {
                 break;
             }
-            key_marker = out.next_key_marker().map(str::to_string);
-            id_marker = out.next_upload_id_marker().map(str::to_string);
-            if key_marker.is_none() && id_marker.is_none() {
-                break;
-            }
+            (key_marker, id_marker) = next;
         }
+        let stale: Vec<(String, String)> = {
+            let mut seen = self.uploads_seen.lock();
+            seen.retain(|id, _| listed.contains_key(id));
+            listed
+                .into_iter()
+                .filter_map(|(id, (key, initiated))| {
+                    let first_seen = *seen.entry(id.clone()).or_insert(now);
+                    let since = initiated.map_or(first_seen, |i| i.max(first_seen));
+                    (since <= cutoff).then_some((key, id))
+                })
+                .collect()
+        };
         let mut aborted = 0;
         for (key, id) in stale {
             match self
@@ -1609,6 +1679,7 @@ impl Inner {
                     f => return Err(f.error),
                 },
             }
+            self.uploads_seen.lock().remove(&id);
         }
         if aborted > 0 {
             info!(store = %self.describe, aborted, "aborted multipart uploads left in progress");
