@@ -1248,3 +1248,29 @@ fn help_documents_examples_and_exit_codes() {
         assert!(restore.contains(flag), "{flag}");
     }
 }
+
+/// Found by a docs check (2026-11-29): a snapshot whose manifest is there but damaged was
+/// listed by `ls` as "unfinished (…, no manifest)", and counted as unfinished.
+#[test]
+fn ls_names_a_damaged_manifest_as_unreadable_not_missing() {
+    let h = history();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("store");
+    copy_dir(&h.store, &copy);
+    let mut manifests = Vec::new();
+    files_with_suffix(&copy, ".plm", &mut manifests);
+    let victim = manifests.last().unwrap().clone();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[40] ^= 0xff;
+    std::fs::write(&victim, &bytes).unwrap();
+    let o = run(&["ls", s(&copy)]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("1 with an unreadable manifest"), "{out}");
+    assert!(out.contains("manifest unreadable (see below)"), "{out}");
+    assert!(
+        !out.contains("no manifest") && !out.contains("unfinished"),
+        "{out}"
+    );
+    assert!(out.contains("unreadable: corrupt object"), "{out}");
+}

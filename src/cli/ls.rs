@@ -44,6 +44,8 @@ pub struct LsArgs {
 struct SnapshotView {
     lsn: Lsn,
     manifest: Option<Manifest>,
+    /// A manifest is there but could not be read (the error is among the view's errors).
+    manifest_unreadable: bool,
     parts: usize,
     bytes: u64,
 }
@@ -84,9 +86,11 @@ impl TimelineView {
             }
         }
         for s in &t.snapshots {
+            let manifest = read_manifest(store, t, s, &mut v.errors);
             v.snapshots.push(SnapshotView {
                 lsn: s.lsn,
-                manifest: read_manifest(store, t, s, &mut v.errors),
+                manifest_unreadable: s.is_complete() && manifest.is_none(),
+                manifest,
                 parts: s.parts.len(),
                 bytes: s.size,
             });
@@ -181,11 +185,25 @@ impl TimelineView {
             None => "  log         no batches".to_string(),
         });
         lines.push(format!(
-            "  snapshots   {} complete{}",
+            "  snapshots   {} complete{}{}",
             self.complete_snapshots(),
-            match self.snapshots.len() - self.complete_snapshots() {
+            match self
+                .snapshots
+                .iter()
+                .filter(|s| s.manifest.is_none() && !s.manifest_unreadable)
+                .count()
+            {
                 0 => String::new(),
                 n => format!(", {n} unfinished"),
+            },
+            match self
+                .snapshots
+                .iter()
+                .filter(|s| s.manifest_unreadable)
+                .count()
+            {
+                0 => String::new(),
+                n => format!(", {n} with an unreadable manifest"),
             }
         ));
         for s in &self.snapshots {
@@ -196,6 +214,12 @@ impl TimelineView {
                     output::time(m.timestamp_us),
                     output::count(m.db_pages, "page"),
                     m.page_size,
+                    output::bytes(s.bytes)
+                ),
+                None if s.manifest_unreadable => format!(
+                    "    LSN {:<10} manifest unreadable (see below), {}  {}",
+                    s.lsn,
+                    output::count(s.parts as u64, "part"),
                     output::bytes(s.bytes)
                 ),
                 None => format!(
@@ -227,6 +251,7 @@ impl TimelineView {
             "snapshots": self.snapshots.iter().map(|s| json!({
                 "lsn": s.lsn,
                 "complete": s.manifest.is_some(),
+                "manifest_unreadable": s.manifest_unreadable,
                 "time": s.manifest.as_ref().map(|m| output::json_time(m.timestamp_us)),
                 "timestamp_us": s.manifest.as_ref().map(|m| m.timestamp_us),
                 "page_size": s.manifest.as_ref().map(|m| m.page_size),

@@ -68,7 +68,7 @@ pub fn run(ctx: &Context, args: VerifyArgs) -> Result<(), CliError> {
             ))?;
         }
         out.line(format!(
-            "{}: {} ({}), {}, {} checked; {}{}",
+            "{}: {} ({} read), {}, {} checked; {}{}",
             name,
             output::count(report.objects as u64, "object"),
             output::bytes(report.bytes),
