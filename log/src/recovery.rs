@@ -104,22 +104,18 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path, opts: &LogOptions) -> Result<Reco
         let file = fs
             .open(&path, open_opts)
             .map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
-        if i + 1 == firsts.len() && read_only {
-            // Nothing may be written, but pages a failed sync left (shown as written, marked
-            // clean, never on the disk) must not be read as records: a read-write open drops
-            // them. Dropping clean cached pages writes nothing to the file (dirty pages, a
-            // killed writer's unsynced tail, stay, as a read-write open syncs them).
-            if let Err(e) = file.drop_cache() {
-                tracing::warn!(segment = %path.display(), error = %e, "could not drop cached pages; reading them");
-            }
-        } else if i + 1 == firsts.len() {
+        if i + 1 == firsts.len() {
             // What the last segment shows may not be on the disk. A process killed between a
-            // write and its sync left data in the page cache: sync it. A sync that failed
+            // write and its sync left data in the page cache: sync it (not in a read-only
+            // open, which writes nothing and reads that tail as it shows). A sync that failed
             // left pages the disk never got, shown as written and no longer waiting to be
             // (Linux marks them clean): drop them, so that what follows reads what the disk
-            // holds. (A segment followed by another was synced before that one was created.)
-            file.sync_data()
-                .map_err(|e| LogError::io(format!("syncing {}", path.display()), e))?;
+            // holds (dropping clean pages writes nothing). (A segment followed by another was
+            // synced before that one was created.)
+            if !read_only {
+                file.sync_data()
+                    .map_err(|e| LogError::io(format!("syncing {}", path.display()), e))?;
+            }
             if let Err(e) = file.drop_cache() {
                 tracing::warn!(segment = %path.display(), error = %e, "could not drop cached pages; reading them");
             }
