@@ -41,6 +41,11 @@ pub struct RetentionReport {
 /// minutes.
 pub const ABANDONED_UPLOAD_AGE: Duration = Duration::from_secs(24 * 3600);
 
+/// Whether `key` (relative to the store) is one of pagelog's format.
+pub fn is_pagelog_key(key: &str) -> bool {
+    crate::format::parse_key(key).is_some()
+}
+
 /// Apply a retention window ending `now_us` (µs since the epoch) to every timeline.
 pub fn apply_retention(
     store: &dyn ObjectStore,
@@ -89,7 +94,7 @@ pub fn apply_retention(
         }
     }
     // Housekeeping of the service's own: a failure here is not retention's.
-    match store.abort_stale_uploads(ABANDONED_UPLOAD_AGE) {
+    match store.abort_stale_uploads(ABANDONED_UPLOAD_AGE, is_pagelog_key) {
         Ok(n) => report.aborted_uploads = n,
         Err(e) => {
             tracing::warn!(error = %e, "could not abort the multipart uploads left in progress")
@@ -117,4 +122,31 @@ pub(crate) fn delete_snapshot(store: &dyn ObjectStore, s: &SnapshotEntry) -> Res
         store.delete(&p.key)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_pagelog_key;
+
+    #[test]
+    fn only_pagelogs_keys_are_its_uploads() {
+        for ours in [
+            "t0000000001/snap/00000000000000000007/part-000000.pls",
+            "t0000000042/log/00000000000000000001.plb",
+        ] {
+            assert!(is_pagelog_key(ours), "{ours}");
+        }
+        for other in [
+            "other/t0000000001/x",
+            "t000000001/log/x",
+            "t00000000012/log/x",
+            "t000000000a/log/x",
+            "t0000000001",
+            "t0000000001/other-program/file",
+            "pagelog-probe/x.probe",
+            "",
+        ] {
+            assert!(!is_pagelog_key(other), "{other}");
+        }
+    }
 }

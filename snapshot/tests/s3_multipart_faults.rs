@@ -22,6 +22,7 @@
 use std::time::Duration;
 
 use pagelog_s3_test_server::{FaultProxy, FaultRule, ProxyFault, S3Target};
+use pagelog_snapshot::retention::is_pagelog_key;
 use pagelog_snapshot::upload::{is_transient, put_immutable};
 use pagelog_snapshot::{StoreOptions, StoreRef, open_store};
 
@@ -296,11 +297,16 @@ fn uploads_left_in_progress_are_aborted_and_only_pagelogs() {
     }
     assert_eq!(
         store
-            .abort_stale_uploads(Duration::from_secs(3600))
+            .abort_stale_uploads(Duration::from_secs(3600), is_pagelog_key)
             .unwrap(),
         0
     );
-    assert_eq!(store.abort_stale_uploads(Duration::ZERO).unwrap(), 1);
+    assert_eq!(
+        store
+            .abort_stale_uploads(Duration::ZERO, is_pagelog_key)
+            .unwrap(),
+        1
+    );
     assert_eq!(
         uploads_in_progress(&t, &prefix),
         1,
@@ -346,7 +352,9 @@ fn an_upload_aborted_under_the_uploader_is_a_transient_failure() {
     let mut aborted = 0;
     while aborted == 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
-        aborted = other.abort_stale_uploads(Duration::ZERO).unwrap();
+        aborted = other
+            .abort_stale_uploads(Duration::ZERO, is_pagelog_key)
+            .unwrap();
     }
     assert_eq!(aborted, 1, "the upload was aborted under the uploader");
     let e = uploader.join().unwrap().unwrap_err();

@@ -201,13 +201,18 @@ pub trait ObjectStore: Send + Sync + Debug {
         Ok(())
     }
 
-    /// Abort the multipart uploads in progress in the store that began more than
-    /// `older_than` ago, and return how many. Two cases leave such uploads behind, holding
-    /// parts the service bills for: a `CreateMultipartUpload` whose answer was lost (its retry
-    /// started another), and an abort that failed on every attempt. Retention calls this with
-    /// a day ([`crate::retention::ABANDONED_UPLOAD_AGE`]). The default, for stores without
-    /// multipart uploads, does nothing.
-    fn abort_stale_uploads(&self, _older_than: std::time::Duration) -> StoreResult<usize> {
+    /// Abort the multipart uploads in progress in the store, of keys `ours` accepts (a bucket
+    /// may be shared with other programs), that began more than `older_than` ago, and return
+    /// how many. Two cases leave such uploads behind, holding parts the service bills for: a
+    /// `CreateMultipartUpload` whose answer was lost (its retry started another), and an abort
+    /// that failed on every attempt. Retention calls this with a day
+    /// ([`crate::retention::ABANDONED_UPLOAD_AGE`]) and the keys of pagelog's format. The
+    /// default, for stores without multipart uploads, does nothing.
+    fn abort_stale_uploads(
+        &self,
+        _older_than: std::time::Duration,
+        _ours: fn(&str) -> bool,
+    ) -> StoreResult<usize> {
         Ok(0)
     }
 }

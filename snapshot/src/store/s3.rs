@@ -561,9 +561,13 @@ impl ObjectStore for S3Store {
         })
     }
 
-    fn abort_stale_uploads(&self, older_than: Duration) -> StoreResult<usize> {
+    fn abort_stale_uploads(
+        &self,
+        older_than: Duration,
+        ours: fn(&str) -> bool,
+    ) -> StoreResult<usize> {
         self.run("(multipart uploads)", move |s| {
-            Box::pin(async move { s.abort_stale_uploads(older_than).await })
+            Box::pin(async move { s.abort_stale_uploads(older_than, ours).await })
         })
     }
 }
@@ -710,15 +714,6 @@ impl Drop for S3Reader {
             p.task.abort();
         }
     }
-}
-
-/// Whether `key` (relative to the store's prefix) is one pagelog writes multipart: under a
-/// timeline's directory, `t{timeline:010}/` (snapshot/FORMAT.md). A bucket shared with other
-/// programs keeps their uploads.
-fn is_pagelog_key(key: &str) -> bool {
-    key.strip_prefix('t')
-        .and_then(|r| r.split_once('/'))
-        .is_some_and(|(t, _)| t.len() == 10 && t.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// How a multipart upload's completion ended.
@@ -1171,30 +1166,40 @@ impl Inner {
             Ok(Completed::Refused) | Err(_) => false,
         };
         if !finished {
-            // Free the parts. Best effort: a failure here leaves parts a lifecycle rule can
-            // clean up, and must not hide the error that brought us here.
-            if let Err(e) = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&full)
-                .upload_id(&upload_id)
-                .send()
-                .await
-            {
-                match self.fail(key, e) {
-                    // Gone already (aborted under us, or never completed in full).
-                    Failure {
-                        status: Some(404), ..
-                    } => debug!(key, "the multipart upload to abort was gone"),
-                    f => warn!(key, error = %f.error, "aborting a multipart upload failed"),
-                }
+            // Free the parts. Best effort: a failure here leaves parts retention (or a
+            // lifecycle rule) cleans up, and must not hide the error that brought us here.
+            match self.abort_upload(key, &full, &upload_id).await {
+                Ok(true) => {}
+                Ok(false) => debug!(key, "the multipart upload to abort was gone"),
+                Err(f) => warn!(key, error = %f.error, "aborting a multipart upload failed"),
             }
         }
         r.map(|c| match c {
             Completed::Created => PutOutcome::Created,
             Completed::Refused | Completed::FoundAfterLostAnswer => PutOutcome::AlreadyExists,
         })
+    }
+
+    /// Abort multipart upload `upload_id` of the object `full` (the key with the prefix;
+    /// errors name `key`). `Ok(false)` when the upload was gone already (`NoSuchUpload`).
+    async fn abort_upload(&self, key: &str, full: &str, upload_id: &str) -> Result<bool, Failure> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(full)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => match self.fail(key, e) {
+                Failure {
+                    status: Some(404), ..
+                } => Ok(false),
+                f => Err(f),
+            },
+        }
     }
 
     async fn upload_and_complete(
@@ -1570,13 +1575,17 @@ impl Inner {
     }
 
     /// See [`ObjectStore::abort_stale_uploads`]: list the uploads in progress under the
-    /// prefix (all pages), abort those of pagelog's keys ([`is_pagelog_key`]) older than
-    /// `older_than`. An upload's age runs from the later of the server's `Initiated` and the
+    /// prefix (all pages), abort those of keys `ours` accepts (relative to the prefix) older
+    /// than `older_than`. An upload's age runs from the later of the server's `Initiated` and the
     /// first time this store saw it (so a server giving false, old times aborts nothing another
     /// process is still uploading, until this store has seen it that long). A server that does
     /// not list uploads (`NotImplemented`) has none to abort here; one that refuses (403, no
     /// `s3:ListBucketMultipartUploads`) is warned about once.
-    async fn abort_stale_uploads(&self, older_than: Duration) -> StoreResult<usize> {
+    async fn abort_stale_uploads(
+        &self,
+        older_than: Duration,
+        ours: fn(&str) -> bool,
+    ) -> StoreResult<usize> {
         /// Pages of a listing at most (1,000 uploads each on AWS).
         const MAX_PAGES: usize = 1000;
         let what = "(multipart uploads)";
@@ -1627,7 +1636,7 @@ impl Inner {
             };
             for u in out.uploads() {
                 if let (Some(key), Some(id)) = (u.key(), u.upload_id())
-                    && key.strip_prefix(&prefix).is_some_and(is_pagelog_key)
+                    && key.strip_prefix(&prefix).is_some_and(ours)
                 {
                     let initiated = u
                         .initiated()
@@ -1661,23 +1670,13 @@ impl Inner {
         };
         let mut aborted = 0;
         for (key, id) in stale {
-            match self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&key)
-                .upload_id(&id)
-                .send()
+            // Not aborted: completed or aborted meanwhile.
+            if self
+                .abort_upload(&key, &key, &id)
                 .await
+                .map_err(|f| f.error)?
             {
-                Ok(_) => aborted += 1,
-                // Completed or aborted meanwhile.
-                Err(e) => match self.fail(&key, e) {
-                    Failure {
-                        status: Some(404), ..
-                    } => {}
-                    f => return Err(f.error),
-                },
+                aborted += 1;
             }
             self.uploads_seen.lock().remove(&id);
         }
@@ -1771,27 +1770,6 @@ mod tests {
                 parse_content_range(&format!("bytes {first}-{last}/{total}")),
                 expected
             );
-        }
-    }
-
-    #[test]
-    fn only_pagelogs_keys_are_its_uploads() {
-        for ours in [
-            "t0000000001/snap/00000000000000000007/part-000000.pls",
-            "t0000000042/log/00000000000000000001.plb",
-        ] {
-            assert!(is_pagelog_key(ours), "{ours}");
-        }
-        for other in [
-            "other/t0000000001/x",
-            "t000000001/log/x",
-            "t00000000012/log/x",
-            "t000000000a/log/x",
-            "t0000000001",
-            "pagelog-probe/x.probe",
-            "",
-        ] {
-            assert!(!is_pagelog_key(other), "{other}");
         }
     }
 
