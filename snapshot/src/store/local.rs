@@ -40,7 +40,7 @@ pub struct LocalStore {
     root: PathBuf,
     seq: AtomicU64,
     /// Directories whose entries, up to the root, this instance has synced, with the identity
-    /// (device, inode) each had then: one removed and made again by someone else is another.
+    /// each had then ([`DirId`]): one removed and made again by someone else is another.
     durable_dirs: Mutex<HashMap<PathBuf, DirId>>,
 }
 
@@ -117,12 +117,11 @@ impl LocalStore {
     }
 
     /// Create `dir` (under the root) if missing and, the first time this instance writes into
-    /// it, sync each directory from its parent up to the root, so that its entry and its
+    /// it (or after it was replaced), sync each directory from its parent up to the root, so that its entry and its
     /// parents' are durable before an object in it is acknowledged. An error names the
     /// directory it occurred on.
     fn make_dir_durable(&self, dir: &Path) -> Result<(), (PathBuf, std::io::Error)> {
-        let known = self.durable_dirs.lock().get(dir).copied();
-        if known.is_some() && known == dir_id(dir) {
+        if self.dir_unchanged(dir) {
             return Ok(());
         }
         fs::create_dir_all(dir).map_err(|e| (dir.to_path_buf(), e))?;
